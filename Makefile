@@ -1,0 +1,33 @@
+# Two entry points: `make demo` (install + run the main job on the embedded demo) and
+# `make test` (install + lint + the whole test suite). Both create ./.venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+DEMO    = instance/demo
+
+.PHONY: install demo test lint clean-demo
+
+install: $(VENV)/.installed
+
+# torch and torchvision are pinned first: these builds lie on the lab machines' disk, and an
+# unpinned `torch` from another package would pull a multi-GB CUDA build instead.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: install clean-demo
+	$(PY) -m mos.simulate --out $(DEMO)/study.db
+	$(PY) -m mos.compute $(DEMO)/study.db
+
+clean-demo:
+	rm -rf $(DEMO)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest

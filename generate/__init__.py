@@ -1,0 +1,1 @@
+"""Stage 1 — the cross-modality compression pipeline that makes the distorted set (not built yet)."""

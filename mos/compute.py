@@ -1,0 +1,181 @@
+"""``python -m mos.compute INPUT``: raw ratings in, ``mos.csv`` + ``viewers.csv`` + report out."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from mos.estimators import MeanEstimator, P910Estimator
+from mos.pipeline import MosPipeline, StudyResult
+from mos.ratings import DEFAULT_DIMENSIONS, SCORE_MAX, SCORE_MIN, InputError, load_ratings
+from mos.scale import SCALES
+from mos.screening import SCREENINGS, Bt500Screening, NoScreening, Screening, SroccScreening
+
+EXIT_INPUT_ERROR = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the process exit code (0, or 2 for bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        started = time.perf_counter()
+        report = run(args)
+    except InputError as error:
+        print(f"mos.compute: error: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    if not args.quiet:
+        print(f"done in {time.perf_counter() - started:.2f} s")
+        if report is not None:
+            print(f"report: {report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mos.compute",
+        description=(
+            "Compute the Mean Opinion Score of every stimulus from raw ratings, the CMC-Bench way "
+            "(A.2): SRoCC viewer screening, per-session normalization (eq. 1), per-viewer "
+            "z-scoring (eq. 2), mean over the kept viewers mapped onto 0-5. Writes mos.csv, "
+            "viewers.csv and report.md (with PNG figures) into --out."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "input",
+        help="the study database (a SQLite file such as instance/ratings.db, or any SQLAlchemy URL "
+        "such as postgresql://…) or a CSV of raw ratings with columns viewer,stimulus, the score "
+        "columns, and optionally session, nsfw, warmup, repetition",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (default: a folder 'mos' beside the input)",
+    )
+    parser.add_argument(
+        "--dimensions",
+        default=",".join(DEFAULT_DIMENSIONS),
+        help="comma-separated score columns, each processed on its own (sureal's data sets: score)",
+    )
+    method = parser.add_argument_group("method (defaults = the paper's)")
+    method.add_argument(
+        "--screening",
+        choices=sorted(SCREENINGS),
+        default="srocc",
+        help="viewer screening: SRoCC with the average (paper), ITU-R BT.500 kurtosis test, or none",
+    )
+    method.add_argument(
+        "--threshold", type=float, default=0.6, help="srocc: reject viewers below this SRoCC"
+    )
+    method.add_argument(
+        "--srocc-reference",
+        choices=("global", "loo"),
+        default="global",
+        help="srocc: compare with the mean of all viewers (paper) or of the others (leave-one-out)",
+    )
+    method.add_argument(
+        "--bt500-variant",
+        choices=("sureal", "itu"),
+        default="sureal",
+        help="bt500: as Netflix sureal 0.9.0 computes it, or as the Recommendation's text reads "
+        "(sample std, per-viewer N); see README",
+    )
+    method.add_argument(
+        "--no-session-norm", action="store_true", help="skip eq. (1), per-session re-centring"
+    )
+    method.add_argument(
+        "--no-zscore",
+        action="store_true",
+        help="skip eq. (2): the MOS is then the mean (normalized) score on the rating scale",
+    )
+    method.add_argument(
+        "--estimator",
+        choices=("mean", "p910"),
+        default="mean",
+        help="mean over kept viewers (paper), or the ITU-T P.910 Annex E maximum-likelihood "
+        "subject model (Li & Bampis; sureal's P910 model)",
+    )
+    method.add_argument(
+        "--scale", choices=SCALES, default="sigma3", help="how mean z-scores map onto 0-5"
+    )
+    method.add_argument(
+        "--ci",
+        choices=("t", "normal"),
+        default="t",
+        help="95%% CI of the mean: Student t (n-1 dof) or normal 1.96 (sureal)",
+    )
+    method.add_argument(
+        "--keep-repetitions",
+        action="store_true",
+        help="treat repeated ratings of a stimulus by one viewer as separate observations "
+        "instead of averaging them first",
+    )
+    method.add_argument(
+        "--score-range",
+        type=float,
+        nargs=2,
+        default=(SCORE_MIN, SCORE_MAX),
+        metavar=("LOW", "HIGH"),
+        help="valid score range; a score outside it is an input error",
+    )
+    parser.add_argument("--no-report", action="store_true", help="write only the CSV files")
+    parser.add_argument("--quiet", action="store_true", help="print nothing on success")
+    return parser
+
+
+def run(args: argparse.Namespace) -> Path | None:
+    """Load, fit, write; return the report's path (None with --no-report)."""
+    dimensions = tuple(d.strip() for d in args.dimensions.split(",") if d.strip())
+    if not dimensions:
+        raise InputError("--dimensions names no score column")
+    table = load_ratings(args.input, dimensions, tuple(args.score_range))
+    result = pipeline_from_args(args).fit(table)
+    out = args.out if args.out is not None else _default_out(args.input)
+    return write_outputs(result, out, source=str(args.input), report=not args.no_report)
+
+
+def pipeline_from_args(args: argparse.Namespace) -> MosPipeline:
+    screening: Screening
+    if args.screening == "srocc":
+        screening = SroccScreening(args.threshold, args.srocc_reference)
+    elif args.screening == "bt500":
+        screening = Bt500Screening(args.bt500_variant)
+    else:
+        screening = NoScreening()
+    estimator = P910Estimator() if args.estimator == "p910" else MeanEstimator(args.ci)
+    return MosPipeline(
+        screening=screening,
+        session_norm=not args.no_session_norm,
+        zscore=not args.no_zscore,
+        estimator=estimator,
+        scale=args.scale,
+        average_repetitions=not args.keep_repetitions,
+    )
+
+
+def write_outputs(result: StudyResult, out: Path, source: str, report: bool) -> Path | None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the output folder {out}: {error.strerror}") from error
+    mos = result.mos_frame()
+    viewers = result.viewers_frame()
+    mos.to_csv(out / "mos.csv", index=False)
+    viewers.to_csv(out / "viewers.csv", index=False)
+    if not report:
+        return None
+    from mos.report import write_report  # matplotlib only when a report is wanted
+
+    return write_report(result, mos, viewers, out, source)
+
+
+def _default_out(source: str) -> Path:
+    if "://" in source:
+        return Path("mos")
+    return Path(source).expanduser().resolve().parent / "mos"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The study report: a Markdown page with matplotlib figures, written beside ``mos.csv``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: the report must render on a headless lab server
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from mos.pipeline import StudyResult  # noqa: E402
+from mos.reliability import split_half  # noqa: E402
+
+GROUPING_COLUMNS = ("model", "mode", "content_type")
+
+
+def write_report(
+    result: StudyResult, mos: pd.DataFrame, viewers: pd.DataFrame, out: Path, source: str
+) -> Path:
+    """Write ``report.md`` and its PNG figures into ``out``; return the report's path."""
+    lines = [
+        "# MOS report",
+        "",
+        f"Input: `{source}` — {len(result.table):,} ratings, {result.table.n_viewers} viewers, "
+        f"{result.table.n_stimuli:,} stimuli, {result.table.n_sessions} sessions.",
+        "",
+        "Settings: " + ", ".join(f"{k} = {v}" for k, v in result.settings.items()) + ".",
+        "",
+        "## Summary",
+        "",
+        "| dimension | viewers kept | rejected | MOS mean | MOS std | median CI95 | "
+        "split-half reliability |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, dim in result.dimensions.items():
+        rejected = int(dim.per_viewer["rejected"].sum())
+        present = int((dim.per_viewer["n_ratings"] > 0).sum())
+        r_mean, r_std = split_half(dim.kept)
+        lines.append(
+            f"| {name} | {present - rejected} | {rejected} | {mos[f'{name}_mos'].mean():.3f} | "
+            f"{mos[f'{name}_mos'].std():.3f} | {mos[f'{name}_ci95'].median():.3f} | "
+            f"{r_mean:.3f} ± {r_std:.3f} |"
+        )
+    lines += ["", "## MOS distribution", "", f"![MOS histograms]({_histograms(result, mos, out)})"]
+    lines += ["", "## Viewer screening", "", f"![screening]({_screening(result, viewers, out)})"]
+    lines += _rejected_list(viewers)
+    lines += ["", "## Confidence intervals", "", f"![CI95 widths]({_ci_widths(result, mos, out)})"]
+    lines += _by_metadata(result, mos, out)
+    lines += _nsfw(mos)
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _histograms(result: StudyResult, mos: pd.DataFrame, out: Path) -> str:
+    names = list(result.dimensions)
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        ax.hist(mos[f"{name}_mos"].dropna(), bins=np.linspace(0, 5, 26), color="#4477aa")
+        ax.set(title=f"{name.capitalize()} MOS", xlabel="MOS (0–5)", ylabel="stimuli")
+    return _save(fig, out, "mos_histograms.png")
+
+
+def _screening(result: StudyResult, viewers: pd.DataFrame, out: Path) -> str:
+    names = list(result.dimensions)
+    fig, axes = plt.subplots(len(names), 1, figsize=(10, 3 * len(names)), squeeze=False)
+    method = result.settings["screening"]
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        rows = viewers[viewers["dimension"] == name]
+        colours = np.where(rows["rejected"], "#cc3311", "#4477aa")
+        if "srocc" in rows:
+            ax.bar(range(len(rows)), rows["srocc"].fillna(0), color=colours)
+            ax.axhline(result.settings.get("screening_threshold", 0.6), color="k", ls="--")
+            ax.set_ylabel("SRoCC with average")
+        elif "bt500_ratio" in rows:
+            ax.bar(range(len(rows)), rows["bt500_ratio"].fillna(0), color=colours)
+            ax.axhline(0.05, color="k", ls="--")
+            ax.set_ylabel("(P + Q) / N")
+        else:
+            ax.bar(range(len(rows)), rows["n_ratings"], color=colours)
+            ax.set_ylabel("ratings")
+        ax.set_title(f"{name}: per-viewer screening ({method}; red = rejected)")
+        if len(rows) <= 60:
+            ax.set_xticks(range(len(rows)), rows["viewer"].astype(str), rotation=90, fontsize=7)
+    return _save(fig, out, "screening.png")
+
+
+def _rejected_list(viewers: pd.DataFrame) -> list[str]:
+    rejected = viewers[viewers["rejected"]]
+    if rejected.empty:
+        return ["", "No viewer was rejected."]
+    lines = ["", "Rejected viewers:", ""]
+    for name, rows in rejected.groupby("dimension", sort=False):
+        shown = ", ".join(str(v) for v in rows["viewer"].head(50))
+        more = f" … and {len(rows) - 50} more" if len(rows) > 50 else ""
+        lines.append(f"- {name}: {shown}{more}")
+    return lines
+
+
+def _ci_widths(result: StudyResult, mos: pd.DataFrame, out: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name in result.dimensions:
+        ax.hist(mos[f"{name}_ci95"].dropna(), bins=30, alpha=0.6, label=name)
+    ax.set(xlabel="95% CI half-width (0–5 scale)", ylabel="stimuli")
+    ax.legend()
+    return _save(fig, out, "ci95.png")
+
+
+def _by_metadata(result: StudyResult, mos: pd.DataFrame, out: Path) -> list[str]:
+    lines: list[str] = []
+    names = list(result.dimensions)
+    for column in GROUPING_COLUMNS:
+        if column not in mos or mos[column].nunique() < 2:
+            continue
+        table = mos.groupby(column)[[f"{n}_mos" for n in names]].agg(["mean", "count"])
+        lines += ["", f"## MOS by {column.replace('_', ' ')}", "", _markdown_table(table.round(3))]
+        fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 3.5), squeeze=False)
+        groups = sorted(mos[column].dropna().unique(), key=str)
+        for ax, name in zip(axes[0], names, strict=True):
+            data = [mos.loc[mos[column] == g, f"{name}_mos"].dropna() for g in groups]
+            ax.boxplot(data, tick_labels=[str(g) for g in groups])
+            ax.set(title=f"{name} MOS by {column}", ylim=(0, 5))
+            ax.tick_params(axis="x", rotation=45)
+        lines += ["", f"![MOS by {column}]({_save(fig, out, f'mos_by_{column}.png')})"]
+    if "strength" in mos and mos["strength"].notna().sum() > 2:
+        fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 3.5), squeeze=False)
+        for ax, name in zip(axes[0], names, strict=True):
+            ax.scatter(mos["strength"], mos[f"{name}_mos"], s=6, alpha=0.5)
+            ax.set(title=f"{name} MOS by img2img strength", xlabel="strength", ylim=(0, 5))
+        lines += [
+            "",
+            "## MOS by strength",
+            "",
+            f"![MOS by strength]({_save(fig, out, 'mos_by_strength.png')})",
+        ]
+    return lines
+
+
+def _nsfw(mos: pd.DataFrame) -> list[str]:
+    if "nsfw_reports" not in mos:
+        return []
+    flagged = mos[mos["nsfw_reports"] > 0].sort_values("nsfw_reports", ascending=False)
+    share = len(flagged) / max(1, len(mos))
+    lines = ["", "## NSFW reports", "", f"{len(flagged)} stimuli ({share:.2%}) were flagged."]
+    if not flagged.empty:
+        lines += ["", _markdown_table(flagged.set_index("stimulus")[["nsfw_reports"]].head(100))]
+    return lines
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    if isinstance(frame.columns, pd.MultiIndex):
+        frame = frame.copy()
+        frame.columns = [" ".join(str(p) for p in c) for c in frame.columns]
+    header = [str(frame.index.name or "")] + [str(c) for c in frame.columns]
+    rows = [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for index, values in frame.iterrows():
+        rows.append("| " + " | ".join([str(index)] + [str(v) for v in values]) + " |")
+    return "\n".join(rows)
+
+
+def _save(fig, out: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name

@@ -1,0 +1,309 @@
+"""``python -m mos.simulate``: a synthetic study with a known truth, to check the MOS pipeline.
+
+Each stimulus has a true quality per dimension. Each honest viewer rates it as
+
+    r = clip(round(2.5 + a_v·(q − 2.5) + b_v + d_vs + σ_v·ε, 0.1), 0, 5)
+
+with a per-viewer scale a_v and bias b_v, a per-session drift d_vs and per-viewer noise σ_v — the
+nuisances that eqs. (1) and (2) of the paper remove. Planted bad viewers answer uniformly at random
+and must be exactly the viewers the screening rejects. The study follows the paper's design:
+stimuli split into groups of ≤ 400, one session per group and viewer, a random order per viewer,
+and a few warm-up trials at the start of every session (stored, flagged, and rated at random, so
+that any reader that fails to drop them is visibly wrong).
+
+Writes the ratings (``.csv`` or a study database ``.db``) and, beside them, ``truth.csv`` (true
+quality and metadata per stimulus) and ``truth_viewers.csv`` (which viewers are bad).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from studydb import Session, Stimulus, StudyGroup, Viewer, create_study
+
+MODELS = ("SD15", "SDXL", "SSD1B", "RealVis", "PG20", "PG25", "Dreamlike", "Animate")
+MODES = ("Text", "Pixel", "Image", "Full")
+CONTENT_TYPES = ("NSI", "SCI", "AIGI")
+CONTENT_SHARES = (0.4, 0.3, 0.3)
+MODE_CONSISTENCY = {"Text": -1.0, "Pixel": -0.4, "Image": 0.4, "Full": 0.8}
+
+
+@dataclass
+class SimulationConfig:
+    stimuli: int = 400
+    viewers: int = 20
+    bad_viewers: int = 2
+    group_size: int = 400
+    warmup: int = 3
+    seed: int = 0
+    viewers_per_group: int | None = None
+    """None: every viewer rates every group (a lab study); k: k viewers per group (crowdsourcing)."""
+
+
+@dataclass
+class SimulatedStudy:
+    ratings: pd.DataFrame
+    """One row per trial: viewer, stimulus, session, position, warmup, consistency, perception, nsfw."""
+    truth: pd.DataFrame
+    """One row per stimulus: true consistency/perception and the generation metadata."""
+    viewers: pd.DataFrame
+    """One row per viewer: bad (planted random rater), bias, scale, noise."""
+
+
+def simulate(config: SimulationConfig) -> SimulatedStudy:
+    """Draw a whole study (vectorized: ten million ratings take seconds)."""
+    rng = np.random.default_rng(config.seed)
+    truth = _stimuli(config.stimuli, rng)
+    viewers = _viewers(config, rng)
+    n_groups = -(-config.stimuli // config.group_size)
+    group_of_stimulus = np.arange(config.stimuli) // config.group_size
+    reference = truth["reference"].to_numpy()
+    per_group = config.viewers_per_group or config.viewers
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("viewer", "session", "group", "stimulus")}
+    warm_flags, positions = [], []
+    session = 0
+    for group in tqdm(range(n_groups), desc="drawing sessions", leave=False):
+        members = np.flatnonzero(group_of_stimulus == group)
+        for k in range(per_group):
+            viewer = (group * per_group + k) % config.viewers  # balanced assignment
+            order = _order_without_repeats(members, reference, rng)
+            warm = rng.choice(members, size=min(config.warmup, members.size), replace=False)
+            stimuli = np.concatenate([warm, order])
+            for key, value in (("viewer", viewer), ("session", session), ("group", group)):
+                parts[key].append(np.full(stimuli.size, value, dtype=np.int64))
+            parts["stimulus"].append(stimuli)
+            positions.append(np.arange(stimuli.size))
+            warm_flags.append(np.arange(stimuli.size) < warm.size)
+            session += 1
+    trials = pd.DataFrame({key: np.concatenate(value) for key, value in parts.items()})
+    trials["position"] = np.concatenate(positions)
+    trials["warmup"] = np.concatenate(warm_flags)
+    drift = rng.normal(0.0, 0.3, size=session)
+    v = trials["viewer"].to_numpy()
+    s = trials["stimulus"].to_numpy()
+    random_answer = viewers["bad"].to_numpy()[v] | trials["warmup"].to_numpy()
+    for name in ("consistency", "perception"):
+        q = truth[f"true_{name}"].to_numpy()[s]
+        honest = (
+            2.5
+            + viewers["scale"].to_numpy()[v] * (q - 2.5)
+            + viewers["bias"].to_numpy()[v]
+            + drift[trials["session"].to_numpy()]
+            + viewers["noise"].to_numpy()[v] * rng.standard_normal(len(trials))
+        )
+        score = np.where(random_answer, rng.uniform(0, 5, len(trials)), honest)
+        trials[name] = np.clip(np.round(score, 1), 0.0, 5.0)
+    trials["nsfw"] = rng.random(len(trials)) < 0.002
+    trials["viewer"] = viewers["viewer"].to_numpy()[v]
+    trials["stimulus"] = truth["stimulus"].to_numpy()[s]
+    return SimulatedStudy(ratings=trials, truth=truth, viewers=viewers)
+
+
+def write_study(study: SimulatedStudy, out: Path) -> None:
+    """Write the ratings as CSV (``.csv``) or as a study database (anything else), plus the truth."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        study.ratings.drop(columns=["group"]).to_csv(out, index=False)
+    else:
+        _write_database(study, out)
+    study.truth.to_csv(out.parent / "truth.csv", index=False)
+    study.viewers.to_csv(out.parent / "truth_viewers.csv", index=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mos.simulate",
+        description="Write a synthetic subjective study with a known truth (see module docstring).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="ratings file: *.csv, or *.db for a study database"
+    )
+    defaults = SimulationConfig()
+    parser.add_argument("--stimuli", type=int, default=defaults.stimuli, help="distorted images")
+    parser.add_argument("--viewers", type=int, default=defaults.viewers, help="viewers in all")
+    parser.add_argument(
+        "--bad-viewers", type=int, default=defaults.bad_viewers, help="planted random raters"
+    )
+    parser.add_argument(
+        "--group-size", type=int, default=defaults.group_size, help="stimuli per session"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=defaults.warmup, help="warm-up trials per session"
+    )
+    parser.add_argument(
+        "--viewers-per-group",
+        type=int,
+        help="crowdsourcing design: this many viewers per group, assigned in turn "
+        "(default: every viewer rates every group, as in a lab)",
+    )
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
+    args = parser.parse_args(argv)
+    if not 0 <= args.bad_viewers < args.viewers or min(args.stimuli, args.group_size) < 1:
+        parser.error("need ≥ 1 stimulus and group size, and 0 ≤ bad viewers < viewers")
+    if args.out.exists():
+        parser.error(f"{args.out} exists; choose a new file (a study is never overwritten)")
+    config = SimulationConfig(
+        args.stimuli,
+        args.viewers,
+        args.bad_viewers,
+        args.group_size,
+        args.warmup,
+        args.seed,
+        args.viewers_per_group,
+    )
+    study = simulate(config)
+    write_study(study, args.out)
+    print(f"wrote {len(study.ratings):,} ratings to {args.out} (truth beside it)")
+    return 0
+
+
+def _stimuli(n: int, rng: np.random.Generator) -> pd.DataFrame:
+    n_references = max(1, n // 40)
+    reference = np.arange(n) % n_references
+    content = rng.choice(CONTENT_TYPES, p=CONTENT_SHARES, size=n_references)[reference]
+    model = np.array(MODELS)[rng.integers(0, len(MODELS), n)]
+    mode = np.array(MODES)[rng.integers(0, len(MODES), n)]
+    strength = rng.uniform(0.2, 0.9, n)
+    base = rng.uniform(-1.2, 1.2, n)
+    consistency = 2.5 + base + np.vectorize(MODE_CONSISTENCY.get)(mode) - (strength - 0.55)
+    perception = 2.5 + 0.5 * base + 1.5 * (strength - 0.55) + rng.normal(0, 0.5, n)
+    return pd.DataFrame(
+        {
+            "stimulus": [f"img{i:06d}" for i in range(n)],
+            "reference": [f"ref{r:05d}" for r in reference],
+            "model": model,
+            "mode": mode,
+            "strength": strength.round(3),
+            "content_type": content,
+            "true_consistency": np.clip(consistency, 0.3, 4.7),
+            "true_perception": np.clip(perception, 0.3, 4.7),
+        }
+    )
+
+
+def _viewers(config: SimulationConfig, rng: np.random.Generator) -> pd.DataFrame:
+    bad = np.zeros(config.viewers, dtype=bool)
+    bad[rng.choice(config.viewers, size=config.bad_viewers, replace=False)] = True
+    return pd.DataFrame(
+        {
+            "viewer": [f"v{i:04d}" for i in range(config.viewers)],
+            "bad": bad,
+            "bias": rng.normal(0.0, 0.3, config.viewers),
+            "scale": rng.uniform(0.8, 1.2, config.viewers),
+            "noise": rng.uniform(0.3, 0.6, config.viewers),
+        }
+    )
+
+
+def _order_without_repeats(
+    members: np.ndarray, reference: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """A random order in which no two consecutive stimuli share a reference (when possible)."""
+    order = rng.permutation(members)
+    clashes = np.flatnonzero(reference[order[1:]] == reference[order[:-1]]) + 1
+    for i in clashes:
+        if reference[order[i]] == reference[order[i - 1]]:
+            swap = np.flatnonzero(reference[order[i:]] != reference[order[i - 1]])
+            if swap.size:
+                j = i + int(swap[0])
+                order[[i, j]] = order[[j, i]]
+    return order
+
+
+def _write_database(study: SimulatedStudy, out: Path) -> None:
+    engine = create_study(out)
+    ratings, truth = study.ratings, study.truth
+    n_groups = int(ratings["group"].max()) + 1
+    group_of = ratings.drop_duplicates("stimulus").set_index("stimulus")["group"]
+    start = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
+    with engine.begin() as db:
+        db.execute(
+            StudyGroup.__table__.insert(),
+            [{"id": g + 1, "name": f"group-{g + 1}"} for g in range(n_groups)],
+        )
+        db.execute(
+            Stimulus.__table__.insert(),
+            [
+                {
+                    "id": i + 1,
+                    "key": row.stimulus,
+                    "distorted_path": f"distorted/{row.stimulus}.png",
+                    "reference_path": f"references/{row.reference}.png",
+                    "reference": row.reference,
+                    "model": row.model,
+                    "mode": row.mode,
+                    "strength": float(row.strength),
+                    "content_type": row.content_type,
+                    "group_id": int(group_of.get(row.stimulus, 0)) + 1,
+                    "withheld": False,
+                }
+                for i, row in enumerate(truth.itertuples())
+            ],
+        )
+        db.execute(
+            Viewer.__table__.insert(),
+            [
+                {"id": i + 1, "code": code, "created_at": start}
+                for i, code in enumerate(study.viewers["viewer"])
+            ],
+        )
+        viewer_id = {code: i + 1 for i, code in enumerate(study.viewers["viewer"])}
+        sessions = ratings.drop_duplicates("session")
+        db.execute(
+            Session.__table__.insert(),
+            [
+                {
+                    "id": int(row.session) + 1,
+                    "viewer_id": viewer_id[row.viewer],
+                    "group_id": int(row.group) + 1,
+                    "started_at": start,
+                }
+                for row in sessions.itertuples()
+            ],
+        )
+        stimulus_id = pd.Series(np.arange(1, len(truth) + 1), index=truth["stimulus"])
+        columns = (
+            "session_id",
+            "stimulus_id",
+            "position",
+            "consistency",
+            "perception",
+            "nsfw",
+            "is_warmup",
+            "is_repeat",
+            "submitted_at",
+        )
+        sql = (
+            f"INSERT INTO ratings ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+        )
+        stamp = start.isoformat(sep=" ")
+        chunk = 200_000
+        for begin in tqdm(range(0, len(ratings), chunk), desc="writing ratings", leave=False):
+            part = ratings.iloc[begin : begin + chunk]
+            rows = zip(
+                (part["session"].to_numpy() + 1).tolist(),
+                stimulus_id.loc[part["stimulus"]].to_numpy().tolist(),
+                part["position"].tolist(),
+                part["consistency"].tolist(),
+                part["perception"].tolist(),
+                part["nsfw"].astype(int).tolist(),
+                part["warmup"].astype(int).tolist(),
+                [0] * len(part),
+                [stamp] * len(part),
+                strict=True,
+            )
+            db.exec_driver_sql(sql, list(rows))
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""SQLAlchemy 2.0 typed ORM models of a subjective study.
+
+A *viewer* sits one or more *sessions*; each session covers one *group* of at most 400 stimuli
+(ITU-R BT.500: one sitting of at most an hour). Every submitted trial is one *rating* row holding
+both dimensions of CMC-Bench (consistency and perception, 0–5) and the NSFW flag. Ratings are keyed
+by (session, position) so that a re-submitted form can never be counted twice. Warm-up
+(stabilizing) trials are stored like the others but flagged, and every reader leaves them out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SCHEMA_VERSION = 1
+"""Bumped whenever a table changes, so an old study database can be recognised and upgraded."""
+
+SCORE_MIN = 0.0
+SCORE_MAX = 5.0
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table of a study database."""
+
+
+class StudyInfo(Base):
+    """Key/value facts about the study itself (schema version, title), one row per key."""
+
+    __tablename__ = "study_info"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class StudyGroup(Base):
+    """A group of at most ~400 stimuli that one viewer rates in one sitting."""
+
+    __tablename__ = "study_groups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+
+    stimuli: Mapped[list[Stimulus]] = relationship(back_populates="group")
+
+
+class Stimulus(Base):
+    """One distorted image shown beside its reference, with the generation metadata of the manifest."""
+
+    __tablename__ = "stimuli"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), unique=True, doc="the manifest's image id")
+    distorted_path: Mapped[str] = mapped_column(Text)
+    reference_path: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str | None] = mapped_column(String(255), doc="reference (content) id")
+    model: Mapped[str | None] = mapped_column(String(64))
+    mode: Mapped[str | None] = mapped_column(String(16))
+    strength: Mapped[float | None] = mapped_column(Float)
+    content_type: Mapped[str | None] = mapped_column(String(16))
+    caption: Mapped[str | None] = mapped_column(Text)
+    extra: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, doc="any further manifest columns (seed, bits, bpp, codec …)"
+    )
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("study_groups.id"))
+    withheld: Mapped[bool] = mapped_column(
+        Boolean, default=False, doc="withdrawn from later viewers (e.g. after NSFW reports)"
+    )
+
+    group: Mapped[StudyGroup | None] = relationship(back_populates="stimuli")
+
+
+class Viewer(Base):
+    """A pseudonymous participant; no name or e-mail is ever stored."""
+
+    __tablename__ = "viewers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True, doc="pseudonymous id / resume code")
+    age: Mapped[int | None] = mapped_column(Integer)
+    gender: Mapped[str | None] = mapped_column(String(32))
+    vision_screening: Mapped[str | None] = mapped_column(
+        String(255), doc="acuity / colour-vision result entered by staff"
+    )
+    consented_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+    sessions: Mapped[list[Session]] = relationship(back_populates="viewer")
+
+
+class Session(Base):
+    """A viewer's sitting over one group of stimuli, in an order drawn for that viewer."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    viewer_id: Mapped[int] = mapped_column(ForeignKey("viewers.id"), index=True)
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("study_groups.id"))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    environment: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, doc="screen size, device pixel ratio, browser, display/distance/lighting notes"
+    )
+
+    viewer: Mapped[Viewer] = relationship(back_populates="sessions")
+    ratings: Mapped[list[Rating]] = relationship(back_populates="session")
+
+
+class Rating(Base):
+    """One submitted trial: both CMC-Bench scores of one stimulus by one viewer in one session."""
+
+    __tablename__ = "ratings"
+    __table_args__ = (
+        UniqueConstraint("session_id", "position", name="uq_rating_session_position"),
+        CheckConstraint(
+            f"consistency IS NULL OR (consistency >= {SCORE_MIN} AND consistency <= {SCORE_MAX})",
+            name="ck_consistency_range",
+        ),
+        CheckConstraint(
+            f"perception IS NULL OR (perception >= {SCORE_MIN} AND perception <= {SCORE_MAX})",
+            name="ck_perception_range",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), index=True)
+    stimulus_id: Mapped[int] = mapped_column(ForeignKey("stimuli.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer, doc="0-based place of the trial in the session")
+    consistency: Mapped[float | None] = mapped_column(Float)
+    perception: Mapped[float | None] = mapped_column(Float)
+    nsfw: Mapped[bool] = mapped_column(Boolean, default=False)
+    nsfw_reason: Mapped[str | None] = mapped_column(Text)
+    is_warmup: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_repeat: Mapped[bool] = mapped_column(
+        Boolean, default=False, doc="a planted repetition to measure self-consistency"
+    )
+    shown_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    first_input_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+    session: Mapped[Session] = relationship(back_populates="ratings")
+    stimulus: Mapped[Stimulus] = relationship()

@@ -1,0 +1,135 @@
+"""``python -m mos.compute`` end to end, and its one-line errors (exit code 2) on bad input."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from mos.compute import main
+from mos.simulate import SimulationConfig, simulate, write_study
+
+
+@pytest.fixture(scope="module")
+def study_db(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    write_study(simulate(SimulationConfig(stimuli=120, viewers=8, bad_viewers=1)), folder / "s.db")
+    return folder / "s.db"
+
+
+def test_database_to_outputs(study_db, capsys):
+    assert main([str(study_db)]) == 0
+    out = study_db.parent / "mos"
+    mos = pd.read_csv(out / "mos.csv")
+    assert list(mos.columns[:11]) == [
+        "stimulus",
+        *[f"consistency_{c}" for c in ("mos", "z", "std", "ci95", "n")],
+        *[f"perception_{c}" for c in ("mos", "z", "std", "ci95", "n")],
+    ]
+    assert {"nsfw_reports", "model", "mode", "strength", "content_type"} <= set(mos.columns)
+    assert len(mos) == 120 and mos["consistency_mos"].between(0, 5).all()
+    viewers = pd.read_csv(out / "viewers.csv")
+    assert set(viewers.columns) >= {"viewer", "dimension", "srocc", "rejected", "n_ratings"}
+    report = (out / "report.md").read_text()
+    for figure in ("mos_histograms.png", "screening.png", "ci95.png", "mos_by_model.png"):
+        assert figure in report and (out / figure).stat().st_size > 1000
+    assert "split-half" in report and "NSFW" in report
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+
+
+def test_csv_input_and_options(tmp_path, study_db):
+    csv = tmp_path / "r.csv"
+    write_study(simulate(SimulationConfig(stimuli=80, viewers=6, bad_viewers=1)), csv)
+    code = main(
+        [
+            str(csv),
+            "--out",
+            str(tmp_path / "o"),
+            "--screening",
+            "bt500",
+            "--estimator",
+            "p910",
+            "--no-zscore",
+            "--no-report",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    assert not (tmp_path / "o" / "report.md").exists()
+    assert pd.read_csv(tmp_path / "o" / "mos.csv")["consistency_z"].isna().all()
+
+
+def run_error(args, capsys) -> str:
+    assert main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mos.compute: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_score_out_of_range(tmp_path, capsys):
+    csv = tmp_path / "r.csv"
+    csv.write_text("viewer,stimulus,consistency,perception\na,x,3,7\na,y,2,2\n")
+    assert "outside 0–5" in run_error([csv], capsys)
+
+
+def test_nan_score(tmp_path, capsys):
+    csv = tmp_path / "r.csv"
+    csv.write_text("viewer,stimulus,consistency,perception\na,x,3,\na,y,2,2\n")
+    assert "NaN" in run_error([csv], capsys)
+
+
+def test_unknown_column(tmp_path, study_db, capsys):
+    csv = tmp_path / "r.csv"
+    csv.write_text("viewer,stimulus,score\na,x,3\n")
+    assert "no column 'consistency'" in run_error([csv], capsys)
+    assert "unknown score column 'quality'" in run_error(
+        [study_db, "--dimensions", "quality"], capsys
+    )
+
+
+def test_missing_file_and_folder(tmp_path, capsys):
+    assert "no such file" in run_error([tmp_path / "nope.db"], capsys)
+    assert "is a folder" in run_error([tmp_path], capsys)
+
+
+def test_foreign_and_empty_databases(tmp_path, capsys):
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as connection:
+        connection.execute("CREATE TABLE things (id INTEGER)")
+    assert "not a cmc-lab study database" in run_error([foreign], capsys)
+    from studydb import create_study
+
+    create_study(tmp_path / "empty.db").dispose()
+    assert "no submitted ratings" in run_error([tmp_path / "empty.db"], capsys)
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"SQLite format 3\x00" + b"\x07" * 200)
+    assert "error" in run_error([garbage], capsys)
+
+
+def test_viewer_who_cannot_be_zscored(tmp_path, capsys):
+    csv = tmp_path / "r.csv"
+    csv.write_text(
+        "viewer,stimulus,consistency,perception\n"
+        "a,x,3,3\na,y,2,4\nb,x,1,1\nb,y,4,2\nlazy,x,2,2\nlazy,y,2,3\n"
+    )
+    message = run_error([csv, "--screening", "none"], capsys)
+    assert "cannot z-score viewer(s) lazy" in message
+
+
+def test_help_runs_as_a_module():
+    done = subprocess.run(
+        [sys.executable, "-m", "mos.compute", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "--screening" in done.stdout and "SRoCC" in done.stdout
+
+
+def test_mos_stage_never_imports_flask(study_db, tmp_path):
+    code = (
+        "import sys, mos.compute as c; "
+        f"c.main([{str(study_db)!r}, '--out', {str(tmp_path / 'x')!r}, '--quiet']); "
+        "assert 'flask' not in sys.modules, 'mos imported flask'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

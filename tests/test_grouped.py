@@ -1,0 +1,69 @@
+"""The vectorized per-group statistics equal their scipy/numpy per-group definitions."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from mos import grouped
+
+
+def per_group(groups, n_groups, fn, *arrays):
+    return np.array([fn(*(a[groups == g] for a in arrays)) for g in range(n_groups)])
+
+
+@pytest.mark.parametrize(
+    "n_groups, n, distinct",
+    [
+        (5, 400, 6),  # few distinct values: histogram path
+        (40, 2000, 10_000),  # many distinct values, balanced groups: padded sort path
+        (400, 500, 10_000),  # many groups, few rows each
+    ],
+)
+def test_rank_matches_scipy_rankdata_within_each_group(n_groups, n, distinct):
+    rng = np.random.default_rng(n_groups)
+    groups = rng.integers(0, n_groups, n)
+    values = rng.integers(0, distinct, n) / 7.0
+    ranks = grouped.rank(groups, values, n_groups)
+    for g in range(n_groups):
+        member = groups == g
+        np.testing.assert_allclose(ranks[member], stats.rankdata(values[member]))
+
+
+def test_rank_unbalanced_groups_use_global_sort_and_agree():
+    rng = np.random.default_rng(1)
+    groups = np.concatenate([np.zeros(3000, int), rng.integers(1, 50, 200)])
+    values = rng.normal(size=groups.size).round(2)
+    blocks = grouped.Blocks(groups, 50)
+    assert not blocks.padded
+    ranks = grouped.rank(groups, values, 50, blocks)
+    for g in range(50):
+        np.testing.assert_allclose(ranks[groups == g], stats.rankdata(values[groups == g]))
+
+
+def test_spearman_matches_scipy_and_is_nan_for_constant_groups():
+    rng = np.random.default_rng(2)
+    groups = rng.integers(0, 30, 3000)
+    x = rng.integers(0, 6, groups.size).astype(float)
+    y = x + rng.normal(0, 2, groups.size)
+    x[groups == 7] = 3.0  # a viewer who always answers 3
+    got = grouped.spearman(groups, x, y, 30)
+    for g in range(30):
+        if g == 7:
+            assert np.isnan(got[g])
+        else:
+            assert got[g] == pytest.approx(stats.spearmanr(x[groups == g], y[groups == g])[0])
+
+
+def test_mean_std_and_counts_match_numpy():
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 10, 500)
+    values = rng.normal(3, 1, 500)
+    np.testing.assert_allclose(
+        grouped.mean(groups, values, 10), per_group(groups, 10, np.mean, values)
+    )
+    np.testing.assert_allclose(
+        grouped.std(groups, values, 10), per_group(groups, 10, lambda v: np.std(v, ddof=1), values)
+    )
+    single = grouped.std(np.array([0, 1, 1]), np.array([1.0, 2.0, 4.0]), 2)
+    assert np.isnan(single[0])  # a one-row group has no sample std
+    assert single[1] == pytest.approx(np.sqrt(2.0))
