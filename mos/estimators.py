@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 from tqdm import tqdm
 
 from mos import grouped
@@ -56,13 +56,20 @@ class MeanEstimator(Estimator):
         self.ci = ci
 
     def estimate(self, obs: Observations) -> Estimate:
-        n = grouped.counts(obs.stimulus, obs.n_stimuli)
-        quality = grouped.mean(obs.stimulus, obs.score, obs.n_stimuli)
-        spread = grouped.std(obs.stimulus, obs.score, obs.n_stimuli, ddof=1)
+        n = obs.stimulus_counts
+        quality = grouped.mean(obs.stimulus, obs.score, obs.n_stimuli, n)
+        spread = grouped.std(obs.stimulus, obs.score, obs.n_stimuli, ddof=1, n=n)
         with np.errstate(invalid="ignore", divide="ignore"):
-            critical = stats.t.ppf(0.975, n - 1) if self.ci == "t" else stats.norm.ppf(0.975)
-            ci95 = critical * spread / np.sqrt(n)
+            ci95 = self._critical_value(n) * spread / np.sqrt(n)
         return Estimate(quality=quality, spread=spread, ci95=ci95, n=n)
+
+    def _critical_value(self, n: np.ndarray) -> np.ndarray | float:
+        """The 97.5% quantile: Student t with n − 1 dof (computed once per distinct n), or normal."""
+        if self.ci == "normal":
+            return special.ndtri(0.975)
+        sizes, index = np.unique(n, return_inverse=True)
+        with np.errstate(invalid="ignore"):
+            return special.stdtrit(np.maximum(sizes - 1, 0), 0.975)[index]
 
 
 class P910Estimator(Estimator):

@@ -20,17 +20,25 @@ def counts(groups: np.ndarray, n_groups: int) -> np.ndarray:
     return np.bincount(groups, minlength=n_groups)
 
 
-def mean(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
-    """Mean of ``values`` per group (NaN for an empty group)."""
+def mean(
+    groups: np.ndarray, values: np.ndarray, n_groups: int, n: np.ndarray | None = None
+) -> np.ndarray:
+    """Mean of ``values`` per group (NaN for an empty group); ``n`` = :func:`counts` if known."""
     total = np.bincount(groups, weights=values, minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return total / counts(groups, n_groups)
+        return total / (counts(groups, n_groups) if n is None else n)
 
 
-def std(groups: np.ndarray, values: np.ndarray, n_groups: int, ddof: int = 1) -> np.ndarray:
+def std(
+    groups: np.ndarray,
+    values: np.ndarray,
+    n_groups: int,
+    ddof: int = 1,
+    n: np.ndarray | None = None,
+) -> np.ndarray:
     """Standard deviation per group, two-pass for accuracy (NaN where a group has ≤ ddof rows)."""
-    n = counts(groups, n_groups)
-    centred = values - mean(groups, values, n_groups)[groups]
+    n = counts(groups, n_groups) if n is None else n
+    centred = values - mean(groups, values, n_groups, n)[groups]
     squares = np.bincount(groups, weights=centred * centred, minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > ddof, np.sqrt(squares / (n - ddof)), np.nan)
@@ -47,17 +55,34 @@ class Blocks:
 
     def __init__(self, groups: np.ndarray, n_groups: int) -> None:
         self.n_groups = n_groups
+        self.n_rows = groups.shape[0]
         self.order = np.argsort(groups, kind="stable")
-        self.sorted_groups = groups[self.order]
-        n_per_group = counts(groups, n_groups)
-        starts = np.concatenate(([0], np.cumsum(n_per_group)[:-1]))
-        self.position = np.arange(groups.shape[0]) - starts[self.sorted_groups]
-        self.width = int(n_per_group.max()) if n_groups else 0
+        self.size = counts(groups, n_groups)
+        self.width = int(self.size.max()) if n_groups and self.n_rows else 0
+        if self.padded:
+            starts = np.concatenate(([0], np.cumsum(self.size)[:-1]))
+            sorted_groups = groups[self.order]
+            # flat index of each (group-sorted) row in the padded group × width matrix
+            self.cell = sorted_groups * self.width + (
+                np.arange(self.n_rows) - starts[sorted_groups]
+            )
 
     @property
     def padded(self) -> bool:
         """Whether the padded layout is worth it (at most 3× the data)."""
-        return self.n_groups * self.width <= 3 * max(1, self.order.shape[0])
+        return self.n_groups * self.width <= 3 * max(1, self.n_rows)
+
+    def matrix(self, values: np.ndarray, fill) -> np.ndarray:
+        """``values`` laid out as the padded group × width matrix, ``fill`` in the gaps."""
+        flat = np.full(self.n_groups * self.width, fill, dtype=values.dtype)
+        flat[self.cell] = values[self.order]
+        return flat.reshape(self.n_groups, self.width)
+
+    def unmatrix(self, matrix: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`matrix`: back to one value per row, in the rows' order."""
+        out = np.empty(self.n_rows, dtype=matrix.dtype)
+        out[self.order] = matrix.ravel()[self.cell]
+        return out
 
 
 def rank(
@@ -90,7 +115,7 @@ def rank_codes(
     if n == 0:
         return np.empty(0)
     if n_groups * n_codes <= 4 * n:
-        key = groups.astype(np.int64) * n_codes + codes
+        key = groups * n_codes + codes
         tally = np.bincount(key, minlength=n_groups * n_codes).reshape(n_groups, n_codes)
         below = np.cumsum(tally, axis=1) - tally
         return (below + (tally + 1) / 2.0).ravel()[key]
@@ -98,17 +123,14 @@ def rank_codes(
     if not blocks.padded:
         return _rank_sorted(groups.astype(np.int64) * n_codes + codes, groups)
     width = blocks.width
-    matrix = np.full((n_groups, width), n_codes, dtype=np.int64)  # padding sorts last
-    matrix[blocks.sorted_groups, blocks.position] = codes[blocks.order]
+    matrix = blocks.matrix(codes.astype(np.int64, copy=False), fill=n_codes)  # padding sorts last
     within = np.argsort(matrix, axis=1)
-    offsets = (np.arange(n_groups, dtype=np.int64) * (n_codes + 1))[:, None]
-    flat_key = (np.take_along_axis(matrix, within, axis=1) + offsets).ravel()
-    flat_ranks = _average_ranks(flat_key) - (np.arange(n_groups) * width).repeat(width)
-    ranks_matrix = np.empty((n_groups, width))
-    np.put_along_axis(ranks_matrix, within, flat_ranks.reshape(n_groups, width), axis=1)
-    ranks = np.empty(n)
-    ranks[blocks.order] = ranks_matrix[blocks.sorted_groups, blocks.position]
-    return ranks
+    matrix = np.take_along_axis(matrix, within, axis=1)
+    matrix += (np.arange(n_groups, dtype=np.int64) * (n_codes + 1))[:, None]
+    flat_ranks = _average_ranks(matrix.ravel()) - np.repeat(np.arange(n_groups) * width, width)
+    ranks = np.empty(n_groups * width)
+    ranks[(within + (np.arange(n_groups) * width)[:, None]).ravel()] = flat_ranks
+    return blocks.unmatrix(ranks.reshape(n_groups, width))
 
 
 def _rank_sorted(key: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -136,17 +158,33 @@ def _average_ranks(sorted_key: np.ndarray) -> np.ndarray:
     return (tie_first + tie_last)[np.cumsum(new_tie) - 1] / 2.0 + 1.0
 
 
-def pearson(groups: np.ndarray, x: np.ndarray, y: np.ndarray, n_groups: int) -> np.ndarray:
-    """Pearson correlation of ``x`` and ``y`` within each group (NaN if either is constant)."""
-    dx = x - mean(groups, x, n_groups)[groups]
-    dy = y - mean(groups, y, n_groups)[groups]
+def pearson(
+    groups: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    n_groups: int,
+    n: np.ndarray | None = None,
+    *,
+    ranks: bool = False,
+) -> np.ndarray:
+    """Pearson correlation of ``x`` and ``y`` within each group (NaN if either is constant).
+
+    With ``ranks=True`` both are within-group ranks, whose group mean is known to be (n + 1) / 2.
+    """
+    n = counts(groups, n_groups) if n is None else n
+    if ranks:
+        centre = (n + 1) / 2.0
+        dx, dy = x - centre[groups], y - centre[groups]
+    else:
+        dx = x - mean(groups, x, n_groups, n)[groups]
+        dy = y - mean(groups, y, n_groups, n)[groups]
     sxy = np.bincount(groups, weights=dx * dy, minlength=n_groups)
     sxx = np.bincount(groups, weights=dx * dx, minlength=n_groups)
     syy = np.bincount(groups, weights=dy * dy, minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = sxy / np.sqrt(sxx * syy)
     # Sums of squares that are zero up to rounding mean a constant series: undefined, not ±1.
-    tiny = 1e-12 * np.maximum(1.0, counts(groups, n_groups))
+    tiny = 1e-12 * np.maximum(1.0, n)
     r[(sxx <= tiny) | (syy <= tiny)] = np.nan
     return np.clip(r, -1.0, 1.0)
 
@@ -156,4 +194,4 @@ def spearman(
 ) -> np.ndarray:
     """Spearman rank-order correlation (SRoCC) of ``x`` and ``y`` within each group."""
     rx = rank(groups, x, n_groups, blocks)
-    return pearson(groups, rx, rank(groups, y, n_groups, blocks), n_groups)
+    return pearson(groups, rx, rank(groups, y, n_groups, blocks), n_groups, ranks=True)

@@ -29,9 +29,10 @@ def zscore(obs: Observations, viewer_ids: np.ndarray) -> np.ndarray:
     A kept viewer whose scores cannot be z-scored (fewer than two, or all equal) is an input
     problem, not a number to invent: it raises :class:`InputError` naming the viewer.
     """
-    mu = grouped.mean(obs.viewer, obs.score, obs.n_viewers)
-    sigma = grouped.std(obs.viewer, obs.score, obs.n_viewers, ddof=1)
-    present = grouped.counts(obs.viewer, obs.n_viewers) > 0
+    n = obs.viewer_counts
+    mu = grouped.mean(obs.viewer, obs.score, obs.n_viewers, n)
+    sigma = grouped.std(obs.viewer, obs.score, obs.n_viewers, ddof=1, n=n)
+    present = n > 0
     bad = present & ~(sigma > 0)
     if bad.any():
         names = ", ".join(str(v) for v in viewer_ids[bad][:5])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -16,7 +16,8 @@ class Observations:
     """Scores of one dimension, one row per observation, with integer viewer/stimulus codes.
 
     ``repetitions`` is the largest number of observations any viewer made of one stimulus (1 once
-    repetitions are averaged); sureal's BT.500 variant needs it.
+    repetitions are averaged); sureal's BT.500 variant needs it. ``blocks`` (rows grouped by
+    viewer) is computed on first use and shared by every copy with the same rows.
     """
 
     viewer: np.ndarray
@@ -25,30 +26,40 @@ class Observations:
     n_viewers: int
     n_stimuli: int
     repetitions: int = 1
+    _blocks: grouped.Blocks | None = field(default=None, repr=False)
+
+    @property
+    def blocks(self) -> grouped.Blocks:
+        if self._blocks is None:
+            self._blocks = grouped.Blocks(self.viewer, self.n_viewers)
+        return self._blocks
 
     @cached_property
-    def blocks(self) -> grouped.Blocks:
-        """Rows grouped by viewer, shared by every per-viewer rank."""
-        return grouped.Blocks(self.viewer, self.n_viewers)
+    def viewer_counts(self) -> np.ndarray:
+        """Observations per viewer (every per-viewer mean needs it; counted once)."""
+        if self._blocks is not None:
+            return self._blocks.size
+        return grouped.counts(self.viewer, self.n_viewers)
+
+    @cached_property
+    def stimulus_counts(self) -> np.ndarray:
+        """Observations per stimulus."""
+        return grouped.counts(self.stimulus, self.n_stimuli)
 
     def with_score(self, score: np.ndarray) -> Observations:
-        """The same rows with other scores (keeps the cached viewer blocks)."""
-        twin = Observations(
-            self.viewer, self.stimulus, score, self.n_viewers, self.n_stimuli, self.repetitions
-        )
-        if "blocks" in self.__dict__:
-            twin.__dict__["blocks"] = self.blocks
+        """The same rows with other scores (keeps the viewer blocks and counts)."""
+        twin = replace(self, score=score, _blocks=self._blocks)
+        twin.__dict__.update({k: v for k, v in self.__dict__.items() if k.endswith("_counts")})
         return twin
 
     def select(self, rows: np.ndarray) -> Observations:
         """A subset of rows (codes keep their meaning)."""
-        return Observations(
-            self.viewer[rows],
-            self.stimulus[rows],
-            self.score[rows],
-            self.n_viewers,
-            self.n_stimuli,
-            self.repetitions,
+        return replace(
+            self,
+            viewer=self.viewer[rows],
+            stimulus=self.stimulus[rows],
+            score=self.score[rows],
+            _blocks=None,
         )
 
 
@@ -62,20 +73,29 @@ class Pairs:
     repetitions: int
 
     @classmethod
-    def of(cls, viewer: np.ndarray, stimulus: np.ndarray, n_stimuli: int) -> Pairs:
+    def find(
+        cls, viewer: np.ndarray, stimulus: np.ndarray, n_stimuli: int, blocks: grouped.Blocks
+    ) -> Pairs | None:
+        """The pairs, or None when no viewer rated any stimulus twice (the usual case).
+
+        That check sorts each viewer's short row of stimuli instead of hashing every rating.
+        """
+        if blocks.padded:
+            matrix = blocks.matrix(stimulus, fill=-1)
+            matrix.sort(axis=1)
+            if not ((matrix[:, 1:] == matrix[:, :-1]) & (matrix[:, 1:] >= 0)).any():
+                return None
         key = viewer.astype(np.int64) * n_stimuli + stimulus
         code, unique_keys = pd.factorize(key)
         repetitions = int(np.bincount(code).max()) if code.size else 1
+        if repetitions == 1:
+            return None
         return cls(
             code=code,
-            viewer=(unique_keys // n_stimuli).astype(np.int32),
-            stimulus=(unique_keys % n_stimuli).astype(np.int32),
+            viewer=unique_keys // n_stimuli,
+            stimulus=unique_keys % n_stimuli,
             repetitions=repetitions,
         )
-
-    @property
-    def has_repetitions(self) -> bool:
-        return self.repetitions > 1
 
     def average(self, score: np.ndarray) -> np.ndarray:
         """Mean score of each pair."""

@@ -23,6 +23,7 @@ from mos.estimators import Estimator, MeanEstimator
 from mos.normalize import session_normalize, zscore
 from mos.observations import Observations, Pairs
 from mos.ratings import InputError, RatingTable
+from mos.reliability import split_half
 from mos.scale import to_rating_scale
 from mos.screening import Screening, ScreeningResult, SroccScreening
 
@@ -36,8 +37,9 @@ class DimensionResult:
     """Columns mos, z, std, ci95, n; one row per stimulus code."""
     per_viewer: pd.DataFrame
     """Columns rejected, n_ratings, plus the screening/estimator statistics; one row per viewer."""
-    kept: Observations
-    """The observations the MOS was averaged from (z-scores, or normalized scores)."""
+    reliability: tuple[float, float] | None
+    """Split-half reliability (mean, std over random viewer splits) of the kept observations;
+    None unless asked for (``reliability_rounds``)."""
 
 
 @dataclass
@@ -93,6 +95,8 @@ class MosPipeline:
     average_repetitions:
         Average repeated ratings of a stimulus by a viewer into one observation first. Off, each
         repetition is its own observation (sureal's convention).
+    reliability_rounds:
+        Random viewer splits for the split-half reliability (0: not computed).
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class MosPipeline:
         estimator: Estimator | None = None,
         scale: str = "sigma3",
         average_repetitions: bool = True,
+        reliability_rounds: int = 0,
     ) -> None:
         self.screening = screening if screening is not None else SroccScreening()
         self.session_norm = session_norm
@@ -110,6 +115,7 @@ class MosPipeline:
         self.estimator = estimator if estimator is not None else MeanEstimator()
         self.scale = scale
         self.average_repetitions = average_repetitions
+        self.reliability_rounds = reliability_rounds
 
     def settings(self) -> dict[str, object]:
         """The configuration, for the report."""
@@ -125,19 +131,27 @@ class MosPipeline:
 
     def fit(self, table: RatingTable) -> StudyResult:
         """Compute the MOS of every dimension of ``table``."""
-        pairs = Pairs.of(table.viewer, table.stimulus, table.n_stimuli)
-        averaging = self.average_repetitions and pairs.has_repetitions
+        blocks = grouped.Blocks(table.viewer, table.n_viewers)
+        pairs = Pairs.find(table.viewer, table.stimulus, table.n_stimuli, blocks)
+        repetitions = pairs.repetitions if pairs is not None else 1
+        if not self.average_repetitions:
+            pairs = None
         results = {
-            name: self._fit_dimension(table, name, pairs if averaging else None, pairs.repetitions)
+            name: self._fit_dimension(table, name, pairs, repetitions, blocks)
             for name in table.scores
         }
         return StudyResult(table=table, dimensions=results, settings=self.settings())
 
     def _fit_dimension(
-        self, table: RatingTable, name: str, pairs: Pairs | None, repetitions: int
+        self,
+        table: RatingTable,
+        name: str,
+        pairs: Pairs | None,
+        repetitions: int,
+        blocks: grouped.Blocks,
     ) -> DimensionResult:
         raw = table.scores[name]
-        obs = self._observations(table, raw, pairs, repetitions)
+        obs = self._observations(table, raw, pairs, repetitions, blocks)
         screened = self.screening.fit(obs)
         scores = raw
         if self.session_norm:
@@ -167,16 +181,28 @@ class MosPipeline:
             name=name,
             per_stimulus=per_stimulus,
             per_viewer=self._viewer_table(obs, screened, estimate.viewer_stats),
-            kept=kept,
+            reliability=(
+                split_half(kept, self.reliability_rounds) if self.reliability_rounds else None
+            ),
         )
 
     @staticmethod
     def _observations(
-        table: RatingTable, raw: np.ndarray, pairs: Pairs | None, repetitions: int
+        table: RatingTable,
+        raw: np.ndarray,
+        pairs: Pairs | None,
+        repetitions: int,
+        blocks: grouped.Blocks,
     ) -> Observations:
         if pairs is None:
             return Observations(
-                table.viewer, table.stimulus, raw, table.n_viewers, table.n_stimuli, repetitions
+                table.viewer,
+                table.stimulus,
+                raw,
+                table.n_viewers,
+                table.n_stimuli,
+                repetitions,
+                _blocks=blocks,
             )
         return Observations(
             pairs.viewer, pairs.stimulus, pairs.average(raw), table.n_viewers, table.n_stimuli

@@ -10,6 +10,8 @@ one-line message naming it.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from studydb import Rating, Session, Stimulus, Viewer, make_engine, missing_tables
@@ -36,6 +38,7 @@ METADATA_COLUMNS = (
     "distorted_path",
     "reference_path",
 )
+BUSY_TIMEOUT_MS = 30_000
 _RESERVED_CSV_COLUMNS = {"viewer", "stimulus", "session", "nsfw", "repetition", "warmup"}
 
 
@@ -103,25 +106,31 @@ def _is_sqlite(path: Path) -> bool:
         return handle.read(16) == b"SQLite format 3\x00"
 
 
-def _ratings_query(dimensions: tuple[str, ...]):
-    """The one query of the schema's ratings: submitted, non-warm-up trials with their viewer."""
+def _ratings_query(dimensions: tuple[str, ...], id_range: tuple[int, int] | None = None):
+    """The one query of the schema's ratings: submitted, non-warm-up trials.
+
+    No join: each rating's viewer comes from its session in numpy, which is much cheaper than
+    letting SQLite join ten million rows.
+    """
     columns = []
     for name in dimensions:
         if name not in Rating.__table__.columns:
             known = ", ".join(DEFAULT_DIMENSIONS)
             raise InputError(f"unknown score column '{name}' (a study database has: {known})")
         columns.append(Rating.__table__.columns[name])
-    return (
-        select(
-            Session.viewer_id.label("viewer"),
-            Rating.stimulus_id.label("stimulus"),
-            Rating.session_id.label("session"),
-            Rating.nsfw.label("nsfw"),
-            *columns,
-        )
-        .join(Session, Rating.session_id == Session.id)
-        .where(Rating.is_warmup.is_(False))
-    )
+    query = select(
+        Rating.stimulus_id.label("stimulus"),
+        Rating.session_id.label("session"),
+        Rating.nsfw.label("nsfw"),
+        *columns,
+    ).where(Rating.is_warmup.is_(False))
+    if id_range is not None:
+        query = query.where(Rating.id.between(*id_range))
+    return query
+
+
+def _sessions_query():
+    return select(Session.id, Session.viewer_id)
 
 
 def _stimuli_query():
@@ -144,41 +153,62 @@ def _check_study(engine, label: str) -> None:
 
 
 def _read_sqlite(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
-    """Columnar read through ADBC; the SQL is compiled from the schema's own models."""
+    """Columnar read through ADBC, the ratings in parallel id ranges (SQLite decodes rows on one core
+    per connection); the SQL is compiled from the schema's own models."""
     import adbc_driver_sqlite.dbapi as adbc
 
-    engine = make_engine(path)
+    engine = make_engine(path, read_only=True)
     try:
         _check_study(engine, str(path))
+        with engine.connect() as connection:
+            # Two scalar subqueries: SQLite answers each from the primary key without a scan.
+            low, high = connection.execute(
+                select(
+                    select(func.min(Rating.id)).scalar_subquery(),
+                    select(func.max(Rating.id)).scalar_subquery(),
+                )
+            ).one()
         dialect = engine.dialect
 
-        def compile_sql(query) -> str:
-            return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        def fetch(query) -> pa.Table:
+            sql = str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+            with adbc.connect(f"file:{path}?mode=ro") as connection, connection.cursor() as cursor:
+                # Wait for a writer (the live lab app) instead of failing with "database is locked".
+                cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                cursor.fetchall()
+                cursor.execute(sql)
+                return cursor.fetch_arrow_table()
 
-        with adbc.connect(f"file:{path}?mode=ro") as connection:
-            tables = []
-            for query in (_ratings_query(dimensions), _stimuli_query(), _viewers_query()):
-                with connection.cursor() as cursor:
-                    cursor.execute(compile_sql(query))
-                    tables.append(cursor.fetch_arrow_table())
+        if low is None:
+            raise InputError(f"{path}: the study has no submitted ratings yet")
+        workers = max(1, min(4, os.cpu_count() or 1))
+        step = (high - low) // workers + 1
+        ranges = [(low + i * step, low + (i + 1) * step - 1) for i in range(workers)]
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(lambda r: fetch(_ratings_query(dimensions, r)), ranges))
+        ratings = pa.concat_tables(parts)
+        tables = [fetch(q) for q in (_sessions_query(), _stimuli_query(), _viewers_query())]
     except InputError:
         raise
     except Exception as error:  # ADBC raises its own DB-API errors
         raise InputError(f"{path}: cannot read the study ({_first_line(error)})") from error
     finally:
         engine.dispose()
-    return _from_database_tables(*tables, label=str(path))
+    return _from_database_tables(ratings, *tables, label=str(path))
 
 
 def _read_database_sqlalchemy(url: str, dimensions: tuple[str, ...]) -> RatingTable:
     try:
-        engine = make_engine(url)
+        engine = make_engine(url, read_only=True)
         _check_study(engine, url)
+        queries = (
+            _ratings_query(dimensions),
+            _sessions_query(),
+            _stimuli_query(),
+            _viewers_query(),
+        )
         with engine.connect() as connection:
-            frames = [
-                pd.read_sql(query, connection)
-                for query in (_ratings_query(dimensions), _stimuli_query(), _viewers_query())
-            ]
+            frames = [pd.read_sql(query, connection) for query in queries]
     except InputError:
         raise
     except (SQLAlchemyError, ImportError) as error:
@@ -188,13 +218,16 @@ def _read_database_sqlalchemy(url: str, dimensions: tuple[str, ...]) -> RatingTa
 
 
 def _from_database_tables(
-    ratings: pa.Table, stimuli: pa.Table, viewers: pa.Table, label: str
+    ratings: pa.Table, sessions: pa.Table, stimuli: pa.Table, viewers: pa.Table, label: str
 ) -> RatingTable:
     if ratings.num_rows == 0:
         raise InputError(f"{label}: the study has no submitted ratings yet")
-    viewer_codes, viewer_rows = _dense_codes(_int_column(ratings, "viewer"))
+    session_ids = _int_column(ratings, "session")
+    viewer_of_session = np.zeros(int(session_ids.max()) + 1, dtype=np.int64)
+    viewer_of_session[_int_column(sessions, "id")] = _int_column(sessions, "viewer_id")
+    viewer_codes, viewer_rows = _dense_codes(viewer_of_session[session_ids])
     stimulus_codes, stimulus_rows = _dense_codes(_int_column(ratings, "stimulus"))
-    session_codes, session_rows = _dense_codes(_int_column(ratings, "session"))
+    session_codes, session_rows = _dense_codes(session_ids)
     viewer_code_of_id = dict(
         zip(viewers.column("id").to_pylist(), viewers.column("code").to_pylist(), strict=True)
     )
@@ -204,14 +237,14 @@ def _from_database_tables(
     scores = {
         name: _float_column(ratings, name)
         for name in ratings.column_names
-        if name not in ("viewer", "stimulus", "session", "nsfw")
+        if name not in ("stimulus", "session", "nsfw")
     }
     return RatingTable(
         viewer=viewer_codes,
         stimulus=stimulus_codes,
         session=session_codes,
         scores=scores,
-        nsfw=_float_column(ratings, "nsfw") > 0,
+        nsfw=pc.greater(ratings.column("nsfw"), 0).to_numpy(),
         viewer_ids=np.array([viewer_code_of_id[i] for i in viewer_rows.tolist()], dtype=object),
         stimulus_ids=metadata.index.to_numpy(dtype=object),
         n_sessions=len(session_rows),
@@ -233,8 +266,8 @@ def _float_column(table: pa.Table, name: str) -> np.ndarray:
 def _dense_codes(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Map non-negative integer ids to codes 0..k-1 with a lookup table (O(n), no sort)."""
     present = np.flatnonzero(np.bincount(ids))
-    lookup = np.empty(int(ids.max()) + 1, dtype=np.int32)
-    lookup[present] = np.arange(present.shape[0], dtype=np.int32)
+    lookup = np.empty(int(ids.max()) + 1, dtype=np.intp)  # intp: bincount takes it without a copy
+    lookup[present] = np.arange(present.shape[0], dtype=np.intp)
     return lookup[ids], present
 
 
@@ -302,7 +335,7 @@ def _factorize(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     if column.null_count:
         raise InputError(f"{column.null_count} rating(s) have an empty viewer, stimulus or session")
     encoded = pc.dictionary_encode(column).combine_chunks()
-    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.intp)
     return codes, np.asarray(encoded.dictionary.to_pylist(), dtype=object)
 
 

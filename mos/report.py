@@ -12,9 +12,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from mos.pipeline import StudyResult  # noqa: E402
-from mos.reliability import split_half  # noqa: E402
 
 GROUPING_COLUMNS = ("model", "mode", "content_type")
+MAX_BARS = 120
+"""Up to this many viewers the screening figure shows one bar each; beyond, a histogram."""
 
 
 def write_report(
@@ -38,7 +39,7 @@ def write_report(
     for name, dim in result.dimensions.items():
         rejected = int(dim.per_viewer["rejected"].sum())
         present = int((dim.per_viewer["n_ratings"] > 0).sum())
-        r_mean, r_std = split_half(dim.kept)
+        r_mean, r_std = dim.reliability or (float("nan"), float("nan"))
         lines.append(
             f"| {name} | {present - rejected} | {rejected} | {mos[f'{name}_mos'].mean():.3f} | "
             f"{mos[f'{name}_mos'].std():.3f} | {mos[f'{name}_ci95'].median():.3f} | "
@@ -70,21 +71,32 @@ def _screening(result: StudyResult, viewers: pd.DataFrame, out: Path) -> str:
     method = result.settings["screening"]
     for ax, name in zip(axes[:, 0], names, strict=True):
         rows = viewers[viewers["dimension"] == name]
-        colours = np.where(rows["rejected"], "#cc3311", "#4477aa")
         if "srocc" in rows:
-            ax.bar(range(len(rows)), rows["srocc"].fillna(0), color=colours)
-            ax.axhline(result.settings.get("screening_threshold", 0.6), color="k", ls="--")
-            ax.set_ylabel("SRoCC with average")
+            column, label = "srocc", "SRoCC with average"
+            threshold = result.settings.get("screening_threshold", 0.6)
         elif "bt500_ratio" in rows:
-            ax.bar(range(len(rows)), rows["bt500_ratio"].fillna(0), color=colours)
-            ax.axhline(0.05, color="k", ls="--")
-            ax.set_ylabel("(P + Q) / N")
+            column, label, threshold = "bt500_ratio", "(P + Q) / N", 0.05
         else:
-            ax.bar(range(len(rows)), rows["n_ratings"], color=colours)
-            ax.set_ylabel("ratings")
-        ax.set_title(f"{name}: per-viewer screening ({method}; red = rejected)")
-        if len(rows) <= 60:
+            column, label, threshold = "n_ratings", "ratings", None
+        values = rows[column].fillna(0)
+        if len(rows) <= MAX_BARS:
+            colours = np.where(rows["rejected"], "#cc3311", "#4477aa")
+            ax.bar(range(len(rows)), values, color=colours)
             ax.set_xticks(range(len(rows)), rows["viewer"].astype(str), rotation=90, fontsize=7)
+            ax.set_ylabel(label)
+            if threshold is not None:
+                ax.axhline(threshold, color="k", ls="--")
+        else:  # a crowd: the distribution, split by outcome
+            ax.hist(
+                [values[~rows["rejected"]], values[rows["rejected"]]],
+                bins=50,
+                color=["#4477aa", "#cc3311"],
+                stacked=True,
+            )
+            ax.set(xlabel=label, ylabel="viewers")
+            if threshold is not None:
+                ax.axvline(threshold, color="k", ls="--")
+        ax.set_title(f"{name}: per-viewer screening ({method}; red = rejected)")
     return _save(fig, out, "screening.png")
 
 

@@ -65,7 +65,7 @@ class SroccScreening(Screening):
 
     def fit(self, obs: Observations) -> ScreeningResult:
         total = np.bincount(obs.stimulus, weights=obs.score, minlength=obs.n_stimuli)
-        count = grouped.counts(obs.stimulus, obs.n_stimuli)
+        count = obs.stimulus_counts
         if self.reference == "global":
             stimulus_mean = total / np.maximum(count, 1)
             srocc = self._spearman_with_stimulus_values(obs, stimulus_mean)
@@ -88,7 +88,9 @@ class SroccScreening(Screening):
         y_ranks = grouped.rank_codes(
             obs.viewer, codes[obs.stimulus], len(uniques), obs.n_viewers, obs.blocks
         )
-        return grouped.pearson(obs.viewer, x_ranks, y_ranks, obs.n_viewers)
+        return grouped.pearson(
+            obs.viewer, x_ranks, y_ranks, obs.n_viewers, obs.blocks.size, ranks=True
+        )
 
 
 class Bt500Screening(Screening):
@@ -116,11 +118,13 @@ class Bt500Screening(Screening):
 
     def fit(self, obs: Observations) -> ScreeningResult:
         ddof = 1 if self.variant == "itu" else 0
-        mean = grouped.mean(obs.stimulus, obs.score, obs.n_stimuli)
+        n = obs.stimulus_counts
+        mean = grouped.mean(obs.stimulus, obs.score, obs.n_stimuli, n)
         deviation = obs.score - mean[obs.stimulus]
-        m2 = grouped.mean(obs.stimulus, deviation**2, obs.n_stimuli)
-        m4 = grouped.mean(obs.stimulus, deviation**4, obs.n_stimuli)
-        sigma = np.nan_to_num(grouped.std(obs.stimulus, obs.score, obs.n_stimuli, ddof=ddof))
+        m2 = grouped.mean(obs.stimulus, deviation**2, obs.n_stimuli, n)
+        m4 = grouped.mean(obs.stimulus, deviation**4, obs.n_stimuli, n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sigma = np.nan_to_num(np.sqrt(m2 * n / (n - ddof)))
         with np.errstate(invalid="ignore", divide="ignore"):
             beta2 = m4 / m2**2
         factor = np.where((beta2 >= 2) & (beta2 <= 4), 2.0, np.sqrt(20.0))
@@ -131,7 +135,7 @@ class Bt500Screening(Screening):
             informative = (sigma > 0)[obs.stimulus]
             high &= informative
             low &= informative
-            n_ratings = grouped.counts(obs.viewer, obs.n_viewers)
+            n_ratings = obs.viewer_counts
         else:
             n_ratings = np.full(obs.n_viewers, obs.n_stimuli * obs.repetitions)
         p = np.bincount(obs.viewer, weights=high, minlength=obs.n_viewers)

@@ -20,14 +20,15 @@ def database_url(location: str | Path) -> str:
     return f"sqlite:///{Path(text).expanduser().resolve()}"
 
 
-def make_engine(location: str | Path) -> Engine:
-    """An engine on the study database; SQLite gets WAL and enforced foreign keys.
+def make_engine(location: str | Path, read_only: bool = False) -> Engine:
+    """An engine on the study database; for writing, SQLite gets WAL and enforced foreign keys.
 
-    WAL lets the analysis read a live study while the lab app keeps writing to it.
+    WAL lets the analysis read a live study while the lab app keeps writing to it. A reader
+    (``read_only``) changes nothing in the file, not even its journal mode.
     """
     url = database_url(location)
     engine = create_engine(url)
-    if engine.dialect.name == "sqlite":
+    if engine.dialect.name == "sqlite" and not read_only:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - trivial
