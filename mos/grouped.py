@@ -127,10 +127,12 @@ def rank_codes(
     within = np.argsort(matrix, axis=1)
     matrix = np.take_along_axis(matrix, within, axis=1)
     matrix += (np.arange(n_groups, dtype=np.int64) * (n_codes + 1))[:, None]
-    flat_ranks = _average_ranks(matrix.ravel()) - np.repeat(np.arange(n_groups) * width, width)
-    ranks = np.empty(n_groups * width)
-    ranks[(within + (np.arange(n_groups) * width)[:, None]).ravel()] = flat_ranks
-    return blocks.unmatrix(ranks.reshape(n_groups, width))
+    sorted_ranks = _average_ranks(matrix.ravel()).reshape(n_groups, width)
+    del matrix
+    sorted_ranks -= (np.arange(n_groups) * width)[:, None]
+    ranks = np.empty((n_groups, width))
+    np.put_along_axis(ranks, within, sorted_ranks, axis=1)
+    return blocks.unmatrix(ranks)
 
 
 def _rank_sorted(key: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -153,9 +155,10 @@ def _average_ranks(sorted_key: np.ndarray) -> np.ndarray:
     new_tie = np.empty(n, dtype=bool)
     new_tie[0] = True
     np.not_equal(sorted_key[1:], sorted_key[:-1], out=new_tie[1:])
-    tie_first = np.flatnonzero(new_tie)
-    tie_last = np.append(tie_first[1:], n) - 1
-    return (tie_first + tie_last)[np.cumsum(new_tie) - 1] / 2.0 + 1.0
+    run_first = np.flatnonzero(new_tie)
+    del new_tie
+    run_length = np.diff(run_first, append=n)
+    return np.repeat(run_first + (run_length + 1) / 2.0, run_length)
 
 
 def pearson(

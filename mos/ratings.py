@@ -39,6 +39,7 @@ METADATA_COLUMNS = (
     "reference_path",
 )
 BUSY_TIMEOUT_MS = 30_000
+READ_CHUNK = 1_000_000
 _RESERVED_CSV_COLUMNS = {"viewer", "stimulus", "session", "nsfw", "repetition", "warmup"}
 
 
@@ -170,7 +171,7 @@ def _read_sqlite(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
             ).one()
         dialect = engine.dialect
 
-        def fetch(query) -> pa.Table:
+        def fetch(query):
             sql = str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
             with adbc.connect(f"file:{path}?mode=ro") as connection, connection.cursor() as cursor:
                 # Wait for a writer (the live lab app) instead of failing with "database is locked".
@@ -181,12 +182,16 @@ def _read_sqlite(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
 
         if low is None:
             raise InputError(f"{path}: the study has no submitted ratings yet")
+        # Id ranges of ~1 M ratings, read on every core; each becomes numpy at once, so the Arrow
+        # buffers stay small and memory peaks at the size of the result, not twice that.
+        ranges = [(a, min(a + READ_CHUNK - 1, high)) for a in range(low, high + 1, READ_CHUNK)]
         workers = max(1, min(4, os.cpu_count() or 1))
-        step = (high - low) // workers + 1
-        ranges = [(low + i * step, low + (i + 1) * step - 1) for i in range(workers)]
         with ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(lambda r: fetch(_ratings_query(dimensions, r)), ranges))
-        ratings = pa.concat_tables(parts)
+            parts = list(
+                pool.map(lambda r: _numpy_columns(fetch(_ratings_query(dimensions, r))), ranges)
+            )
+        ratings = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        del parts
         tables = [fetch(q) for q in (_sessions_query(), _stimuli_query(), _viewers_query())]
     except InputError:
         raise
@@ -214,37 +219,52 @@ def _read_database_sqlalchemy(url: str, dimensions: tuple[str, ...]) -> RatingTa
     except (SQLAlchemyError, ImportError) as error:
         raise InputError(f"{url}: cannot read the study ({_first_line(error)})") from error
     tables = [pa.Table.from_pandas(frame, preserve_index=False) for frame in frames]
-    return _from_database_tables(*tables, label=url)
+    return _from_database_tables(_numpy_columns(tables[0]), *tables[1:], label=url)
+
+
+def _numpy_columns(ratings: pa.Table) -> dict[str, np.ndarray]:
+    """One batch of ratings as numpy: int64 ids, a boolean NSFW flag, float64 scores."""
+    columns = {
+        "stimulus": _int_column(ratings, "stimulus"),
+        "session": _int_column(ratings, "session"),
+        "nsfw": pc.greater(pc.fill_null(ratings.column("nsfw"), 0), 0).to_numpy(),
+    }
+    for name in ratings.column_names:
+        if name not in columns:
+            columns[name] = _float_column(ratings, name)
+    return columns
 
 
 def _from_database_tables(
-    ratings: pa.Table, sessions: pa.Table, stimuli: pa.Table, viewers: pa.Table, label: str
+    ratings: dict[str, np.ndarray],
+    sessions: pa.Table,
+    stimuli: pa.Table,
+    viewers: pa.Table,
+    label: str,
 ) -> RatingTable:
-    if ratings.num_rows == 0:
+    if ratings["session"].size == 0:
         raise InputError(f"{label}: the study has no submitted ratings yet")
-    session_ids = _int_column(ratings, "session")
+    session_ids = ratings.pop("session")
     viewer_of_session = np.zeros(int(session_ids.max()) + 1, dtype=np.int64)
     viewer_of_session[_int_column(sessions, "id")] = _int_column(sessions, "viewer_id")
     viewer_codes, viewer_rows = _dense_codes(viewer_of_session[session_ids])
-    stimulus_codes, stimulus_rows = _dense_codes(_int_column(ratings, "stimulus"))
+    stimulus_codes, stimulus_rows = _dense_codes(ratings.pop("stimulus"))
     session_codes, session_rows = _dense_codes(session_ids)
+    del session_ids
     viewer_code_of_id = dict(
         zip(viewers.column("id").to_pylist(), viewers.column("code").to_pylist(), strict=True)
     )
     stimulus_frame = stimuli.to_pandas().set_index("id")
     metadata = stimulus_frame.loc[stimulus_rows].set_index("key")
     metadata.index.name = "stimulus"
-    scores = {
-        name: _float_column(ratings, name)
-        for name in ratings.column_names
-        if name not in ("stimulus", "session", "nsfw")
-    }
+    nsfw = ratings.pop("nsfw")
+    scores = ratings  # what is left: the score columns
     return RatingTable(
         viewer=viewer_codes,
         stimulus=stimulus_codes,
         session=session_codes,
         scores=scores,
-        nsfw=pc.greater(ratings.column("nsfw"), 0).to_numpy(),
+        nsfw=nsfw,
         viewer_ids=np.array([viewer_code_of_id[i] for i in viewer_rows.tolist()], dtype=object),
         stimulus_ids=metadata.index.to_numpy(dtype=object),
         n_sessions=len(session_rows),
