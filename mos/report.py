@@ -14,6 +14,8 @@ import pandas as pd  # noqa: E402
 from mos.pipeline import StudyResult  # noqa: E402
 
 GROUPING_COLUMNS = ("model", "mode", "content_type")
+MAX_PLOTTED = 20_000
+"""Figures of bigger studies draw a random sample of this many stimuli (tables use all)."""
 MAX_BARS = 120
 """Up to this many viewers the screening figure shows one bar each; beyond, a histogram."""
 
@@ -124,6 +126,12 @@ def _ci_widths(result: StudyResult, mos: pd.DataFrame, out: Path) -> str:
 def _by_metadata(result: StudyResult, mos: pd.DataFrame, out: Path) -> list[str]:
     lines: list[str] = []
     names = list(result.dimensions)
+    shown = mos if len(mos) <= MAX_PLOTTED else mos.sample(MAX_PLOTTED, random_state=0)
+    if len(shown) < len(mos):
+        lines += [
+            "",
+            f"(Figures below draw a random sample of {MAX_PLOTTED:,} stimuli; tables use all.)",
+        ]
     for column in GROUPING_COLUMNS:
         if column not in mos or mos[column].nunique() < 2:
             continue
@@ -132,7 +140,7 @@ def _by_metadata(result: StudyResult, mos: pd.DataFrame, out: Path) -> list[str]
         fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 3.5), squeeze=False)
         groups = sorted(mos[column].dropna().unique(), key=str)
         for ax, name in zip(axes[0], names, strict=True):
-            data = [mos.loc[mos[column] == g, f"{name}_mos"].dropna() for g in groups]
+            data = [shown.loc[shown[column] == g, f"{name}_mos"].dropna() for g in groups]
             ax.boxplot(data, tick_labels=[str(g) for g in groups])
             ax.set(title=f"{name} MOS by {column}", ylim=(0, 5))
             ax.tick_params(axis="x", rotation=45)
@@ -140,7 +148,7 @@ def _by_metadata(result: StudyResult, mos: pd.DataFrame, out: Path) -> list[str]
     if "strength" in mos and mos["strength"].notna().sum() > 2:
         fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 3.5), squeeze=False)
         for ax, name in zip(axes[0], names, strict=True):
-            ax.scatter(mos["strength"], mos[f"{name}_mos"], s=6, alpha=0.5)
+            ax.scatter(shown["strength"], shown[f"{name}_mos"], s=6, alpha=0.5)
             ax.set(title=f"{name} MOS by img2img strength", xlabel="strength", ylim=(0, 5))
         lines += [
             "",

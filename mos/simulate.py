@@ -28,6 +28,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from studydb import Session, Stimulus, StudyGroup, Viewer, create_study
+from studydb.design import order_without_repeats
 
 MODELS = ("SD15", "SDXL", "SSD1B", "RealVis", "PG20", "PG25", "Dreamlike", "Animate")
 MODES = ("Text", "Pixel", "Image", "Full")
@@ -74,7 +75,7 @@ def simulate(config: SimulationConfig) -> SimulatedStudy:
         members = np.flatnonzero(group_of_stimulus == group)
         for k in range(per_group):
             viewer = (group * per_group + k) % config.viewers  # balanced assignment
-            order = _order_without_repeats(members, reference, rng)
+            order = order_without_repeats(members, reference, rng)
             warm = rng.choice(members, size=min(config.warmup, members.size), replace=False)
             stimuli = np.concatenate([warm, order])
             for key, value in (("viewer", viewer), ("session", session), ("group", group)):
@@ -202,21 +203,6 @@ def _viewers(config: SimulationConfig, rng: np.random.Generator) -> pd.DataFrame
             "noise": rng.uniform(0.3, 0.6, config.viewers),
         }
     )
-
-
-def _order_without_repeats(
-    members: np.ndarray, reference: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """A random order in which no two consecutive stimuli share a reference (when possible)."""
-    order = rng.permutation(members)
-    clashes = np.flatnonzero(reference[order[1:]] == reference[order[:-1]]) + 1
-    for i in clashes:
-        if reference[order[i]] == reference[order[i - 1]]:
-            swap = np.flatnonzero(reference[order[i:]] != reference[order[i - 1]])
-            if swap.size:
-                j = i + int(swap[0])
-                order[[i, j]] = order[[j, i]]
-    return order
 
 
 def _write_database(study: SimulatedStudy, out: Path) -> None:

@@ -3,7 +3,7 @@
 It imports SQLAlchemy only — never Flask — so every stage can read a study without the web app.
 """
 
-from studydb.db import create_study, database_url, make_engine, missing_tables
+from studydb.db import create_study, database_url, make_engine, missing_tables, upgrade
 from studydb.schema import (
     SCHEMA_VERSION,
     Base,
@@ -12,6 +12,7 @@ from studydb.schema import (
     Stimulus,
     StudyGroup,
     StudyInfo,
+    Trial,
     Viewer,
 )
 
@@ -27,5 +28,7 @@ __all__ = [
     "Stimulus",
     "StudyGroup",
     "StudyInfo",
+    "Trial",
     "Viewer",
+    "upgrade",
 ]

@@ -41,13 +41,46 @@ def make_engine(location: str | Path, read_only: bool = False) -> Engine:
 
 
 def create_study(location: str | Path) -> Engine:
-    """Create every table of an empty study (idempotent) and record the schema version."""
+    """Open a study database, creating it or upgrading an older one in place (idempotent)."""
     engine = make_engine(location)
-    Base.metadata.create_all(engine)
-    with OrmSession(engine) as db, db.begin():
-        if db.get(StudyInfo, "schema_version") is None:
-            db.add(StudyInfo(key="schema_version", value=str(SCHEMA_VERSION)))
+    upgrade(engine)
     return engine
+
+
+def upgrade(engine: Engine) -> list[str]:
+    """Bring a study database to the current schema without touching its data.
+
+    Schema changes are kept additive — new tables, new nullable columns — so an upgrade only ever
+    creates: missing tables, then missing columns (``ALTER TABLE … ADD COLUMN``). Returns what it
+    added. A database newer than this code is refused rather than guessed at.
+    """
+    found = schema_version(engine) if "study_info" in inspect(engine).get_table_names() else None
+    if found is not None and found > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"this study database has schema version {found}; this cmc-lab knows up to "
+            f"{SCHEMA_VERSION}: upgrade cmc-lab"
+        )
+    added = []
+    present = set(inspect(engine).get_table_names())
+    for table in Base.metadata.sorted_tables:
+        if table.name not in present:
+            added.append(f"table {table.name}")
+    Base.metadata.create_all(engine)
+    inspector = inspect(engine)
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            existing = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in existing:
+                    continue
+                kind = column.type.compile(dialect=engine.dialect)
+                connection.exec_driver_sql(
+                    f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'
+                )
+                added.append(f"column {table.name}.{column.name}")
+    with OrmSession(engine) as db, db.begin():
+        db.merge(StudyInfo(key="schema_version", value=str(SCHEMA_VERSION)))
+    return added
 
 
 def missing_tables(engine: Engine) -> list[str]:

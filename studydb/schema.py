@@ -26,8 +26,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 1
-"""Bumped whenever a table changes, so an old study database can be recognised and upgraded."""
+SCHEMA_VERSION = 2
+"""Bumped whenever a table changes, so an old study database can be recognised and upgraded.
+
+2: ``trials`` (the per-viewer order kept on the server) and the break/closing fields of sessions.
+"""
 
 SCORE_MIN = 0.0
 SCORE_MAX = 5.0
@@ -118,9 +121,39 @@ class Session(Base):
     environment: Mapped[dict[str, Any] | None] = mapped_column(
         JSON, doc="screen size, device pixel ratio, browser, display/distance/lighting notes"
     )
+    closed_reason: Mapped[str | None] = mapped_column(
+        String(32), doc="'completed', 'time limit' — NULL while the sitting is open"
+    )
+    break_due_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="when the next enforced rest starts"
+    )
+    break_until: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="end of the rest in progress"
+    )
 
     viewer: Mapped[Viewer] = relationship(back_populates="sessions")
     ratings: Mapped[list[Rating]] = relationship(back_populates="session")
+    trials: Mapped[list[Trial]] = relationship(back_populates="session", order_by="Trial.position")
+
+
+class Trial(Base):
+    """One planned presentation: the order is drawn per viewer and kept here, on the server.
+
+    A rating for (session, position) can only be accepted for the trial planned there, so a forged
+    or replayed form cannot rate another image.
+    """
+
+    __tablename__ = "trials"
+
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stimulus_id: Mapped[int] = mapped_column(ForeignKey("stimuli.id"))
+    is_warmup: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_repeat: Mapped[bool] = mapped_column(Boolean, default=False)
+    shown_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    session: Mapped[Session] = relationship(back_populates="trials")
+    stimulus: Mapped[Stimulus] = relationship()
 
 
 class Rating(Base):

@@ -1,0 +1,38 @@
+"""Default configuration; override any of it in ``instance/config.py`` (a Python file).
+
+Times are in minutes unless the name says otherwise.
+"""
+
+# Storage: a SQLAlchemy URL or a SQLite path; empty = instance/ratings.db
+DATABASE = ""
+
+# Study design (ITU-R BT.500 / CMC-Bench A.2)
+GROUP_SIZE = 400  # stimuli per group = per sitting
+VIEWERS_PER_STIMULUS = 20  # target: each group is rated by this many viewers
+WARMUP_TRIALS = 3  # stabilizing trials at the start of every sitting (stored, flagged, not in MOS)
+REPEAT_TRIALS = 0  # repeated items per sitting, to measure each viewer's self-consistency
+SESSION_LIMIT_MINUTES = 60  # a sitting is closed after this long
+BREAK_AFTER_MINUTES = 30  # an enforced rest after this much viewing
+BREAK_MINUTES = 3  # how long the rest lasts
+GREY_SCREEN_MS = 600  # mid-grey screen between two trials
+SEED = None  # seed of the per-viewer orders; None = fresh randomness
+
+CONSENT_TEXT = (
+    "You are invited to take part in a study of image quality. You will see pairs of images and "
+    "rate them. The study takes at most one hour, with a break after about 30 minutes. Your "
+    "ratings are stored under a pseudonymous code; no name or e-mail is recorded. Some images "
+    "are produced by generative models and could, rarely, be unpleasant: you can flag any image "
+    "as offensive, and you may stop at any time without giving a reason. Your data will be used "
+    "for research, in accordance with the Declaration of Helsinki."
+)
+TRAINING_STIMULI: list[str] = []  # manifest ids shown in training, worst to best; [] = a sample
+
+# Admin: the password hash lives in instance/admin_password_hash (python -m annotate set-password)
+ADMIN_PASSWORD_HASH = None
+
+# Cookies: HTTPS labs keep SESSION_COOKIE_SECURE; `serve --http` turns it off for plain HTTP
+SESSION_COOKIE_SECURE = True
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+WTF_CSRF_TIME_LIMIT = None  # a token lasts the whole sitting
+MAX_CONTENT_LENGTH = 64 * 1024  # forms only: nothing big is ever uploaded

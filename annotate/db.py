@@ -1,0 +1,27 @@
+"""The app's link to the study database: one engine per app, one ORM session per request."""
+
+from __future__ import annotations
+
+from flask import Flask, current_app, g
+from sqlalchemy.orm import Session as OrmSession
+
+from studydb import create_study
+
+
+def init_app(app: Flask) -> None:
+    """Open (create or upgrade) the study database and close each request's session after it."""
+    app.extensions["study_engine"] = create_study(app.config["DATABASE"])
+    app.teardown_appcontext(_close)
+
+
+def get_db() -> OrmSession:
+    """This request's ORM session."""
+    if "db" not in g:
+        g.db = OrmSession(current_app.extensions["study_engine"], expire_on_commit=False)
+    return g.db
+
+
+def _close(_error: BaseException | None = None) -> None:
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()

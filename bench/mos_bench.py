@@ -1,0 +1,168 @@
+"""Benchmark of ``python -m mos.compute`` against Netflix sureal on simulated studies.
+
+    python bench/mos_bench.py                 # all sizes (creates bench/out/*.db on first run)
+    python bench/mos_bench.py --sizes paper   # just the paper's size
+
+For each size it times the whole command in a fresh process (interpreter start, imports, database
+read, computation, CSV and report writing) and reads that process's peak memory (``wait4``); then,
+in one process, it times our pipeline and sureal's closest models on the same ratings, already in
+memory, for both dimensions:
+
+* z-scoring without screening — sureal ``ZscoringMosModel``;
+* BT.500 screening, raw-score MOS — sureal ``SubjrejMosModel``.
+
+Building sureal's dataset object is not timed (it is sureal's input format, not part of its model).
+sureal keeps a dense stimuli × viewers array, so it is skipped where that array would not fit in
+memory. Prints a Markdown table; the figures in bench/README.md come from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+
+from mos.estimators import MeanEstimator
+from mos.pipeline import MosPipeline
+from mos.ratings import load_ratings
+from mos.screening import Bt500Screening, NoScreening
+
+SIZES = {
+    # name: (stimuli, viewers, viewers per group or None = all); every rating row holds 2 scores
+    "paper": (4_000, 20, None),  # 4,000 images x 20 viewers x 2 dimensions = 160,000 ratings
+    "1m": (50_000, 250, 20),  # 1 M rating rows
+    "crowd": (500_000, 2_500, 20),  # 10 M rating rows: crowdsourcing size
+}
+SUREAL_MAX_CELLS = 200_000_000  # stimuli x viewers of sureal's dense float64 array (1.6 GB)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sizes", default=",".join(SIZES), help="comma-separated: " + ", ".join(SIZES)
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench/out"), help="working folder")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per command (median kept)")
+    args = parser.parse_args()
+    rows = []
+    names = args.sizes.split(",")
+    for name in names:  # fresh processes first, while this one holds no data
+        stimuli, viewers, per_group = SIZES[name]
+        db = args.out / name / "study.db"
+        if not db.exists():
+            _simulate(db, stimuli, viewers, per_group)
+        for label, extra in (("no report", ["--no-report"]), ("with report", [])):
+            seconds, peak = _time_command(db, extra, args.repeat)
+            rows.append((name, f"`mos.compute` ({label})", seconds, peak))
+    for name in names:
+        table = load_ratings(args.out / name / "study.db")
+        for label, ours, theirs in _in_process(table):
+            rows.append((name, f"ours in-process: {label}", ours, None))
+            rows.append((name, f"sureal in-process: {label}", theirs, None))
+        del table
+    print("| size | what | seconds | peak memory |")
+    print("|---|---|---|---|")
+    for name, what, seconds, peak in rows:
+        shown = "not run (dense array too large)" if seconds is None else f"{seconds:.2f}"
+        memory = "" if peak is None else f"{peak / 2**30:.2f} GiB"
+        print(f"| {name} | {what} | {shown} | {memory} |")
+    return 0
+
+
+def _simulate(db: Path, stimuli: int, viewers: int, per_group: int | None) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "mos.simulate",
+        "--out",
+        str(db),
+        "--stimuli",
+        str(stimuli),
+        "--viewers",
+        str(viewers),
+        "--bad-viewers",
+        str(max(1, viewers // 50)),
+        "--seed",
+        "1",
+    ]
+    if per_group:
+        command += ["--viewers-per-group", str(per_group)]
+    subprocess.run(command, check=True)
+
+
+def _time_command(db: Path, extra: list[str], repeat: int) -> tuple[float, int]:
+    """Median wall time and the largest peak RSS (bytes) of ``repeat`` fresh processes."""
+    times, peaks = [], []
+    out = db.parent / "mos"
+    for _ in range(repeat):
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mos.compute", str(db), "--out", str(out), "--quiet", *extra]
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        times.append(time.perf_counter() - started)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"mos.compute failed on {db}")
+        peaks.append(usage.ru_maxrss * 1024)
+    return statistics.median(times), max(peaks)
+
+
+def _in_process(table) -> list[tuple[str, float, float | None]]:
+    from sureal.dataset_reader import RawDatasetReader
+    from sureal.subjective_model import SubjrejMosModel, ZscoringMosModel
+
+    ours_z = MosPipeline(
+        screening=NoScreening(), session_norm=False, estimator=MeanEstimator("normal")
+    )
+    ours_bt = MosPipeline(screening=Bt500Screening(), session_norm=False, zscore=False)
+    fits_sureal = table.n_stimuli * table.n_viewers <= SUREAL_MAX_CELLS
+    readers = (
+        [RawDatasetReader(_sureal_dataset(table, d)) for d in table.scores] if fits_sureal else []
+    )
+    results = []
+    for label, ours, theirs in (
+        ("z-scoring", ours_z, ZscoringMosModel),
+        ("BT.500 + MOS", ours_bt, SubjrejMosModel),
+    ):
+        started = time.perf_counter()
+        ours.fit(table)
+        ours_seconds = time.perf_counter() - started
+        theirs_seconds = None
+        if fits_sureal:
+            started = time.perf_counter()
+            for reader in readers:
+                theirs(reader).run_modeling()
+            theirs_seconds = time.perf_counter() - started
+        results.append((label, ours_seconds, theirs_seconds))
+    return results
+
+
+def _sureal_dataset(table, dimension: str) -> types.SimpleNamespace:
+    """sureal's list-of-dicts dataset, one dict of viewer → score per stimulus."""
+    order = np.argsort(table.stimulus, kind="stable")
+    bounds = np.searchsorted(table.stimulus[order], np.arange(table.n_stimuli + 1))
+    viewers = table.viewer_ids[table.viewer[order]]
+    scores = table.scores[dimension][order]
+    dis_videos = [
+        {
+            "content_id": 0,
+            "asset_id": j,
+            "path": str(table.stimulus_ids[j]),
+            "os": dict(zip(viewers[a:b], scores[a:b].tolist(), strict=True)),
+        }
+        for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
+    ]
+    return types.SimpleNamespace(
+        ref_videos=[{"content_id": 0, "content_name": "all", "path": "ref"}], dis_videos=dis_videos
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

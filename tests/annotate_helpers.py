@@ -1,0 +1,122 @@
+"""Helpers for the lab-app tests: a small study on disk and a test client that fills forms the
+way a browser does (reading the CSRF token from the page it was served)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from werkzeug.security import generate_password_hash
+
+from annotate import create_app
+
+ADMIN_PASSWORD = "correct horse battery"
+TOKEN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+def make_study(folder: Path, references: int = 3, per_reference: int = 4) -> Path:
+    """Tiny reference/distorted PNGs and a manifest in the generator's format."""
+    rng = np.random.default_rng(0)
+    (folder / "ref").mkdir(parents=True, exist_ok=True)
+    (folder / "dist").mkdir(exist_ok=True)
+    rows = []
+    for r in range(references):
+        image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        Image.fromarray(image).save(folder / "ref" / f"r{r}.png")
+        for d in range(per_reference):
+            noisy = np.clip(image + rng.normal(0, 10 * (d + 1), image.shape), 0, 255)
+            Image.fromarray(noisy.astype(np.uint8)).save(folder / "dist" / f"r{r}_d{d}.png")
+            rows.append(
+                {
+                    "id": f"r{r}_d{d}",
+                    "distorted_path": f"dist/r{r}_d{d}.png",
+                    "reference_path": f"ref/r{r}.png",
+                    "reference": f"r{r}",
+                    "model": ["SDXL", "RealVis"][d % 2],
+                    "mode": ["Full", "Image", "Pixel", "Text"][d % 4],
+                    "strength": 0.2 + 0.1 * d,
+                    "content_type": "NSI",
+                    "seed": 1000 + d,
+                    "bpp": 0.024,
+                }
+            )
+    manifest = folder / "manifest.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    return manifest
+
+
+def make_app(instance: Path, **config):
+    settings = {
+        "TESTING": True,
+        "SESSION_COOKIE_SECURE": False,
+        "WARMUP_TRIALS": 1,
+        "GREY_SCREEN_MS": 0,
+        "SEED": 0,
+        "ADMIN_PASSWORD_HASH": generate_password_hash(ADMIN_PASSWORD),
+    }
+    settings.update(config)
+    return create_app(settings, instance_path=str(instance))
+
+
+class Browser:
+    """A test client that GETs a form's page first and posts with the token it found."""
+
+    def __init__(self, app) -> None:
+        self.client = app.test_client()
+        self.token = None
+
+    def get(self, url: str, **kwargs):
+        response = self.client.get(url, **kwargs)
+        if response.mimetype != "text/html":
+            return response
+        found = TOKEN.search(response.get_data(as_text=True))
+        if found:
+            self.token = found.group(1)
+        return response
+
+    def post(self, url: str, data: dict, with_token: bool = True, **kwargs):
+        payload = dict(data)
+        if with_token:
+            payload["csrf_token"] = self.token
+        return self.client.post(url, data=payload, **kwargs)
+
+    def register(self) -> str:
+        """Consent, register and describe the environment; return the viewer's code."""
+        self.get("/consent")
+        assert self.post("/consent", {"agree": "y"}).status_code == 302
+        self.get("/register")
+        response = self.post(
+            "/register", {"age": 30, "gender": "female", "vision_screening": "20/20, Ishihara ok"}
+        )
+        assert response.status_code == 302, response.get_data(as_text=True)
+        page = self.get("/environment").get_data(as_text=True)
+        code = re.search(r'id="code">([A-Z0-9]+)<', page).group(1)
+        response = self.post(
+            "/environment",
+            {
+                "screen_width": 2560,
+                "screen_height": 1440,
+                "device_pixel_ratio": 1,
+                "browser": "test",
+                "display": "iMac 27",
+                "viewing_distance": "60 cm",
+                "lighting": "dim",
+            },
+        )
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return code
+
+    def current_position(self) -> int | None:
+        page = self.get("/trial")
+        if page.status_code != 200:
+            return None
+        found = re.search(r'name="position" value="(\d+)"', page.get_data(as_text=True))
+        return int(found.group(1)) if found else None
+
+    def rate(self, position: int, consistency=3.0, perception=2.5, **extra):
+        data = {"position": position, "consistency": consistency, "perception": perception}
+        data.update(extra)
+        return self.post("/trial", data)
