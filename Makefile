@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 DEMO    = instance/demo
 
-.PHONY: install demo test lint clean-demo
+.PHONY: install demo test lint clean-demo browser
 
 install: $(VENV)/.installed
 
@@ -29,5 +29,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
+# The end-to-end test drives Debian's Chromium; as root, install it when it is missing.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "note: Chromium is not installed: the browser test will be skipped"
+
+test: lint browser
 	$(PY) -m pytest

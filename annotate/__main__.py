@@ -96,6 +96,8 @@ def _serve(args: argparse.Namespace, app=None) -> int:
     import waitress
 
     app = app or _app(args, **({"SESSION_COOKIE_SECURE": False} if args.http else {}))
+    for name in app.jinja_env.list_templates():  # compile now, not on the first viewer's click
+        app.jinja_env.get_template(name)
     url = f"http://{args.host}:{args.port}/"
     print(f"serving the study at {url} (admin: {url}admin/) — Ctrl+C to stop", flush=True)
     waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="cmc-lab")

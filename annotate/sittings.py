@@ -67,6 +67,7 @@ def open_sitting(db: OrmSession, viewer: Viewer) -> Session | None:
         select(Session)
         .where(Session.viewer_id == viewer.id, Session.closed_reason.is_(None))
         .order_by(Session.id.desc())
+        .limit(1)
     )
 
 
@@ -217,6 +218,7 @@ def next_trial(db: OrmSession, sitting: Session) -> Trial | None:
         select(Trial)
         .where(Trial.session_id == sitting.id, Trial.position.not_in(rated))
         .order_by(Trial.position)
+        .limit(1)
     )
 
 
