@@ -1,11 +1,11 @@
-# Two entry points: `make demo` (install + run the main job on the embedded demo) and
+# Two entry points: `make demo` (install + run the lab app on the embedded demo study) and
 # `make test` (install + lint + the whole test suite). Both create ./.venv on first use.
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
-DEMO    = instance/demo
+PORT   ?= 5000
 
-.PHONY: install demo test lint clean-demo browser
+.PHONY: install demo test lint browser
 
 install: $(VENV)/.installed
 
@@ -18,12 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-demo: install clean-demo
-	$(PY) -m mos.simulate --out $(DEMO)/study.db
-	$(PY) -m mos.compute $(DEMO)/study.db
-
-clean-demo:
-	rm -rf $(DEMO)
+demo: install
+	$(PY) -m annotate demo --port $(PORT)
 
 lint: install
 	$(VENV)/bin/ruff check .
