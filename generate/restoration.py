@@ -1,0 +1,66 @@
+"""Restoration decoders without a diffusers port (DiffBIR, PASD, StableSR) run through their
+official inference code, which the user installs from the authors' repositories; this module
+only calls it.
+
+Each such model's command line is configured in one place, the models TOML, with placeholders
+filled per image: ``{input}`` (the start image, a PNG), ``{output}`` (a folder the command writes
+its result into), ``{prompt}``, ``{strength}``, ``{steps}``, ``{seed}`` (all shell-quoted)::
+
+    [DiffBIR]
+    command = "python /opt/DiffBIR/inference.py --task sr --input {input} --output {output} --steps {steps}"
+
+The command must leave exactly one image in ``{output}``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from generate.registry import DecoderSpec
+
+TIMEOUT_S = 3600
+
+
+def run(
+    spec: DecoderSpec, start: np.ndarray, prompt: str, strength: float, steps: int, seed: int
+) -> np.ndarray:
+    """Restore ``start`` with the model's own inference command; return the image it wrote."""
+    from generate.decode import DecoderError
+
+    if not spec.command:
+        raise DecoderError(
+            f"{spec.name} has no diffusers port: install its official inference code and set "
+            f'its command in a models TOML ([{spec.name}] command = "… {{input}} … {{output}} …"; '
+            "see generate/restoration.py), then pass --models-config FILE"
+        )
+    with tempfile.TemporaryDirectory(prefix=f"cmc-{spec.name}-") as folder:
+        work = Path(folder)
+        source, target = work / "input.png", work / "output"
+        target.mkdir()
+        Image.fromarray(start).save(source)
+        values = {
+            "input": source, "output": target, "prompt": prompt, "strength": strength,
+            "steps": steps, "seed": seed,
+        }  # fmt: skip
+        command = spec.command.format(**{k: shlex.quote(str(v)) for k, v in values.items()})
+        try:
+            subprocess.run(
+                shlex.split(command), check=True, capture_output=True, text=True, timeout=TIMEOUT_S
+            )
+        except subprocess.CalledProcessError as error:
+            last = (error.stderr or error.stdout or "").strip().splitlines()[-1:] or ["no output"]
+            raise DecoderError(f"{spec.name}: its command failed ({last[0]})") from error
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise DecoderError(f"{spec.name}: cannot run its command ({error})") from error
+        written = [p for p in target.rglob("*") if p.is_file()]
+        if len(written) != 1:
+            raise DecoderError(
+                f"{spec.name}: expected one image in the output, found {len(written)}"
+            )
+        return np.asarray(Image.open(written[0]).convert("RGB"))

@@ -1,0 +1,185 @@
+"""``python -m generate run``: a plan in, images and the manifest out.
+
+* Resumable: an item whose image and metadata exist is skipped; both are written to a temporary
+  name and renamed, so a crash never leaves half a file.
+* Deterministic per item: each row's seed drives a CPU generator, so rerunning an item (or
+  resuming) reproduces it.
+* Each model is loaded once: the rows are processed model by model.
+* Multi-GPU / multi-node: run under ``torchrun`` or ``accelerate launch``; rank r of world size W
+  takes the rows r, r + W, r + 2W, … of the plan (RANK / WORLD_SIZE / LOCAL_RANK from the launcher).
+* The manifest (``manifest.csv``, the format ``annotate import`` reads) is rebuilt from the
+  per-image metadata at the end of every rank's run, and by ``python -m generate manifest``.
+
+Per-reference hints (the Image-mode codec image, the Pixel-mode thumbnail) and captions are
+computed once and cached in ``hints/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from generate import codec, pixel
+from generate.captions import Captioner, text_bits
+from generate.decode import QUALITY_PROMPT, Decoder
+from generate.registry import DecoderSpec
+
+MANIFEST = "manifest.csv"
+
+
+@dataclass
+class RunSettings:
+    codec: str = "av1"
+    target_bpp: float = 0.024
+    pixel_block: int = 64
+    pixel_bits: int = 8
+    long_side: int = 1024
+    steps: int = 40
+    image_prompt: str = QUALITY_PROMPT
+    device: str = "cpu"
+
+
+def shard(plan: pd.DataFrame, rank: int, world: int) -> pd.DataFrame:
+    """Rank ``rank``'s rows: every ``world``-th row, so the shards partition the plan exactly."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is outside a world of {world}")
+    return plan.iloc[rank::world]
+
+
+def launcher_rank() -> tuple[int, int, int]:
+    """(rank, world size, local rank) as torchrun / accelerate set them; (0, 1, 0) alone."""
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+
+
+def run_plan(
+    plan: pd.DataFrame,
+    out: Path,
+    registry: dict[str, DecoderSpec],
+    captioner: Captioner | None,
+    settings: RunSettings,
+    rank: int = 0,
+    world: int = 1,
+) -> int:
+    """Make every missing image of this rank's share; return how many were made."""
+    for folder in ("images", "meta", "hints"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    mine = shard(plan, rank, world)
+    todo = mine[[not _done(out, row_id) for row_id in mine["id"]]]
+    hints = Hints(out / "hints", settings, captioner)
+    made = 0
+    progress = tqdm(total=len(todo), desc=f"rank {rank}: generating", unit="img", disable=rank != 0)
+    for model, rows in todo.groupby("model", sort=False):
+        decoder = Decoder(registry[model], settings.device, settings.long_side, settings.steps)
+        for row in rows.itertuples(index=False):
+            _make(out, row, decoder, hints, settings)
+            made += 1
+            progress.update()
+    progress.close()
+    write_manifest(out)
+    return made
+
+
+def write_manifest(out: Path) -> Path:
+    """``manifest.csv`` from every finished item's metadata (atomic)."""
+    records = [json.loads(p.read_text()) for p in sorted((out / "meta").glob("*.json"))]
+    frame = pd.DataFrame(records)
+    target = out / MANIFEST
+    _atomic(target, lambda tmp: frame.to_csv(tmp, index=False))
+    return target
+
+
+class Hints:
+    """What the encoder sends besides the caption, per reference, computed once and cached."""
+
+    def __init__(self, folder: Path, settings: RunSettings, captioner: Captioner | None) -> None:
+        self.folder, self.settings, self.captioner = folder, settings, captioner
+        self._captions: dict[str, str] = {}
+
+    def caption(self, reference: str, path: Path) -> str:
+        if reference not in self._captions:
+            if self.captioner is None:
+                raise ValueError("this plan needs captions: give --captions")
+            self._captions[reference] = self.captioner.caption(path.name, path)
+        return self._captions[reference]
+
+    def codec(self, reference: str, image: np.ndarray) -> tuple[np.ndarray, int, dict]:
+        stem = f"{reference}_{self.settings.codec}_{self.settings.target_bpp:g}bpp"
+        image_path, meta_path = self.folder / f"{stem}.png", self.folder / f"{stem}.json"
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            return np.asarray(Image.open(image_path)), meta["bits"], meta["settings"]
+        coded = codec.encode_at_bpp(image, self.settings.target_bpp, self.settings.codec)
+        _atomic(image_path, lambda tmp: Image.fromarray(coded.image).save(tmp, "PNG"))
+        meta = {"bits": coded.bits, "settings": coded.settings}
+        _atomic(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+        return coded.image, coded.bits, coded.settings
+
+    def pixel(self, image: np.ndarray) -> tuple[np.ndarray, int]:
+        hint = pixel.encode(image, self.settings.pixel_block, self.settings.pixel_bits)
+        return pixel.start_image(hint, (image.shape[1], image.shape[0])), hint.bits
+
+
+def _make(out: Path, row, decoder: Decoder, hints: Hints, settings: RunSettings) -> None:
+    reference_path = Path(row.reference_path)
+    reference = np.asarray(Image.open(reference_path).convert("RGB"))
+    height, width, _ = reference.shape
+    caption, start = "", None
+    bits = {"text_bits": 0, "pixel_bits": 0, "codec_bits": 0}
+    codec_settings: dict = {}
+    if row.mode in ("Text", "Pixel", "Full"):
+        caption = hints.caption(row.reference, reference_path)
+        bits["text_bits"] = text_bits(caption)
+    if row.mode == "Pixel":
+        start, bits["pixel_bits"] = hints.pixel(reference)
+    if row.mode in ("Image", "Full"):
+        start, bits["codec_bits"], codec_settings = hints.codec(row.reference, reference)
+    prompt = settings.image_prompt if row.mode == "Image" else caption
+    decoded = decoder(row.mode, prompt, start, float(row.strength), int(row.seed), (width, height))
+    image_path = out / "images" / f"{row.id}.png"
+    _atomic(image_path, lambda tmp: Image.fromarray(decoded.image).save(tmp, "PNG"))
+    total = sum(bits.values())
+    meta = {
+        "id": row.id,
+        "distorted_path": f"images/{row.id}.png",
+        "reference_path": str(reference_path),
+        "reference": row.reference,
+        "content_type": row.content_type,
+        "model": row.model,
+        "mode": row.mode,
+        "strength": row.strength,
+        "seed": int(row.seed),
+        "caption": caption,
+        "prompt": prompt,
+        "codec": settings.codec if row.mode in ("Image", "Full") else "",
+        "codec_settings": json.dumps(codec_settings) if codec_settings else "",
+        **bits,
+        "bits": total,
+        "bpp": total / (width * height),
+        "compression_ratio": 24 * width * height / total if total else float("inf"),
+        "steps": decoded.steps,
+        "guidance_scale": decoder.spec.guidance_scale,
+        "decoder_weights": decoder.spec.weights or decoder.spec.command,
+        "nsfw_detected": decoded.nsfw,
+    }
+    _atomic(out / "meta" / f"{row.id}.json", lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+
+
+def _done(out: Path, row_id: str) -> bool:
+    return (out / "images" / f"{row_id}.png").exists() and (
+        out / "meta" / f"{row_id}.json"
+    ).exists()
+
+
+def _atomic(target: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: all or nothing."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    write(temporary)
+    os.replace(temporary, target)

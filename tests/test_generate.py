@@ -1,0 +1,284 @@
+"""``generate``: plans, every mode end to end on tiny random-weight pipelines, bits, resume, shards."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy import stats
+
+from annotate.importer import import_manifest
+from generate import codec, pixel
+from generate.__main__ import main as generate_main
+from generate.decode import Decoder, DecoderError, instruct_image_guidance, steps_for, working_size
+from generate.plan import choose_references, make_plan
+from generate.registry import REGISTRY, DecoderSpec, load_registry
+from generate.run import shard
+from studydb.manifest import read_manifest
+from tests.tiny_models import save_motion_adapter, save_sd, save_sdxl
+
+DEMO = __import__("pathlib").Path(__file__).parents[1] / "annotate" / "demo_data"
+
+
+def references(folder, names, size=(96, 64)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        x = np.linspace(0, 255, size[0])[None, :, None] * np.ones((size[1], 1, 3))
+        image = np.clip(x + rng.normal(0, 20, x.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(folder / name)
+    return folder
+
+
+def test_study_plan_follows_the_paper(tmp_path):
+    names = [f"NSI_pgc_{i:03d}.png" for i in range(40)] + [
+        f"NSI_ugc_{i:03d}.png" for i in range(40)
+    ]
+    names += [f"SCI_game_{i:03d}.png" for i in range(60)] + [
+        f"AIGI_MJ_{i:03d}.png" for i in range(60)
+    ]
+    folder = references(tmp_path / "refs", names, size=(8, 8))
+    out = tmp_path / "plan.csv"
+    assert (
+        generate_main(["plan", "--references", str(folder), "--out", str(out), "--seed", "3"]) == 0
+    )
+    plan = pd.read_csv(out)
+    assert len(plan) == 4000 and plan["reference"].nunique() == 100
+    per_type = plan.drop_duplicates("reference")["content_type"].value_counts().to_dict()
+    assert per_type == {"NSI": 40, "SCI": 30, "AIGI": 30}
+    configs = plan.groupby(["model", "mode"]).size()
+    assert len(configs) == 40 and (configs == 100).all()
+    assert set(plan.loc[plan["model"] == "DiffBIR", "mode"]) == {"Full", "Image"}
+    assert (plan.loc[plan["mode"] == "Text", "strength"] == 1.0).all()
+    drawn = plan.loc[plan["mode"] != "Text", "strength"]
+    assert drawn.between(0.2, 0.9).all()
+    assert stats.kstest(drawn, stats.uniform(loc=0.2, scale=0.7).cdf).pvalue > 0.01
+    again = tmp_path / "again.csv"
+    generate_main(["plan", "--references", str(folder), "--out", str(again), "--seed", "3"])
+    assert again.read_text() == out.read_text()  # reproducible
+
+
+def test_benchmark_plan_uses_every_reference_and_fixed_strengths(tmp_path):
+    folder = references(tmp_path / "refs", [f"r{i}.png" for i in range(7)], size=(8, 8))
+    out = tmp_path / "bench.csv"
+    args = ["plan", "--references", str(folder), "--out", str(out), "--preset", "benchmark"]
+    assert generate_main([*args, "--models", "RealVis,DiffBIR"]) == 0
+    plan = pd.read_csv(out)
+    assert plan["reference"].nunique() == 7 and len(plan) == 7 * (4 + 2)
+    fixed = plan.groupby("mode")["strength"].unique().map(list).to_dict()
+    assert fixed == {"Full": [0.5], "Image": [0.5], "Pixel": [0.8], "Text": [1.0]}
+
+
+def test_plan_errors_are_one_line(tmp_path, capsys):
+    assert generate_main(["plan", "--references", str(tmp_path / "none"), "--out", "x.csv"]) == 2
+    folder = references(tmp_path / "refs", ["a.png"], size=(8, 8))
+    args = ["plan", "--references", str(folder), "--out", str(tmp_path / "p.csv")]
+    assert generate_main([*args, "--models", "NoSuchModel"]) == 2
+    assert "unknown model 'NoSuchModel'" in capsys.readouterr().err
+
+
+def test_per_reference_sampling_balances_configurations(tmp_path):
+    folder = references(tmp_path / "refs", [f"r{i}.png" for i in range(10)], size=(8, 8))
+    refs = choose_references(sorted(folder.iterdir()), None, np.random.default_rng(0))
+    configs = [(m, mode) for m in ("A", "B") for mode in ("Text", "Pixel", "Image", "Full")]
+    plan = make_plan(refs, configs, "study", 0, per_reference=4)
+    assert len(plan) == 40 and (plan.groupby(["model", "mode"]).size() == 5).all()
+
+
+def test_guards_for_the_diffusion_edge_cases():
+    assert steps_for(0.5, 40) == 40
+    assert steps_for(0.01, 40) == 100  # strength × steps would be < 1 step
+    assert working_size(1000, 750, 1024) == (1024, 768)
+    assert working_size(333, 1001, 1024) == (344, 1024)
+    assert all(side % 8 == 0 for side in working_size(97, 61, 100))
+    assert instruct_image_guidance(0.5) == pytest.approx(2.0)
+    assert {s.guidance_scale for s in REGISTRY.values() if s.family == "sd"} == {7.5}
+    assert REGISTRY["SDXL"].guidance_scale == 5.0 and REGISTRY["PG25"].guidance_scale == 3.0
+
+
+def test_pixel_hint_costs_blocks_times_channels_times_bits():
+    image = np.asarray(Image.open(DEMO / "coffee.png").convert("RGB"))  # 320 × 216
+    hint = pixel.encode(image, block=64, bits_per_channel=6)
+    assert hint.thumbnail.shape == (4, 5, 3) and hint.bits == 4 * 5 * 3 * 6
+    np.testing.assert_allclose(hint.thumbnail[0, 0], image[:64, :64].reshape(-1, 3).mean(0), atol=3)
+    assert pixel.start_image(hint, (320, 216)).shape == (216, 320, 3)
+
+
+@pytest.mark.parametrize("name", ["av1", "hevc"])
+def test_codec_lands_near_the_target_bpp(name):
+    image = np.asarray(Image.open(DEMO / "astronaut.png").convert("RGB"))
+    coded = codec.encode_at_bpp(image, 0.1, name)
+    assert abs(coded.bpp(320, 320) - 0.1) / 0.1 < 0.2
+    assert coded.image.shape == image.shape
+    psnr = 10 * np.log10(255**2 / np.mean((coded.image.astype(float) - image) ** 2))
+    assert psnr > 18
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Tiny SD, SDXL, InstructPix2Pix and AnimateDiff weights in local folders, and a models TOML
+    that points the registry's entries at them — the same override a user with weights writes."""
+    folder = tmp_path_factory.mktemp("weights")
+    save_sd(folder / "sd")
+    save_sdxl(folder / "sdxl")
+    save_sd(folder / "ip2p", in_channels=8)
+    save_motion_adapter(folder / "motion")
+    restore = folder / "restore.py"
+    restore.write_text(
+        "import shutil, sys\nshutil.copy(sys.argv[1], sys.argv[2] + '/restored.png')\n"
+    )
+    config = folder / "models.toml"
+    config.write_text(
+        f'[SD15]\nweights = "{folder / "sd"}"\n'
+        f'[RealVis]\nweights = "{folder / "sdxl"}"\n'
+        f'[InstructPix]\nweights = "{folder / "ip2p"}"\n'
+        f'[Animate]\nweights = "{folder / "sd"}"\nmotion_adapter = "{folder / "motion"}"\n'
+        f'[DiffBIR]\ncommand = "{sys.executable} {restore} {{input}} {{output}}"\n'
+    )
+    return config
+
+
+@pytest.fixture(scope="module")
+def study_inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("inputs")
+    refs = folder / "refs"
+    refs.mkdir()
+    for source, name in (("coffee.png", "NSI_a.png"), ("rocket.png", "SCI_b.png")):
+        Image.open(DEMO / source).convert("RGB").resize((256, 192)).save(refs / name)
+    captions = folder / "captions.csv"
+    pd.DataFrame(
+        {
+            "name": ["NSI_a.png", "SCI_b.png"],
+            "text": ["A red barn in a green field.", "Ünïcode café text"],
+        }
+    ).to_csv(captions)
+    plan = folder / "plan.csv"
+    models = "SD15,RealVis,InstructPix,Animate,DiffBIR"
+    generate_main(["plan", "--references", str(refs), "--out", str(plan), "--preset", "benchmark",
+                   "--models", models])  # fmt: skip
+    return plan, captions
+
+
+def run_args(plan, out, captions, config, *extra):
+    return ["run", str(plan), "--out", str(out), "--captions", str(captions), "--models-config",
+            str(config), "--size", "64", "--steps", "4", "--target-bpp", "0.1", "--device", "cpu",
+            *extra]  # fmt: skip
+
+
+def test_every_mode_end_to_end_with_honest_bits(tmp_path, tiny, study_inputs):
+    plan, captions = study_inputs
+    out = tmp_path / "out"
+    assert generate_main(run_args(plan, out, captions, tiny)) == 0
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    planned = pd.read_csv(plan)
+    assert sorted(manifest["id"]) == sorted(planned["id"])
+    assert len(manifest) == 2 * (4 + 4 + 4 + 2 + 2)  # SD15, RealVis, Animate; InstructPix, DiffBIR
+    for row in manifest.itertuples():
+        image = Image.open(out / row.distorted_path)
+        assert image.size == (256, 192)  # back at the reference's size
+        caption_bits = len(row.caption.encode("utf-8")) * 8
+        assert row.text_bits == (caption_bits if row.mode in ("Text", "Pixel", "Full") else 0)
+        assert row.pixel_bits == (4 * 3 * 3 * 8 if row.mode == "Pixel" else 0)
+        if row.mode in ("Image", "Full"):
+            assert abs(row.codec_bits / (256 * 192) - 0.1) / 0.1 < 0.25
+        assert row.bits == row.text_bits + row.pixel_bits + row.codec_bits
+        assert row.bpp == pytest.approx(row.bits / (256 * 192))
+        assert row.compression_ratio == pytest.approx(24 / row.bpp)
+    assert set(manifest.loc[manifest["mode"] == "Image", "prompt"]) == {
+        "High quality, masterpiece, clean, high-resolution, 8k"
+    }
+    assert manifest.loc[manifest["reference"] == "SCI_b", "caption"].iloc[0] == "Ünïcode café text"
+
+
+def test_the_manifest_imports_into_the_lab_app_as_is(tmp_path, tiny, study_inputs):
+    from annotate.db import get_db
+    from tests.annotate_helpers import make_app
+
+    plan, captions = study_inputs
+    out = tmp_path / "out"
+    generate_main(run_args(plan, out, captions, tiny))
+    app = make_app(tmp_path / "instance")
+    with app.app_context():
+        added, _ = import_manifest(get_db(), read_manifest(out / "manifest.csv"), 400,
+                                   np.random.default_rng(0))  # fmt: skip
+    assert added == 32
+
+
+def test_resume_after_a_crash_gives_the_same_files(tmp_path, tiny, study_inputs, monkeypatch):
+    plan, captions = study_inputs
+    clean, crashed = tmp_path / "clean", tmp_path / "crashed"
+    generate_main(run_args(plan, clean, captions, tiny))
+    calls = {"n": 0}
+    original = Decoder.__call__
+
+    def dying(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 9:
+            raise KeyboardInterrupt("killed")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Decoder, "__call__", dying)
+    with pytest.raises(KeyboardInterrupt):
+        generate_main(run_args(plan, crashed, captions, tiny))
+    assert len(list((crashed / "images").glob("*.png"))) == 9
+    monkeypatch.setattr(Decoder, "__call__", original)
+    generate_main(run_args(plan, crashed, captions, tiny))
+    for image in (clean / "images").glob("*.png"):
+        assert (crashed / "images" / image.name).read_bytes() == image.read_bytes()
+    assert not list(crashed.rglob(".*.tmp"))  # no half-written file left behind
+
+
+def test_ranks_share_the_plan_exactly(tmp_path, tiny, study_inputs, monkeypatch):
+    plan, captions = study_inputs
+    frame = pd.read_csv(plan)
+    shards = [shard(frame, r, 3) for r in range(3)]
+    assert sorted(pd.concat(shards)["id"]) == sorted(frame["id"])
+    assert sum(len(s) for s in shards) == len(frame)
+    out = tmp_path / "out"
+    for rank in range(2):  # as torchrun would start them, one after the other here
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        generate_main(run_args(plan, out, captions, tiny))
+        made = {json.loads(p.read_text())["id"] for p in (out / "meta").glob("*.json")}
+        assert made == set(shard(frame, 0, 2)["id"]) | (set(frame["id"]) if rank else set())
+    assert len(pd.read_csv(out / "manifest.csv")) == len(frame)
+
+
+def test_missing_weights_give_a_one_line_error(tmp_path, study_inputs, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    plan, captions = study_inputs
+    config = tmp_path / "m.toml"
+    config.write_text('[SD15]\nweights = "nobody/no-such-model"\n')
+    frame = pd.read_csv(plan)
+    frame[frame["model"] == "SD15"].to_csv(tmp_path / "p.csv", index=False)
+    args = run_args(tmp_path / "p.csv", tmp_path / "o", captions, config)
+    assert generate_main(args) == 2
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.split("generate: error: ")[1:]]  # one error, after the progress bar
+    assert line.startswith("SD15: cannot load weights 'nobody/no-such-model'")
+    assert "weights = " in line and line.count("\n") == 1 and "Traceback" not in err
+
+
+def test_restoration_models_without_a_command_say_how_to_configure_them():
+    decoder = Decoder(DecoderSpec("PASD", "", "external", kind="restoration"), "cpu")
+    with pytest.raises(DecoderError, match="install its official inference code"):
+        decoder("Image", "", np.zeros((64, 64, 3), np.uint8), 0.5, 0, (64, 64))
+    with pytest.raises(DecoderError, match="cannot decode Text"):
+        decoder("Text", "x", None, 1.0, 0, (64, 64))
+
+
+def test_models_toml_adds_and_overrides_entries(tmp_path):
+    config = tmp_path / "m.toml"
+    config.write_text(
+        '[RealVis]\nweights = "/w/realvis"\n[Mine]\nweights = "me/x"\nfamily = "sd"\n'
+    )
+    registry = load_registry(config)
+    assert registry["RealVis"].weights == "/w/realvis" and registry["RealVis"].family == "sdxl"
+    assert registry["Mine"].guidance_scale == 7.5 and registry["Mine"].modes[0] == "Text"
+    config.write_text('[Mine]\nwieghts = "typo"\n')
+    with pytest.raises(ValueError, match="unknown key"):
+        load_registry(config)

@@ -1,0 +1,130 @@
+"""Tiny random-weight diffusion pipelines, built offline from inline configs and saved in the
+diffusers folder layout, so that the generator's real loading code (``from_pretrained`` on a
+local folder) runs on them. The CLIP tokenizer is the real one: its BPE vocabulary ships inside
+the ``open_clip_torch`` wheel, and is written out as vocab.json / merges.txt."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    EulerDiscreteScheduler,
+    MotionAdapter,
+    PNDMScheduler,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInstructPix2PixPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    UNet2DConditionModel,
+)
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+)
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+VOCAB_SIZE = 49408
+
+
+def clip_tokenizer() -> CLIPTokenizer:
+    """CLIP's real BPE tokenizer from open_clip's vocabulary file (model_max_length 77)."""
+    import open_clip
+
+    source = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    merges = gzip.open(source).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    symbols = list(bytes_to_unicode().values())
+    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(
+        vocab={token: i for i, token in enumerate(vocab)},
+        merges=[tuple(m.split()) for m in merges],
+        model_max_length=77,
+    )
+
+
+def _text_config() -> CLIPTextConfig:
+    return CLIPTextConfig(
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=32,
+        intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=VOCAB_SIZE,
+        max_position_embeddings=77, projection_dim=32, hidden_act="gelu",
+    )  # fmt: skip
+
+
+def _vae() -> AutoencoderKL:
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+        norm_num_groups=32,
+    )  # fmt: skip
+
+
+def _unet(in_channels: int = 4, **extra) -> UNet2DConditionModel:
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=in_channels,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+        norm_num_groups=32, **extra,
+    )  # fmt: skip
+
+
+def save_sd(folder: Path, in_channels: int = 4) -> Path:
+    """An SD-1.5-layout pipeline (img2img class; in_channels=8 makes an InstructPix2Pix one)."""
+    tokenizer = clip_tokenizer()
+    torch.manual_seed(0)
+    parts = dict(
+        unet=_unet(in_channels), vae=_vae(), text_encoder=CLIPTextModel(_text_config()),
+        tokenizer=tokenizer, scheduler=PNDMScheduler(skip_prk_steps=True), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    cls = (
+        StableDiffusionInstructPix2PixPipeline
+        if in_channels == 8
+        else StableDiffusionImg2ImgPipeline
+    )
+    cls(**parts).save_pretrained(folder)
+    return folder
+
+
+def save_sdxl(folder: Path) -> Path:
+    """An SDXL-layout pipeline: two text encoders and the text-time embedding."""
+    tokenizer = clip_tokenizer()
+    torch.manual_seed(0)
+    pipe = StableDiffusionXLImg2ImgPipeline(
+        unet=_sdxl_unet(), vae=_vae(), text_encoder=CLIPTextModel(_text_config()),
+        tokenizer=tokenizer, text_encoder_2=CLIPTextModelWithProjection(_text_config()),
+        tokenizer_2=tokenizer,
+        scheduler=EulerDiscreteScheduler(
+            beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1
+        ),
+        requires_aesthetics_score=False,
+    )  # fmt: skip
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def _sdxl_unet() -> UNet2DConditionModel:
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64, norm_num_groups=32,
+    )  # fmt: skip
+
+
+def save_motion_adapter(folder: Path) -> Path:
+    """A motion adapter matching the tiny SD UNet, for the AnimateDiff decoder."""
+    torch.manual_seed(0)
+    MotionAdapter(
+        block_out_channels=(32, 64), motion_layers_per_block=1, motion_norm_num_groups=2,
+        motion_num_attention_heads=4,
+    ).save_pretrained(folder)  # fmt: skip
+    return folder
