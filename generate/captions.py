@@ -91,7 +91,7 @@ class TransformersCaptioner(Captioner):
         try:
             self.processor = AutoProcessor.from_pretrained(model)
             self.model = AutoModelForImageTextToText.from_pretrained(
-                model, torch_dtype=torch.float16 if self.device == "cuda" else torch.float32
+                model, dtype=torch.float16 if self.device == "cuda" else torch.float32
             ).to(self.device)
         except OSError as error:
             raise CaptionError(

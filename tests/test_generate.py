@@ -282,3 +282,65 @@ def test_models_toml_adds_and_overrides_entries(tmp_path):
     config.write_text('[Mine]\nwieghts = "typo"\n')
     with pytest.raises(ValueError, match="unknown key"):
         load_registry(config)
+
+
+def test_gpu_benchmark_script_runs_scaled_down_on_the_cpu():
+    """The GPU benchmark is prepared for a session with a device; here its logic runs tiny."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "bench/generate_gpu.py", "--tiny", "--repeats", "1", "--no-compile"],
+        capture_output=True, text=True, timeout=300, check=True,
+        cwd=__import__("pathlib").Path(__file__).parents[1],
+    )  # fmt: skip
+    assert "| plain (batch 1) |" in done.stdout and "| batch 4 |" in done.stdout
+
+
+def test_a_local_blip_captioner_loads_and_generates(tmp_path):
+    """A tiny random-weight BLIP saved in the transformers layout, loaded by id-or-folder."""
+    import torch
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    from generate.captions import make_captioner
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "barn", "field"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words))
+    text = dict(
+        vocab_size=len(words),
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        bos_token_id=2,
+        sep_token_id=3,
+        pad_token_id=0,
+        eos_token_id=3,
+    )
+    vision = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                  image_size=32, patch_size=8)  # fmt: skip
+    torch.manual_seed(0)
+    model = BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision))
+    model.save_pretrained(tmp_path / "blip")
+    BlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+        tokenizer=BertTokenizer(vocab_file=str(tmp_path / "vocab.txt")),
+    ).save_pretrained(tmp_path / "blip")
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "x.png")
+    captioner = make_captioner(str(tmp_path / "blip"), words=10)
+    assert isinstance(captioner.caption("x.png", tmp_path / "x.png"), str)
+    with pytest.raises(ValueError, match="weights not found"):
+        make_captioner(str(tmp_path / "no-such-model"))
+
+
+def test_openai_captioner_needs_a_key(monkeypatch):
+    from generate.captions import CaptionError, make_captioner
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(CaptionError, match="OPENAI_API_KEY"):
+        make_captioner("openai:gpt-4o")
