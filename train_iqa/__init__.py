@@ -1,1 +1,1 @@
-"""Stage 4 — fine-tuning and validating pyiqa metrics against the MOS (not built yet)."""
+"""Stage 4 — fine-tuning and validating pyiqa metrics against the MOS."""

@@ -1,0 +1,96 @@
+"""The study's MOS and images as training data: content-disjoint splits and a decoded-image cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+DEFAULT_TARGET = {True: "consistency_mos", False: "perception_mos"}
+"""FR metrics learn Consistency (faithfulness to the reference), NR ones Perception (A.3)."""
+
+
+class DataError(ValueError):
+    """Unusable MOS file or images; the message names the problem."""
+
+
+def load_mos(path: Path, target: str, images: Path | None) -> pd.DataFrame:
+    """``mos.csv`` rows with absolute image paths and a ``target`` column, checked for files."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such MOS file")
+    frame = pd.read_csv(path)
+    for column in ("stimulus", target, "distorted_path", "reference_path"):
+        if column not in frame.columns:
+            raise DataError(
+                f"{path}: no column '{column}' (mos.csv from a study database has the image "
+                "paths; for others add distorted_path / reference_path)"
+            )
+    frame = frame.dropna(subset=[target]).reset_index(drop=True)
+    if len(frame) < 5:
+        raise DataError(f"{path}: {len(frame)} stimuli with a '{target}' — too few to train on")
+    base = Path(images) if images is not None else Path(path).parent
+    for column in ("distorted_path", "reference_path"):
+        frame[column] = [str(p if Path(p).is_absolute() else base / p) for p in frame[column]]
+        missing = [p for p in frame[column] if not Path(p).is_file()]
+        if missing:
+            raise DataError(
+                f"{len(missing)} image(s) not found (first: {missing[0]}); set --images"
+            )
+    if "reference" not in frame.columns:
+        frame["reference"] = [Path(p).stem for p in frame["reference_path"]]
+    frame["target"] = frame[target].astype(float)
+    return frame
+
+
+def split(frame: pd.DataFrame, test_fraction: float, seed: int, by_content: bool = True):
+    """(train, test) indices. By content: all images of one reference land on the same side, so
+    the test figures measure generalization to unseen pictures, not memory of them."""
+    rng = np.random.default_rng(seed)
+    if not by_content:
+        order = rng.permutation(len(frame))
+        cut = int(round(len(frame) * (1 - test_fraction)))
+        return np.sort(order[:cut]), np.sort(order[cut:])
+    groups = frame["reference"].unique()
+    shuffled = rng.permutation(groups)
+    n_test = max(1, int(round(len(groups) * test_fraction)))
+    test_groups = set(shuffled[:n_test])
+    is_test = frame["reference"].isin(test_groups).to_numpy()
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+class ImagePairs(Dataset):
+    """(distorted, reference, target) tensors in [0, 1] at ``size`` × ``size``.
+
+    Every image is decoded and resized once, then kept as uint8 — on the GPU when ``device`` is
+    CUDA, so the training loop never waits on JPEG/PNG decoding.
+    """
+
+    def __init__(self, frame: pd.DataFrame, size: int, device: str = "cpu") -> None:
+        self.targets = torch.tensor(frame["target"].to_numpy(), dtype=torch.float32)
+        cache: dict[str, torch.Tensor] = {}
+        self.distorted = [self._load(p, size, cache) for p in frame["distorted_path"]]
+        self.reference = [self._load(p, size, cache) for p in frame["reference_path"]]
+        if device.startswith("cuda"):
+            self.distorted = [t.to(device) for t in self.distorted]
+            self.reference = [t.to(device) for t in self.reference]
+
+    @staticmethod
+    def _load(path: str, size: int, cache: dict[str, torch.Tensor]) -> torch.Tensor:
+        if path not in cache:
+            image = Image.open(path).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+            cache[path] = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+        return cache[path]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        return (
+            self.distorted[index].float() / 255.0,
+            self.reference[index].float() / 255.0,
+            self.targets[index],
+        )

@@ -1,0 +1,84 @@
+"""pyiqa metrics as trainable networks: building, weights, and which can be fine-tuned.
+
+The paper fine-tunes TOPIQ-FR (Consistency) and TOPIQ-NR (Perception) and compares four more FR
+(AHIQ, DISTS, LPIPS, PieAPP) and four more NR metrics (CLIP-IQA, CNNIQA, DBCNN, HyperIQA).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+PAPER_METRICS = (
+    "topiq_fr", "ahiq", "dists", "lpips", "pieapp",
+    "topiq_nr", "clipiqa", "cnniqa", "dbcnn", "hyperiqa",
+)  # fmt: skip
+
+
+class MetricError(ValueError):
+    """A metric that cannot be built, loaded or trained; the message says why and what to do."""
+
+
+class Metric:
+    """A pyiqa architecture with what training needs: the network, FR or NR, and its direction."""
+
+    def __init__(self, name: str, pretrained: bool, weights: Path | None, device: str) -> None:
+        import pyiqa
+
+        if name not in pyiqa.list_models():
+            raise MetricError(f"unknown pyiqa metric '{name}'")
+        # With a checkpoint, every weight comes from it: nothing needs downloading first.
+        pretrained = pretrained and weights is None
+        options = {} if pretrained else {"pretrained": False}
+        if not pretrained and name.startswith("topiq"):
+            options["backbone_pretrain"] = False
+        try:
+            wrapper = pyiqa.create_metric(name, as_loss=True, device=device, **options)
+        except Exception as error:  # downloads fail in many ways offline
+            first = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
+            raise MetricError(
+                f"{name}: cannot build the metric ({first}). Its pretrained weights go in pyiqa's "
+                "cache (~/.cache/torch/hub/pyiqa/, or $PYIQA_CACHE_DIR); give a checkpoint with "
+                "--weights, or train from scratch with --no-pretrained"
+            ) from error
+        self.name = name
+        self.net = wrapper.net
+        self.full_reference = wrapper.metric_mode == "FR"
+        self.lower_better = bool(wrapper.lower_better)
+        if weights is not None:
+            load_weights(self.net, weights)
+        trainable = [p for p in self.net.parameters() if p.requires_grad]
+        if not trainable:
+            raise MetricError(
+                f"{name}: has no trainable parameters in pyiqa: it cannot be fine-tuned"
+            )
+
+    def __call__(self, distorted: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        out = self.net(distorted, reference) if self.full_reference else self.net(distorted)
+        return out.reshape(-1).float()
+
+
+def load_weights(net: torch.nn.Module, path: Path) -> None:
+    """Load a checkpoint strictly: pyiqa itself loads with strict=False, which would silently
+    keep random layers where names differ. Accepts our checkpoints and pyiqa's ('params' key)."""
+    if not Path(path).is_file():
+        raise MetricError(f"{path}: no such weights file")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    for key in ("model", "params", "state_dict"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    if missing or unexpected or mismatched:
+        raise MetricError(
+            f"{path} does not match this metric: {len(missing)} missing, {len(unexpected)} "
+            f"unexpected, {len(mismatched)} mis-shaped tensors (first: "
+            f"{(missing + unexpected + mismatched)[0]})"
+        )
+    net.load_state_dict(state, strict=True)
