@@ -1,0 +1,67 @@
+"""The four stages chained on the demo study, as a lab would run them: the demo's images (made by
+the generator's encoders) → the lab app, rated by simulated viewers → ``mos.compute`` →
+``train_iqa`` (``--no-pretrained``) → validation → the leaderboard of the demo's "models"."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from annotate.db import get_db
+from annotate.demo import build_demo
+from annotate.importer import import_manifest
+from mos.compute import main as mos_main
+from studydb import Stimulus
+from studydb.manifest import read_manifest
+from tests.annotate_helpers import Browser, make_app
+from train_iqa.__main__ import main as train_main
+from train_iqa.leaderboard import main as leaderboard_main
+from train_iqa.validate import main as validate_main
+
+
+@pytest.fixture(scope="module")
+def demo_mos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
+    manifest = build_demo(folder / "study")
+    app = make_app(folder / "instance", WARMUP_TRIALS=1)
+    with app.app_context():
+        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    bits = pd.read_csv(manifest).set_index("id")["bpp"]
+    rng = np.random.default_rng(0)
+    for _ in range(4):  # viewers who like bits, with their own bias and noise
+        viewer = Browser(app)
+        viewer.register()
+        bias = rng.normal(0, 0.3)
+        while (position := viewer.current_position()) is not None:
+            page = viewer.get("/trial").get_data(as_text=True)
+            stimulus = int(re.search(r'id="distorted"[^>]*src="/media/(\d+)/', page).group(1))
+            with app.app_context():
+                key = get_db().get(Stimulus, stimulus).key
+            quality = np.clip(1 + 8 * bits[key] + bias + rng.normal(0, 0.3), 0, 5)
+            viewer.rate(position, round(float(quality), 1), round(float(quality * 0.9), 1))
+    assert mos_main([str(folder / "instance" / "ratings.db"), "--out", str(folder / "mos"),
+                     "--quiet"]) == 0  # fmt: skip
+    return folder
+
+
+def test_the_demo_study_goes_through_every_stage(demo_mos, capsys):
+    mos = pd.read_csv(demo_mos / "mos" / "mos.csv")
+    assert len(mos) == 20 and (mos["consistency_n"] == 4).all()
+    assert mos.groupby("mode")["consistency_mos"].mean().idxmax() == "Image"
+    run = demo_mos / "run"
+    assert train_main(["--metric", "topiq_nr", "--mos", str(demo_mos / "mos" / "mos.csv"),
+                       "--no-pretrained", "--epochs", "2", "--size", "64", "--out", str(run),
+                       "--device", "cpu"]) == 0  # fmt: skip
+    assert validate_main(["--mos", str(demo_mos / "mos" / "mos.csv"), "--metric", "topiq_nr",
+                          "--weights", str(run / "best.pt"), "--size", "64",
+                          "--rounds", "50"]) == 0  # fmt: skip
+    assert "perception_mos" in capsys.readouterr().out
+    assert leaderboard_main(["--fr", str(run / "best.pt"), "--nr", str(run / "best.pt"),
+                             "--results", str(demo_mos / "study"), "--by", "codec",
+                             "--references", str(demo_mos / "study" / "references"),
+                             "--size", "64", "--out", str(demo_mos / "board.csv")]) == 0  # fmt: skip
+    board = pd.read_csv(demo_mos / "board.csv", index_col=0)
+    assert set(board.index) == {"av1", "pixel"} and "Image/Overall" in board.columns
