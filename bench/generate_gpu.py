@@ -29,7 +29,9 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from PIL import Image
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+from generate.offline import clip_tokenizer
 
 SDXL_UNET = dict(
     sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
@@ -65,7 +67,7 @@ def build(device: str, dtype: torch.dtype, tiny: bool) -> StableDiffusionXLImg2I
     vae_config = TINY["vae"] if tiny else SDXL_VAE
     first = TINY["clip"] if tiny else CLIP_L
     second = TINY["clip"] if tiny else CLIP_BIGG
-    tokenizer = _tokenizer()
+    tokenizer = clip_tokenizer()
     common = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406,
                   eos_token_id=49407, pad_token_id=49407)  # fmt: skip
     with torch.device(device):
@@ -83,22 +85,6 @@ def build(device: str, dtype: torch.dtype, tiny: bool) -> StableDiffusionXLImg2I
     pipe.to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def _tokenizer() -> CLIPTokenizer:
-    import gzip
-    from pathlib import Path
-
-    import open_clip
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    source = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-    merges = gzip.open(source).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
-    symbols = list(bytes_to_unicode().values())
-    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    return CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)},
-                         merges=[tuple(m.split()) for m in merges], model_max_length=77)  # fmt: skip
 
 
 def time_variant(pipe, batch: int, size: int, steps: int, repeats: int, device: str) -> float:

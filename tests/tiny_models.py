@@ -1,11 +1,9 @@
 """Tiny random-weight diffusion pipelines, built offline from inline configs and saved in the
 diffusers folder layout, so that the generator's real loading code (``from_pretrained`` on a
-local folder) runs on them. The CLIP tokenizer is the real one: its BPE vocabulary ships inside
-the ``open_clip_torch`` wheel, and is written out as vocab.json / merges.txt."""
+local folder) runs on them. The CLIP tokenizer is the real one (see generate.offline)."""
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import torch
@@ -19,31 +17,11 @@ from diffusers import (
     StableDiffusionXLImg2ImgPipeline,
     UNet2DConditionModel,
 )
-from transformers import (
-    CLIPTextConfig,
-    CLIPTextModel,
-    CLIPTextModelWithProjection,
-    CLIPTokenizer,
-)
-from transformers.convert_slow_tokenizer import bytes_to_unicode
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+from generate.offline import clip_tokenizer
 
 VOCAB_SIZE = 49408
-
-
-def clip_tokenizer() -> CLIPTokenizer:
-    """CLIP's real BPE tokenizer from open_clip's vocabulary file (model_max_length 77)."""
-    import open_clip
-
-    source = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-    merges = gzip.open(source).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
-    symbols = list(bytes_to_unicode().values())
-    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    return CLIPTokenizer(
-        vocab={token: i for i, token in enumerate(vocab)},
-        merges=[tuple(m.split()) for m in merges],
-        model_max_length=77,
-    )
 
 
 def _text_config() -> CLIPTextConfig:
