@@ -82,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--caption-words", type=int, default=20, choices=(5, 10, 20, 50), help="I2T prompt length"
     )
-    run.add_argument("--codec", choices=sorted(CODECS), default="av1", help="Image-mode codec")
+    run.add_argument(
+        "--codec",
+        choices=[*sorted(CODECS), "vvc"],
+        default="av1",
+        help="Image-mode codec (vvc: needs vvencapp/vvdecapp on PATH)",
+    )
     run.add_argument("--target-bpp", type=float, default=0.024, help="Image-mode codec bitrate")
     run.add_argument("--pixel-block", type=int, default=64, help="Pixel-mode block side")
     run.add_argument("--pixel-bits", type=int, default=8, help="Pixel-mode bits per channel")

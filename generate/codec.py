@@ -4,14 +4,20 @@ The paper uses VVC at QP 53 (~0.024 bpp, ~1,000× compression). VVC has no Pytho
 module drives the encoders PyAV bundles — AV1 (libsvtav1) and HEVC (libx265) — on a single frame
 and keeps the raw bitstream, so no container overhead is counted. It searches the quality
 parameter, and a downscale factor, for the setting whose size lands closest to a target bpp
-(bits per pixel of the *original* image).
+(bits per pixel of the *original* image). VVC, the paper's codec (QP 53), is used through the
+Fraunhofer command-line tools ``vvencapp`` / ``vvdecapp`` when both are on PATH (``codec="vvc"``);
+they are not a Python package, so it is never installed here.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -43,8 +49,13 @@ class CodedImage:
         return self.bits / (height * width)
 
 
+VVC_QUALITIES = range(20, 64)
+
+
 def available(codec: str) -> bool:
     """Whether ``codec`` can be used on this machine."""
+    if codec == "vvc":
+        return shutil.which("vvencapp") is not None and shutil.which("vvdecapp") is not None
     if codec not in CODECS:
         return False
     encoder, decoder, *_ = CODECS[codec]
@@ -81,22 +92,25 @@ def encode(image: np.ndarray, quality: int, codec: str = "av1", scale: float = 1
     """Encode one frame at a fixed quantizer (and downscale), decode it, and restore its size."""
     height, width, _ = image.shape
     small = _resize(image, _even(width * scale), _even(height * scale))
-    if codec not in CODECS:
-        raise ValueError(f"unknown codec '{codec}' (choose from {', '.join(CODECS)})")
-    bitstream = _encode_pyav(small, codec, quality)
-    decoded = _decode_pyav(bitstream, codec)
+    if codec == "vvc":
+        bitstream, decoded = _vvc(small, quality)
+    elif codec in CODECS:
+        bitstream = _encode_pyav(small, codec, quality)
+        decoded = _decode_pyav(bitstream, codec)
+    else:
+        raise ValueError(f"unknown codec '{codec}' (choose from {', '.join(CODECS)}, vvc)")
     restored = _resize(decoded, width, height)
     return CodedImage(
         image=restored,
         bits=len(bitstream) * 8,
         codec=codec,
-        settings={"quality": quality, "scale": scale, "encoder": CODECS[codec][0]},
+        settings={"quality": quality, "scale": scale, "encoder": CODECS.get(codec, ("vvenc",))[0]},
     )
 
 
 def _bisect_quality(image: np.ndarray, target_bpp: float, codec: str, scale: float) -> CodedImage:
     height, width, _ = image.shape
-    qualities = list(CODECS[codec][3])
+    qualities = list(VVC_QUALITIES if codec == "vvc" else CODECS[codec][3])
     low, high = 0, len(qualities) - 1
     tried: dict[int, CodedImage] = {}
     while low <= high:
@@ -130,6 +144,43 @@ def _decode_pyav(bitstream: bytes, codec: str) -> np.ndarray:
     if not frames:
         raise RuntimeError(f"{codec}: the decoder returned no frame")
     return frames[-1].to_ndarray(format="rgb24")
+
+
+def _vvc(image: np.ndarray, qp: int) -> tuple[bytes, np.ndarray]:
+    """One frame through vvencapp / vvdecapp as raw 8-bit I420 (no container either)."""
+    if not available("vvc"):
+        raise ValueError("codec 'vvc' needs the vvencapp and vvdecapp binaries on PATH")
+    height, width, _ = image.shape
+    planes = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+    with tempfile.TemporaryDirectory(prefix="cmc-vvc-") as folder:
+        work = Path(folder)
+        (work / "in.yuv").write_bytes(planes.to_ndarray().tobytes())
+        encode = [
+            "vvencapp",
+            "-i",
+            "in.yuv",
+            "-s",
+            f"{width}x{height}",
+            "-c",
+            "yuv420",
+            "-r",
+            "25",
+            "-f",
+            "1",
+            "-q",
+            str(qp),
+            "--preset",
+            "medium",
+            "-o",
+            "out.266",
+        ]
+        decode = ["vvdecapp", "-b", "out.266", "-o", "out.yuv", "-d", "8"]  # fmt: skip
+        for command in (encode, decode):
+            subprocess.run(command, cwd=work, check=True, capture_output=True)
+        bitstream = (work / "out.266").read_bytes()
+        yuv = np.frombuffer((work / "out.yuv").read_bytes(), dtype=np.uint8)
+    frame = av.VideoFrame.from_ndarray(yuv.reshape(height * 3 // 2, width), format="yuv420p")
+    return bitstream, frame.to_ndarray(format="rgb24")
 
 
 def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
