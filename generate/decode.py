@@ -103,60 +103,83 @@ class Decoder:
         size: tuple[int, int],
     ) -> Decoded:  # fmt: skip
         """Decode one image of ``size`` = (width, height) from ``prompt`` and ``start``."""
+        return self.batch(mode, [prompt], [start], strength, [seed], size)[0]
+
+    def batch(
+        self, mode: str, prompts: list[str], starts: list[np.ndarray | None], strength: float,
+        seeds: list[int], size: tuple[int, int],
+    ) -> list[Decoded]:  # fmt: skip
+        """Decode several images of one mode, strength and size in one pipeline call.
+
+        Each image keeps its own seeded generator, so its noise does not depend on its
+        neighbours; the arithmetic of a batch may still differ from single calls in the last bits.
+        AnimateDiff and the external restoration models decode one image per call.
+        """
         if mode not in self.spec.modes:
             raise DecoderError(f"{self.spec.name} cannot decode {mode} mode")
         if self.spec.family == "external":
-            image = restoration.run(self.spec, start, prompt, strength, self.steps, seed)
-            return Decoded(image=_resize(image, size), steps=self.steps, nsfw=False)
+            return [
+                Decoded(
+                    _resize(restoration.run(self.spec, start, prompt, strength, self.steps, seed), size),
+                    self.steps, False,
+                )
+                for prompt, start, seed in zip(prompts, starts, seeds, strict=True)
+            ]  # fmt: skip
+        if self.spec.family == "animatediff" and len(prompts) > 1:
+            return [d for args in zip(prompts, starts, seeds, strict=True)
+                    for d in self.batch(mode, [args[0]], [args[1]], strength, [args[2]], size)]  # fmt: skip
         import torch
 
         self.load()
         width, height = working_size(*size, self.long_side)
-        generator = torch.Generator("cpu").manual_seed(int(seed))
         common = {
-            "prompt": prompt,
+            "prompt": list(prompts),
             "guidance_scale": self.spec.guidance_scale,
-            "generator": generator,
+            "generator": [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds],
         }
         if mode == "Text":
             steps = self.steps
-            output = self._text_to_image(common, width, height, steps)
+            images, flags = self._text_to_image(common, width, height, steps)
         else:
-            start_image = Image.fromarray(start).resize((width, height), Image.Resampling.BICUBIC)
+            resized = [
+                Image.fromarray(start).resize((width, height), Image.Resampling.BICUBIC)
+                for start in starts
+            ]
             steps = steps_for(strength, self.steps)
-            output = self._image_to_image(common, start_image, strength, steps)
-        image, nsfw = output
-        return Decoded(
-            image=_resize(np.asarray(image.convert("RGB")), size), steps=steps, nsfw=nsfw
-        )
+            images, flags = self._image_to_image(common, resized, strength, steps)
+        return [
+            Decoded(image=_resize(np.asarray(image.convert("RGB")), size), steps=steps, nsfw=flag)
+            for image, flag in zip(images, flags, strict=True)
+        ]
 
     def _text_to_image(self, common: dict, width: int, height: int, steps: int):
         if self.spec.family == "animatediff":
             result = self._text2image(**common, num_frames=1, height=height, width=width,
                                       num_inference_steps=steps)  # fmt: skip
-            return result.frames[0][0], False
+            return [result.frames[0][0]], [False]
         result = self._text2image(**common, height=height, width=width, num_inference_steps=steps)
-        return result.images[0], _flagged(result)
+        return result.images, _flags(result)
 
-    def _image_to_image(self, common: dict, start: Image.Image, strength: float, steps: int):
+    def _image_to_image(self, common: dict, starts: list[Image.Image], strength: float, steps: int):
         if self.spec.family == "instruct-pix2pix":
             result = self._image2image(
-                **common, image=start, num_inference_steps=steps,
+                **common, image=starts, num_inference_steps=steps,
                 image_guidance_scale=instruct_image_guidance(strength),
             )  # fmt: skip
-            return result.images[0], _flagged(result)
+            return result.images, _flags(result)
         if self.spec.family == "animatediff":
-            result = self._image2image(**common, video=[start], strength=strength,
+            result = self._image2image(**common, video=starts, strength=strength,
                                        num_inference_steps=steps)  # fmt: skip
-            return result.frames[0][0], False
-        result = self._image2image(**common, image=start, strength=strength,
+            return [result.frames[0][0]], [False]
+        result = self._image2image(**common, image=starts, strength=strength,
                                    num_inference_steps=steps)  # fmt: skip
-        return result.images[0], _flagged(result)
+        return result.images, _flags(result)
 
 
-def _flagged(result) -> bool:
+def _flags(result) -> list[bool]:
+    """The safety checker's verdict per image (False where the pipeline has none)."""
     flags = getattr(result, "nsfw_content_detected", None)
-    return bool(flags and flags[0])
+    return [bool(f) for f in flags] if flags else [False] * len(result.images)
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -44,6 +44,8 @@ class RunSettings:
     steps: int = 40
     image_prompt: str = QUALITY_PROMPT
     device: str = "cpu"
+    batch_size: int = 1
+    """Images per pipeline call (same model, mode, strength and size); 1 = bit-exact resumes."""
 
 
 def shard(plan: pd.DataFrame, rank: int, world: int) -> pd.DataFrame:
@@ -78,10 +80,10 @@ def run_plan(
     progress = tqdm(total=len(todo), desc=f"rank {rank}: generating", unit="img", disable=rank != 0)
     for model, rows in todo.groupby("model", sort=False):
         decoder = Decoder(registry[model], settings.device, settings.long_side, settings.steps)
-        for row in rows.itertuples(index=False):
-            _make(out, row, decoder, hints, settings)
-            made += 1
-            progress.update()
+        for batch in _batches(rows, settings.batch_size):
+            _make(out, batch, decoder, hints, settings)
+            made += len(batch)
+            progress.update(len(batch))
     progress.close()
     write_manifest(out)
     return made
@@ -127,13 +129,65 @@ class Hints:
         return pixel.start_image(hint, (image.shape[1], image.shape[0])), hint.bits
 
 
-def _make(out: Path, row, decoder: Decoder, hints: Hints, settings: RunSettings) -> None:
+def _batches(rows: pd.DataFrame, size: int) -> list[list]:
+    """Rows that can share a pipeline call: same mode, strength and reference size, in plan order."""
+    groups: dict[tuple, list] = {}
+    for row in rows.itertuples(index=False):
+        with Image.open(row.reference_path) as image:
+            key = (row.mode, float(row.strength), image.size)
+        groups.setdefault(key, []).append(row)
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+
+
+def _make(out: Path, batch: list, decoder: Decoder, hints: Hints, settings: RunSettings) -> None:
+    """Decode one batch of rows and write each image with its metadata."""
+    items = [_encode(row, hints, settings) for row in batch]
+    first = batch[0]
+    width, height = items[0]["size"]
+    decoded = decoder.batch(
+        first.mode, [i["prompt"] for i in items], [i["start"] for i in items],
+        float(first.strength), [int(row.seed) for row in batch], (width, height),
+    )  # fmt: skip
+    for row, item, result in zip(batch, items, decoded, strict=True):
+        image_path = out / "images" / f"{row.id}.png"
+        _atomic(image_path, lambda tmp, r=result: Image.fromarray(r.image).save(tmp, "PNG"))
+        bits = item["bits"]
+        total = sum(bits.values())
+        meta = {
+            "id": row.id,
+            "distorted_path": f"images/{row.id}.png",
+            "reference_path": str(row.reference_path),
+            "reference": row.reference,
+            "content_type": row.content_type,
+            "model": row.model,
+            "mode": row.mode,
+            "strength": row.strength,
+            "seed": int(row.seed),
+            "caption": item["caption"],
+            "prompt": item["prompt"],
+            "codec": settings.codec if row.mode in ("Image", "Full") else "",
+            "codec_settings": json.dumps(item["codec_settings"]) if item["codec_settings"] else "",
+            **bits,
+            "bits": total,
+            "bpp": total / (width * height),
+            "compression_ratio": 24 * width * height / total if total else float("inf"),
+            "steps": result.steps,
+            "guidance_scale": decoder.spec.guidance_scale,
+            "decoder_weights": decoder.spec.weights or decoder.spec.command,
+            "nsfw_detected": result.nsfw,
+        }
+        _atomic(
+            out / "meta" / f"{row.id}.json", lambda tmp, m=meta: Path(tmp).write_text(json.dumps(m))
+        )
+
+
+def _encode(row, hints: Hints, settings: RunSettings) -> dict:
+    """The encoder side of one row: caption, hint image, bits of each part, and the prompt."""
     reference_path = Path(row.reference_path)
     reference = np.asarray(Image.open(reference_path).convert("RGB"))
     height, width, _ = reference.shape
-    caption, start = "", None
+    caption, start, codec_settings = "", None, {}
     bits = {"text_bits": 0, "pixel_bits": 0, "codec_bits": 0}
-    codec_settings: dict = {}
     if row.mode in ("Text", "Pixel", "Full"):
         caption = hints.caption(row.reference, reference_path)
         bits["text_bits"] = text_bits(caption)
@@ -142,34 +196,8 @@ def _make(out: Path, row, decoder: Decoder, hints: Hints, settings: RunSettings)
     if row.mode in ("Image", "Full"):
         start, bits["codec_bits"], codec_settings = hints.codec(row.reference, reference)
     prompt = settings.image_prompt if row.mode == "Image" else caption
-    decoded = decoder(row.mode, prompt, start, float(row.strength), int(row.seed), (width, height))
-    image_path = out / "images" / f"{row.id}.png"
-    _atomic(image_path, lambda tmp: Image.fromarray(decoded.image).save(tmp, "PNG"))
-    total = sum(bits.values())
-    meta = {
-        "id": row.id,
-        "distorted_path": f"images/{row.id}.png",
-        "reference_path": str(reference_path),
-        "reference": row.reference,
-        "content_type": row.content_type,
-        "model": row.model,
-        "mode": row.mode,
-        "strength": row.strength,
-        "seed": int(row.seed),
-        "caption": caption,
-        "prompt": prompt,
-        "codec": settings.codec if row.mode in ("Image", "Full") else "",
-        "codec_settings": json.dumps(codec_settings) if codec_settings else "",
-        **bits,
-        "bits": total,
-        "bpp": total / (width * height),
-        "compression_ratio": 24 * width * height / total if total else float("inf"),
-        "steps": decoded.steps,
-        "guidance_scale": decoder.spec.guidance_scale,
-        "decoder_weights": decoder.spec.weights or decoder.spec.command,
-        "nsfw_detected": decoded.nsfw,
-    }
-    _atomic(out / "meta" / f"{row.id}.json", lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+    return {"caption": caption, "start": start, "bits": bits, "prompt": prompt,
+            "codec_settings": codec_settings, "size": (width, height)}  # fmt: skip
 
 
 def _done(out: Path, row_id: str) -> bool:
