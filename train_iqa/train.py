@@ -55,8 +55,11 @@ def train(
         metric.net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history, best = state["epoch"], state["history"], state["best"]
+    # With CUDA the decoded images already sit on the GPU: worker processes would only get in the
+    # way (they cannot share CUDA tensors), so batches are assembled in the main process.
+    workers = 0 if settings.device.startswith("cuda") else settings.workers
     loader = DataLoader(
-        train_set, batch_size=settings.batch_size, shuffle=True, num_workers=settings.workers,
+        train_set, batch_size=settings.batch_size, shuffle=True, num_workers=workers,
         generator=torch.Generator().manual_seed(settings.seed + start),
     )  # fmt: skip
     use_amp = settings.amp and settings.device.startswith("cuda")
