@@ -57,7 +57,7 @@ def save_sd(folder: Path, in_channels: int = 4) -> Path:
     torch.manual_seed(0)
     parts = dict(
         unet=_unet(in_channels), vae=_vae(), text_encoder=CLIPTextModel(_text_config()),
-        tokenizer=tokenizer, scheduler=PNDMScheduler(skip_prk_steps=True), safety_checker=None,
+        tokenizer=tokenizer, scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
     cls = (

@@ -16,7 +16,8 @@ from scipy import optimize, stats
 
 def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
     """(b1 − b2) / (1 + exp(−(x − b3) / |b4|)) + b2: monotone, between b2 and b1."""
-    return (b1 - b2) / (1 + np.exp(-(x - b3) / (abs(b4) + 1e-12))) + b2
+    with np.errstate(over="ignore"):  # exp overflows to inf far from b3: the value is then b2
+        return (b1 - b2) / (1 + np.exp(-(x - b3) / (abs(b4) + 1e-12))) + b2
 
 
 def fit_logistic(scores: np.ndarray, mos: np.ndarray) -> np.ndarray:
@@ -39,12 +40,14 @@ def correlations(scores, mos, lower_better: bool = False) -> dict[str, float]:
     if scores.size < 3 or np.ptp(scores) == 0 or np.ptp(mos) == 0:
         return {"srcc": np.nan, "krcc": np.nan, "plcc": np.nan, "rmse": np.nan}
     fitted = fit_logistic(scores, mos)
-    return {
-        "srcc": float(stats.spearmanr(scores, mos)[0]),
-        "krcc": float(stats.kendalltau(scores, mos)[0]),
-        "plcc": float(stats.pearsonr(fitted, mos)[0]),
-        "rmse": float(np.sqrt(np.mean((fitted - mos) ** 2))),
-    }
+    with warnings.catch_warnings():  # a flat logistic fit has no PLCC: NaN, not a warning
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return {
+            "srcc": float(stats.spearmanr(scores, mos)[0]),
+            "krcc": float(stats.kendalltau(scores, mos)[0]),
+            "plcc": float(stats.pearsonr(fitted, mos)[0]),
+            "rmse": float(np.sqrt(np.mean((fitted - mos) ** 2))),
+        }
 
 
 def bootstrap(
