@@ -177,6 +177,10 @@ def _read_sqlite(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
                 # Wait for a writer (the live lab app) instead of failing with "database is locked".
                 cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 cursor.fetchall()
+                # Whole chunks in one Arrow batch: columns then convert to numpy without copying.
+                cursor.adbc_statement.set_options(
+                    **{"adbc.sqlite.query.batch_rows": str(READ_CHUNK)}
+                )
                 cursor.execute(sql)
                 return cursor.fetch_arrow_table()
 
