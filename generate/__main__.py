@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from generate.captions import CaptionError, make_captioner
-from generate.codec import CODECS
+from generate.codec import CODECS, CodecError
 from generate.decode import QUALITY_PROMPT, DecoderError
 from generate.plan import (
     PlanError,
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (PlanError, RegistryError, CaptionError, DecoderError) as error:
+    except (PlanError, RegistryError, CaptionError, DecoderError, CodecError) as error:
         print(f"generate: error: {error}", file=sys.stderr)
         return 2
 
@@ -140,6 +140,8 @@ def _run(args: argparse.Namespace) -> int:
     unknown = sorted(set(plan["model"]) - set(registry))
     if unknown:
         raise PlanError(f"the plan names unknown model(s): {', '.join(unknown)}")
+    if not 1 <= args.pixel_bits <= 8 or args.pixel_block < 1 or args.steps < 1 or args.size < 8:
+        raise PlanError("--pixel-bits must be 1–8, --pixel-block and --steps ≥ 1, --size ≥ 8")
     rank, world, local = launcher_rank()
     needs_caption = plan["mode"].isin(["Text", "Pixel", "Full"]).any()
     captioner = make_captioner(args.captions, args.caption_words) if needs_caption else None

@@ -34,6 +34,10 @@ SCALES = (1.0, 0.5, 0.25)
 MIN_SIDE = 64  # the encoders' smallest comfortable frame
 
 
+class CodecError(ValueError):
+    """An image or codec choice the codec cannot handle; the message says which."""
+
+
 @dataclass
 class CodedImage:
     """A decoded low-bitrate image and what it cost."""
@@ -84,7 +88,7 @@ def encode_at_bpp(image: np.ndarray, target_bpp: float, codec: str = "av1") -> C
         ):
             best = candidate
     if best is None:
-        raise ValueError(f"image {width}×{height} is too small to encode (min side {MIN_SIDE})")
+        raise CodecError(f"image {width}×{height} is too small to encode (min side {MIN_SIDE})")
     return best
 
 
@@ -98,7 +102,7 @@ def encode(image: np.ndarray, quality: int, codec: str = "av1", scale: float = 1
         bitstream = _encode_pyav(small, codec, quality)
         decoded = _decode_pyav(bitstream, codec)
     else:
-        raise ValueError(f"unknown codec '{codec}' (choose from {', '.join(CODECS)}, vvc)")
+        raise CodecError(f"unknown codec '{codec}' (choose from {', '.join(CODECS)}, vvc)")
     restored = _resize(decoded, width, height)
     return CodedImage(
         image=restored,
@@ -149,7 +153,7 @@ def _decode_pyav(bitstream: bytes, codec: str) -> np.ndarray:
 def _vvc(image: np.ndarray, qp: int) -> tuple[bytes, np.ndarray]:
     """One frame through vvencapp / vvdecapp as raw 8-bit I420 (no container either)."""
     if not available("vvc"):
-        raise ValueError("codec 'vvc' needs the vvencapp and vvdecapp binaries on PATH")
+        raise CodecError("codec 'vvc' needs the vvencapp and vvdecapp binaries on PATH")
     height, width, _ = image.shape
     planes = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
     with tempfile.TemporaryDirectory(prefix="cmc-vvc-") as folder:
