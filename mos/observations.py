@@ -100,3 +100,19 @@ class Pairs:
     def average(self, score: np.ndarray) -> np.ndarray:
         """Mean score of each pair."""
         return grouped.mean(self.code, score, self.viewer.shape[0])
+
+    def self_consistency(self, score: np.ndarray, n_viewers: int) -> np.ndarray:
+        """Each viewer's mean absolute deviation of repeated ratings from their pair's mean
+        (for two showings, half their absolute difference); NaN for a viewer without repeats.
+
+        Planted repeats exist to measure this: a viewer who cannot reproduce their own scores adds
+        noise whatever their correlation with the panel.
+        """
+        size = np.bincount(self.code, minlength=self.viewer.shape[0])
+        repeated = size[self.code] > 1
+        deviation = np.abs(score - self.average(score)[self.code])[repeated]
+        viewer = self.viewer[self.code][repeated]
+        total = np.bincount(viewer, weights=deviation, minlength=n_viewers)
+        count = np.bincount(viewer, minlength=n_viewers)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return total / count

@@ -132,14 +132,16 @@ class MosPipeline:
     def fit(self, table: RatingTable) -> StudyResult:
         """Compute the MOS of every dimension of ``table``."""
         blocks = grouped.Blocks(table.viewer, table.n_viewers)
-        pairs = Pairs.find(table.viewer, table.stimulus, table.n_stimuli, blocks)
-        repetitions = pairs.repetitions if pairs is not None else 1
-        if not self.average_repetitions:
-            pairs = None
-        results = {
-            name: self._fit_dimension(table, name, pairs, repetitions, blocks)
-            for name in table.scores
-        }
+        found = Pairs.find(table.viewer, table.stimulus, table.n_stimuli, blocks)
+        repetitions = found.repetitions if found is not None else 1
+        pairs = found if self.average_repetitions else None
+        results = {}
+        for name in table.scores:
+            results[name] = self._fit_dimension(table, name, pairs, repetitions, blocks)
+            if found is not None:
+                results[name].per_viewer["repeat_mad"] = found.self_consistency(
+                    table.scores[name], table.n_viewers
+                )
         return StudyResult(table=table, dimensions=results, settings=self.settings())
 
     def _fit_dimension(

@@ -69,6 +69,9 @@ def test_repetitions_are_averaged_before_zscoring_unless_asked(tmp_path):
     assert averaged.dimensions["score"].per_stimulus["n"][x] == 2
     assert kept.dimensions["score"].per_stimulus["n"][x] == 4
     assert averaged.dimensions["score"].per_stimulus["mos"][x] == pytest.approx(1.0 + 0.25 + 0.2)
+    # self-consistency from the repeats: x's two showings differ by 0.4 → 0.2 from their mean
+    mad = averaged.dimensions["score"].per_viewer.set_index(table.viewer_ids)["repeat_mad"]
+    assert mad["a"] == pytest.approx(0.4 / 6) and mad["b"] == pytest.approx(0.4 / 6)
 
 
 @pytest.fixture(scope="module")
