@@ -133,3 +133,24 @@ def test_mos_stage_never_imports_flask(study_db, tmp_path):
         "assert 'flask' not in sys.modules, 'mos imported flask'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "module, args",
+    [
+        ("mos.simulate", []),
+        ("annotate.__main__", []),
+        ("annotate.__main__", ["serve"]),
+        ("generate.__main__", ["run"]),
+        ("train_iqa.__main__", []),
+        ("train_iqa.validate", []),
+        ("train_iqa.leaderboard", []),
+    ],
+)
+def test_every_command_explains_itself(module, args, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as done:
+        importlib.import_module(module).main([*args, "--help"])
+    assert done.value.code == 0
+    assert "usage: python -m" in capsys.readouterr().out
