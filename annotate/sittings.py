@@ -21,7 +21,15 @@ from studydb.schema import SCORE_MAX, SCORE_MIN
 
 
 class StudyError(ValueError):
-    """A request the study cannot honour; the message is shown to the person."""
+    """A request the study cannot honour; the message is shown to the person.
+
+    ``status`` is the HTTP status a web view answers with: 400 for bad input, 409 when the
+    request was fine but the sitting has moved on (closed, or another trial is current).
+    """
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -249,7 +257,7 @@ def record(db: OrmSession, sitting: Session, submission: Submission, design: Des
     """
     moment = now()
     if state(sitting, design, moment) == "closed":
-        raise StudyError("This sitting is closed; the rating was not stored.")
+        raise StudyError("This sitting is closed; the rating was not stored.", status=409)
     for name in ("consistency", "perception"):
         value = getattr(submission, name)
         if not SCORE_MIN <= value <= SCORE_MAX:
@@ -267,7 +275,7 @@ def record(db: OrmSession, sitting: Session, submission: Submission, design: Des
         return False
     expected = next_trial(db, sitting)
     if expected is None or expected.position != submission.position:
-        raise StudyError("That trial is not the current one; reload the page.")
+        raise StudyError("That trial is not the current one; reload the page.", status=409)
     shown = aware(trial.shown_at)
     first_input = None
     if shown is not None and submission.first_input_ms is not None:

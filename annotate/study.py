@@ -221,8 +221,7 @@ def _submit(db, sitting: Session, form: TrialForm, plan: sittings.Design):
     try:
         sittings.record(db, sitting, submission, plan)
     except sittings.StudyError as error:
-        status = 409 if "current" in str(error) or "closed" in str(error) else 400
-        return render_template("error.html", message=f"Rating not saved — {error}"), status
+        return render_template("error.html", message=f"Rating not saved — {error}"), error.status
     return redirect(url_for("study.trial"), code=303)
 
 
