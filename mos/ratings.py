@@ -231,12 +231,19 @@ def _numpy_columns(ratings: pa.Table) -> dict[str, np.ndarray]:
     columns = {
         "stimulus": _int_column(ratings, "stimulus"),
         "session": _int_column(ratings, "session"),
-        "nsfw": pc.greater(pc.fill_null(ratings.column("nsfw"), 0), 0).to_numpy(),
+        "nsfw": _flag_column(ratings.column("nsfw")),
     }
     for name in ratings.column_names:
         if name not in columns:
             columns[name] = _float_column(ratings, name)
     return columns
+
+
+def _flag_column(column: pa.ChunkedArray) -> np.ndarray:
+    """A boolean flag as SQLite (0/1 integers) or PostgreSQL (booleans) stores it; NULL = False."""
+    if not pa.types.is_boolean(column.type):
+        column = pc.not_equal(column, 0)
+    return pc.fill_null(column, False).to_numpy(zero_copy_only=False)
 
 
 def _from_database_tables(
