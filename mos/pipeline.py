@@ -61,9 +61,11 @@ class StudyResult:
                 self.table.stimulus, weights=self.table.nsfw, minlength=self.table.n_stimuli
             ).astype(np.int64)
         if self.table.metadata is not None:
-            metadata = self.table.metadata.reindex(self.table.stimulus_ids)
-            for column in metadata.columns:
-                frame[column] = metadata[column].to_numpy()
+            metadata = self.table.metadata
+            if not np.array_equal(metadata.index.to_numpy(dtype=object), self.table.stimulus_ids):
+                metadata = metadata.reindex(self.table.stimulus_ids)
+            for column in metadata.columns:  # .array keeps Arrow-backed text as it is
+                frame[column] = metadata[column].array
         return frame
 
     def viewers_frame(self) -> pd.DataFrame:
