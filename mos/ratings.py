@@ -288,10 +288,7 @@ def _int_column(table: pa.Table, name: str) -> np.ndarray:
 
 
 def _float_column(table: pa.Table, name: str) -> np.ndarray:
-    column = table.column(name)
-    if pa.types.is_boolean(column.type):
-        column = pc.cast(column, pa.int8())
-    return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+    return pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
 
 
 def _dense_codes(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -342,7 +339,7 @@ def _read_csv(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
             raise InputError(f"{path}: column '{name}' is not numeric") from error
     nsfw = None
     if "nsfw" in columns:
-        nsfw = pc.cast(table.column("nsfw"), pa.float64()).to_numpy(zero_copy_only=False) > 0
+        nsfw = _flag_column(table.column("nsfw"))
     metadata_columns = [c for c in columns if c not in _RESERVED_CSV_COLUMNS | set(dimensions)]
     return RatingTable(
         viewer=viewer,
