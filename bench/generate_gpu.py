@@ -1,17 +1,20 @@
 """Decoder throughput on a GPU: SDXL img2img at 1024², 40 steps, strength 0.5, guidance 5.
 
-    python bench/generate_gpu.py                  # on the lent GPU (about 3 minutes)
+    python bench/generate_gpu.py                  # on the lent GPU (about 5 minutes)
     python bench/generate_gpu.py --tiny           # a scaled-down check of this script, on the CPU
 
 No weights are needed to time a model: the full-size SDXL UNet, VAE and both text encoders are
 built from SDXL-base-1.0's published configurations (written out below) with random weights,
 directly on the GPU in fp16. The same process times, on one card:
 
-1. ``plain``: the pipeline called once per image, as the public reference script does;
-2. ``batch 4``: four images per call;
-3. ``batch 4 + channels-last + torch.compile``: the UNet compiled, channels-last memory.
+1. ``reference script``: the diffusers pipeline called once per image with SDXL's published VAE
+   configuration (``force_upcast``: the VAE runs in fp32), as the public reference script does;
+2. ``generate run --batch-size B``: this project's decoder (:class:`generate.decode.Decoder`,
+   the code ``python -m generate run`` calls), B images per call, fp16 VAE (what an fp16-safe VAE
+   such as ``madebyollin/sdxl-vae-fp16-fix``, named as ``vae`` in the models TOML, gives);
+3. ``generate run --batch-size B --compile``: the same with channels-last and torch.compile.
 
-Prints seconds per image, peak GPU memory, and the images/hour those mean for the 4,000-image
+Prints seconds per image, peak GPU memory per variant, and what they mean for the 4,000-image
 study set. Record the figures, the card and this command in bench/README.md.
 """
 
@@ -21,6 +24,7 @@ import argparse
 import sys
 import time
 
+import numpy as np
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -31,7 +35,11 @@ from diffusers import (
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from generate.decode import Decoder, Request
 from generate.offline import clip_tokenizer
+from generate.registry import DecoderSpec
+
+PROMPT = "a red barn in a green field"
 
 SDXL_UNET = dict(
     sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
@@ -87,18 +95,40 @@ def build(device: str, dtype: torch.dtype, tiny: bool) -> StableDiffusionXLImg2I
     return pipe
 
 
-def time_variant(pipe, batch: int, size: int, steps: int, repeats: int, device: str) -> float:
-    """Seconds per image, after one warm-up call."""
+def time_reference_script(pipe, size: int, steps: int, repeats: int, device: str) -> float:
+    """Seconds per image of the plain pipeline call, one image per call, after a warm-up."""
     start = Image.new("RGB", (size, size), (120, 110, 100))
-    kwargs = dict(prompt=["a red barn in a green field"] * batch, image=[start] * batch,
-                  strength=0.5, num_inference_steps=steps, guidance_scale=5.0)  # fmt: skip
-    pipe(**kwargs)
+    pipe.vae.register_to_config(force_upcast=True)  # SDXL-base's published VAE config
+
+    def call():
+        return pipe(prompt=PROMPT, image=start, strength=0.5, num_inference_steps=steps,
+                    guidance_scale=5.0)  # fmt: skip
+
+    try:
+        return _seconds(call, repeats, device)
+    finally:
+        pipe.vae.register_to_config(force_upcast=False)
+
+
+def time_decoder(decoder: Decoder, batch: int, size: int, repeats: int, device: str) -> float:
+    """Seconds per image of ``generate run``'s decoder on a batch of Full-mode images."""
+    rng = np.random.default_rng(0)
+    requests = [
+        Request(PROMPT, rng.integers(0, 256, (size, size, 3), dtype=np.uint8), 0.5, seed, (size, size))
+        for seed in range(batch)
+    ]  # fmt: skip
+    return _seconds(lambda: decoder.batch("Full", requests), repeats, device) / batch
+
+
+def _seconds(call, repeats: int, device: str) -> float:
+    """Seconds per call, after one untimed warm-up call (which also compiles)."""
+    call()
     _sync(device)
     began = time.perf_counter()
     for _ in range(repeats):
-        pipe(**kwargs)
+        call()
     _sync(device)
-    return (time.perf_counter() - began) / (repeats * batch)
+    return (time.perf_counter() - began) / repeats
 
 
 def _sync(device: str) -> None:
@@ -110,6 +140,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="scaled-down models on the CPU")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per variant")
+    parser.add_argument("--batch", type=int, default=4, help="images per decoder call")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled variant")
     args = parser.parse_args()
     device = "cpu" if args.tiny else "cuda"
@@ -120,26 +151,32 @@ def main() -> int:
     size, steps = (64, 4) if args.tiny else (1024, 40)
     card = torch.cuda.get_device_name() if device == "cuda" else "CPU (tiny models)"
     pipe = build(device, dtype, args.tiny)
-    rows = []
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    rows.append(("plain (batch 1)", time_variant(pipe, 1, size, steps, args.repeats, device)))
-    rows.append(("batch 4", time_variant(pipe, 4, size, steps, args.repeats, device)))
+    spec = DecoderSpec("SDXL", "random weights from SDXL-base-1.0's configurations", "sdxl")
+    variants = [("reference script: pipeline call, batch 1, fp32 VAE",
+                 lambda: time_reference_script(pipe, size, steps, args.repeats, device))]  # fmt: skip
+    plain = Decoder(spec, device, size, steps)
+    plain.use(pipe)
+    variants.append((f"generate run --batch-size {args.batch}",
+                     lambda: time_decoder(plain, args.batch, size, args.repeats, device)))  # fmt: skip
     if not args.no_compile:
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
-        pipe.unet = torch.compile(pipe.unet, mode="max-autotune-no-cudagraphs", fullgraph=True)
-        rows.append((
-            "batch 4 + channels-last + torch.compile",
-            time_variant(pipe, 4, size, steps, args.repeats, device),
-        ))  # fmt: skip
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
-    print(f"card: {card}; SDXL img2img {size}², {steps} steps, strength 0.5, guidance 5")
-    print("| variant | s/image | 4,000 images |")
-    print("|---|---|---|")
-    for name, seconds in rows:
-        print(f"| {name} | {seconds:.3f} | {4000 * seconds / 60:.1f} min |")
-    print(f"peak GPU memory: {peak:.1f} GiB")
+
+        def compiled() -> float:
+            decoder = Decoder(spec, device, size, steps, compile=True)
+            decoder.use(pipe)
+            return time_decoder(decoder, args.batch, size, args.repeats, device)
+
+        variants.append((f"generate run --batch-size {args.batch} --compile", compiled))
+    print(f"card: {card}; torch {torch.__version__}; SDXL img2img {size}², {steps} steps, "
+          "strength 0.5, guidance 5")  # fmt: skip
+    print("| variant | s/image | 4,000 images | peak GPU memory |")
+    print("|---|---|---|---|")
+    for name, measure in variants:
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        seconds = measure()
+        peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+        print(f"| {name} | {seconds:.3f} | {4000 * seconds / 60:.1f} min | {peak:.1f} GiB |",
+              flush=True)  # fmt: skip
     return 0
 
 

@@ -9,6 +9,7 @@ that differ between families (always passed explicitly).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,11 +26,26 @@ class DecoderError(RuntimeError):
     """A decoder that cannot be loaded or called; the message names the model and the fix."""
 
 
+@dataclass(frozen=True)
+class Request:
+    """One image to decode: what the encoder sent, and the size to give the result back at."""
+
+    prompt: str
+    start: np.ndarray | None
+    """The img2img start image (Pixel / Image / Full); None in Text mode."""
+    strength: float
+    seed: int
+    size: tuple[int, int]
+    """The reference's (width, height): the decoded image is resized back to it."""
+
+
 @dataclass
 class Decoded:
     image: np.ndarray
     steps: int
-    """Denoising steps actually requested (raised so that strength × steps ≥ 1)."""
+    """``num_inference_steps`` passed (raised so that strength × steps ≥ 1)."""
+    denoising_steps: int
+    """Steps the sampler actually ran: int(steps × strength) in img2img, all of them in Text."""
     nsfw: bool
     """The pipeline's safety checker flagged the output (SD-1.5-family checkpoints carry one)."""
 
@@ -50,6 +66,15 @@ def steps_for(strength: float, steps: int) -> int:
     return max(steps, math.ceil(1 / strength))
 
 
+def denoising_steps(strength: float, steps: int) -> int:
+    """The steps an img2img call runs, computed exactly as diffusers' ``get_timesteps`` does.
+
+    The start timestep and the schedule depend on the strength only through this number, so two
+    strengths that give the same count give the same image: such items can share a call.
+    """
+    return min(int(steps * strength), steps)
+
+
 def instruct_image_guidance(strength: float) -> float:
     """InstructPix2Pix has no ``strength``: how strongly it keeps the start image is its
     ``image_guidance_scale``. Strength s maps to 1 + 2·(1 − s): s = 0.5 gives 2.0, s = 0.2 keeps
@@ -58,22 +83,30 @@ def instruct_image_guidance(strength: float) -> float:
 
 
 class Decoder:
-    """One decoder, loaded on first use (so a plan loads each model once)."""
+    """One decoder, loaded on first use (so a plan loads each model once).
 
-    def __init__(self, spec: DecoderSpec, device: str, long_side: int = 1024, steps: int = 40):
+    ``compile=True`` is the GPU fast path: the UNet and VAE stored channels-last and the UNet
+    compiled with torch.compile. Compiling costs a minute or two per new input shape (batch size,
+    working size), which a study set of thousands of images pays back; on a short run or on the CPU
+    leave it off.
+    """
+
+    def __init__(
+        self, spec: DecoderSpec, device: str, long_side: int = 1024, steps: int = 40,
+        compile: bool = False,
+    ) -> None:  # fmt: skip
         self.spec, self.device, self.long_side, self.steps = spec, device, long_side, steps
+        self.compile = compile
         self._image2image = None
         self._text2image = None
 
     def load(self) -> None:
+        """Build the pipeline from the entry's weights (hub id or local folder)."""
         if self.spec.family == "external" or self._image2image is not None:
             return
         import diffusers
         import torch
 
-        diffusers.utils.logging.set_verbosity_error()
-        diffusers.utils.logging.disable_progress_bar()
-        image_class, text_class, _ = FAMILIES[self.spec.family]
         dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
         kwargs: dict = {"torch_dtype": dtype}
         try:
@@ -81,75 +114,115 @@ class Decoder:
                 kwargs["motion_adapter"] = diffusers.MotionAdapter.from_pretrained(
                     self.spec.motion_adapter, torch_dtype=dtype
                 )
+            if self.spec.vae:
+                kwargs["vae"] = diffusers.AutoencoderKL.from_pretrained(
+                    self.spec.vae, torch_dtype=dtype
+                )
+            image_class = FAMILIES[self.spec.family][0]
             pipe = getattr(diffusers, image_class).from_pretrained(self.spec.weights, **kwargs)
         except Exception as error:  # hub / file errors come in many classes
             first = (
                 str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             )
             raise DecoderError(
-                f"{self.spec.name}: cannot load weights '{self.spec.weights}' ({first}). Download "
+                f"{self.spec.name}: cannot load weights '{self.spec.weights}'"
+                f"{f' or VAE {self.spec.vae!r}' if self.spec.vae else ''} ({first}). Download "
                 f"them, or point at a local copy with a models TOML: [{self.spec.name}] "
                 'weights = "/path/to/folder" (python -m generate run --models-config FILE)'
             ) from error
+        self.use(pipe)
+
+    def use(self, pipe) -> None:
+        """Decode with this image-to-image pipeline: the loader's last step, and how the GPU
+        benchmark times this very code on a pipeline built from configurations."""
+        import diffusers
+        import torch
+
+        diffusers.utils.logging.set_verbosity_error()
+        diffusers.utils.logging.disable_progress_bar()
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
+        if self.compile:
+            pipe.unet.to(memory_format=torch.channels_last)
+            pipe.vae.to(memory_format=torch.channels_last)
+            pipe.unet = torch.compile(pipe.unet, mode="max-autotune-no-cudagraphs")
         self._image2image = pipe
-        if text_class is not None:
+        text_class = FAMILIES[self.spec.family][1]
+        if text_class is not None:  # shares every component, so nothing is loaded twice
             self._text2image = getattr(diffusers, text_class).from_pipe(pipe)
             self._text2image.set_progress_bar_config(disable=True)
 
-    def __call__(
-        self, mode: str, prompt: str, start: np.ndarray | None, strength: float, seed: int,
-        size: tuple[int, int],
-    ) -> Decoded:  # fmt: skip
-        """Decode one image of ``size`` = (width, height) from ``prompt`` and ``start``."""
-        return self.batch(mode, [prompt], [start], strength, [seed], size)[0]
+    def schedule(self, mode: str, strength: float) -> tuple[int, int]:
+        """(``num_inference_steps`` to pass, steps the sampler runs) for one image."""
+        if mode == "Text" or self.spec.family in ("instruct-pix2pix", "external"):
+            return self.steps, self.steps
+        total = steps_for(strength, self.steps)
+        return total, denoising_steps(strength, total)
 
-    def batch(
-        self, mode: str, prompts: list[str], starts: list[np.ndarray | None], strength: float,
-        seeds: list[int], size: tuple[int, int],
-    ) -> list[Decoded]:  # fmt: skip
-        """Decode several images of one mode, strength and size in one pipeline call.
+    def batch_key(self, mode: str, strength: float, size: tuple[int, int]) -> tuple:
+        """Images with equal keys can share one pipeline call.
+
+        Same mode, working size and schedule. diffusers' img2img uses the strength only through
+        the number of denoising steps, so in a study whose strengths are all different, images
+        whose strengths give the same count still batch, and each comes out as it would alone (up
+        to the last bits of batched arithmetic). InstructPix2Pix turns the strength into its image
+        guidance and the restoration commands take it as is: there it must match exactly.
+        """
+        exact = mode != "Text" and self.spec.family in ("instruct-pix2pix", "external")
+        working = working_size(*size, self.long_side)
+        return (mode, working, self.schedule(mode, strength), strength if exact else None)
+
+    @property
+    def one_per_call(self) -> bool:
+        """AnimateDiff (one-frame video) and the external restoration commands take one image."""
+        return self.spec.family in ("animatediff", "external")
+
+    def __call__(self, mode: str, request: Request) -> Decoded:
+        """Decode one image."""
+        return self.batch(mode, [request])[0]
+
+    def batch(self, mode: str, requests: Sequence[Request]) -> list[Decoded]:
+        """Decode images that share a :meth:`batch_key` in one pipeline call.
 
         Each image keeps its own seeded generator, so its noise does not depend on its
-        neighbours; the arithmetic of a batch may still differ from single calls in the last bits.
-        AnimateDiff and the external restoration models decode one image per call.
+        neighbours. AnimateDiff and the external restoration models decode one image per call
+        (:attr:`one_per_call`).
         """
         if mode not in self.spec.modes:
             raise DecoderError(f"{self.spec.name} cannot decode {mode} mode")
+        if len({self.batch_key(mode, r.strength, r.size) for r in requests}) != 1:
+            raise DecoderError(
+                f"{self.spec.name}: these {len(requests)} images cannot share one call "
+                "(their working sizes or denoising steps differ)"
+            )
+        first = requests[0]
+        steps, denoised = self.schedule(mode, first.strength)
+        if self.one_per_call and len(requests) > 1:
+            return [self(mode, r) for r in requests]
         if self.spec.family == "external":
-            return [
-                Decoded(
-                    _resize(restoration.run(self.spec, start, prompt, strength, self.steps, seed), size),
-                    self.steps, False,
-                )
-                for prompt, start, seed in zip(prompts, starts, seeds, strict=True)
-            ]  # fmt: skip
-        if self.spec.family == "animatediff" and len(prompts) > 1:
-            return [d for args in zip(prompts, starts, seeds, strict=True)
-                    for d in self.batch(mode, [args[0]], [args[1]], strength, [args[2]], size)]  # fmt: skip
+            image = restoration.run(self.spec, first.start, first.prompt, first.strength, steps,
+                                    first.seed)  # fmt: skip
+            return [Decoded(_resize(image, first.size), steps, denoised, False)]
         import torch
 
         self.load()
-        width, height = working_size(*size, self.long_side)
+        width, height = working_size(*first.size, self.long_side)
         common = {
-            "prompt": list(prompts),
+            "prompt": [r.prompt for r in requests],
             "guidance_scale": self.spec.guidance_scale,
-            "generator": [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds],
+            "generator": [torch.Generator("cpu").manual_seed(int(r.seed)) for r in requests],
         }
         if mode == "Text":
-            steps = self.steps
             images, flags = self._text_to_image(common, width, height, steps)
         else:
-            resized = [
-                Image.fromarray(start).resize((width, height), Image.Resampling.BICUBIC)
-                for start in starts
+            starts = [
+                Image.fromarray(r.start).resize((width, height), Image.Resampling.BICUBIC)
+                for r in requests
             ]
-            steps = steps_for(strength, self.steps)
-            images, flags = self._image_to_image(common, resized, strength, steps)
+            images, flags = self._image_to_image(common, starts, first.strength, steps)
         return [
-            Decoded(image=_resize(np.asarray(image.convert("RGB")), size), steps=steps, nsfw=flag)
-            for image, flag in zip(images, flags, strict=True)
+            Decoded(_resize(np.asarray(image.convert("RGB")), r.size), steps, denoised, flag)
+            for r, image, flag in zip(requests, images, flags, strict=True)
         ]
 
     def _text_to_image(self, common: dict, width: int, height: int, steps: int):

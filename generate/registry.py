@@ -18,6 +18,9 @@ Add or override entries with a TOML file (``--models models.toml``)::
     weights = "me/my-sdxl-finetune"
     family = "sdxl"
 
+    [SDXL]
+    vae = "madebyollin/sdxl-vae-fp16-fix"        # decode in fp16 on a GPU
+
     [DiffBIR]
     command = "python /opt/DiffBIR/inference.py --input {input} --output {output} --steps {steps}"
 """
@@ -58,6 +61,9 @@ class DecoderSpec:
     """AnimateDiff only: the motion adapter's hub id or folder."""
     command: str | None = None
     """External restoration models: the official inference command (see generate.restoration)."""
+    vae: str | None = None
+    """A replacement VAE (hub id or folder). SDXL's own VAE overflows in fp16, so diffusers
+    decodes it in fp32; ``madebyollin/sdxl-vae-fp16-fix`` decodes in fp16, faster on a GPU."""
     options: dict = field(default_factory=dict)
 
     @property
@@ -114,7 +120,8 @@ def load_registry(overrides: str | Path | None = None) -> dict[str, DecoderSpec]
         table = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise RegistryError(f"{path}: cannot read the model configuration ({error})") from error
-    allowed = {"weights", "family", "kind", "guidance", "motion_adapter", "command", "options"}
+    allowed = {"weights", "family", "kind", "guidance", "motion_adapter", "command", "options",
+               "vae"}  # fmt: skip
     for name, values in table.items():
         unknown = set(values) - allowed
         if unknown:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from generate import codec, pixel
 from generate.captions import Captioner, text_bits
-from generate.decode import QUALITY_PROMPT, Decoder
+from generate.decode import QUALITY_PROMPT, Decoder, Request
 from generate.registry import DecoderSpec
 
 MANIFEST = "manifest.csv"
@@ -45,7 +45,9 @@ class RunSettings:
     image_prompt: str = QUALITY_PROMPT
     device: str = "cpu"
     batch_size: int = 1
-    """Images per pipeline call (same model, mode, strength and size); 1 = bit-exact resumes."""
+    """Images per pipeline call (see Decoder.batch_key); 1 = bit-exact resumes."""
+    compile: bool = False
+    """The GPU fast path: channels-last and torch.compile (see Decoder)."""
 
 
 def shard(plan: pd.DataFrame, rank: int, world: int) -> pd.DataFrame:
@@ -53,6 +55,16 @@ def shard(plan: pd.DataFrame, rank: int, world: int) -> pd.DataFrame:
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside a world of {world}")
     return plan.iloc[rank::world]
+
+
+def batches(rows: pd.DataFrame, decoder: Decoder, size: int) -> list[list]:
+    """Rows that can share a pipeline call (equal :meth:`Decoder.batch_key`), in plan order."""
+    groups: dict[tuple, list] = {}
+    for row in rows.itertuples(index=False):
+        with Image.open(row.reference_path) as image:
+            key = decoder.batch_key(row.mode, float(row.strength), image.size)
+        groups.setdefault(key, []).append(row)
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
 def launcher_rank() -> tuple[int, int, int]:
@@ -79,8 +91,9 @@ def run_plan(
     made = 0
     progress = tqdm(total=len(todo), desc=f"rank {rank}: generating", unit="img", disable=rank != 0)
     for model, rows in todo.groupby("model", sort=False):
-        decoder = Decoder(registry[model], settings.device, settings.long_side, settings.steps)
-        for batch in _batches(rows, settings.batch_size):
+        decoder = Decoder(registry[model], settings.device, settings.long_side, settings.steps,
+                          settings.compile)  # fmt: skip
+        for batch in batches(rows, decoder, settings.batch_size):
             _make(out, batch, decoder, hints, settings)
             made += len(batch)
             progress.update(len(batch))
@@ -129,26 +142,16 @@ class Hints:
         return pixel.start_image(hint, (image.shape[1], image.shape[0])), hint.bits
 
 
-def _batches(rows: pd.DataFrame, size: int) -> list[list]:
-    """Rows that can share a pipeline call: same mode, strength and reference size, in plan order."""
-    groups: dict[tuple, list] = {}
-    for row in rows.itertuples(index=False):
-        with Image.open(row.reference_path) as image:
-            key = (row.mode, float(row.strength), image.size)
-        groups.setdefault(key, []).append(row)
-    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
-
-
 def _make(out: Path, batch: list, decoder: Decoder, hints: Hints, settings: RunSettings) -> None:
     """Decode one batch of rows and write each image with its metadata."""
     items = [_encode(row, hints, settings) for row in batch]
-    first = batch[0]
-    width, height = items[0]["size"]
-    decoded = decoder.batch(
-        first.mode, [i["prompt"] for i in items], [i["start"] for i in items],
-        float(first.strength), [int(row.seed) for row in batch], (width, height),
-    )  # fmt: skip
+    requests = [
+        Request(item["prompt"], item["start"], float(row.strength), int(row.seed), item["size"])
+        for row, item in zip(batch, items, strict=True)
+    ]
+    decoded = decoder.batch(batch[0].mode, requests)
     for row, item, result in zip(batch, items, decoded, strict=True):
+        width, height = item["size"]
         image_path = out / "images" / f"{row.id}.png"
         _atomic(image_path, lambda tmp, r=result: Image.fromarray(r.image).save(tmp, "PNG"))
         bits = item["bits"]
@@ -172,6 +175,7 @@ def _make(out: Path, batch: list, decoder: Decoder, hints: Hints, settings: RunS
             "bpp": total / (width * height),
             "compression_ratio": 24 * width * height / total if total else float("inf"),
             "steps": result.steps,
+            "denoising_steps": result.denoising_steps,
             "guidance_scale": decoder.spec.guidance_scale,
             "decoder_weights": decoder.spec.weights or decoder.spec.command,
             "nsfw_detected": result.nsfw,

@@ -14,7 +14,14 @@ from scipy import stats
 from annotate.importer import import_manifest
 from generate import codec, pixel
 from generate.__main__ import main as generate_main
-from generate.decode import Decoder, DecoderError, instruct_image_guidance, steps_for, working_size
+from generate.decode import (
+    Decoder,
+    DecoderError,
+    Request,
+    instruct_image_guidance,
+    steps_for,
+    working_size,
+)
 from generate.plan import choose_references, make_plan
 from generate.registry import REGISTRY, DecoderSpec, load_registry
 from generate.run import shard
@@ -266,9 +273,9 @@ def test_missing_weights_give_a_one_line_error(tmp_path, study_inputs, capsys, m
 def test_restoration_models_without_a_command_say_how_to_configure_them():
     decoder = Decoder(DecoderSpec("PASD", "", "external", kind="restoration"), "cpu")
     with pytest.raises(DecoderError, match="install its official inference code"):
-        decoder("Image", "", np.zeros((64, 64, 3), np.uint8), 0.5, 0, (64, 64))
+        decoder("Image", Request("", np.zeros((64, 64, 3), np.uint8), 0.5, 0, (64, 64)))
     with pytest.raises(DecoderError, match="cannot decode Text"):
-        decoder("Text", "x", None, 1.0, 0, (64, 64))
+        decoder("Text", Request("x", None, 1.0, 0, (64, 64)))
 
 
 def test_models_toml_adds_and_overrides_entries(tmp_path):
@@ -293,7 +300,8 @@ def test_gpu_benchmark_script_runs_scaled_down_on_the_cpu():
         capture_output=True, text=True, timeout=300, check=True,
         cwd=__import__("pathlib").Path(__file__).parents[1],
     )  # fmt: skip
-    assert "| plain (batch 1) |" in done.stdout and "| batch 4 |" in done.stdout
+    assert "| reference script: pipeline call, batch 1, fp32 VAE |" in done.stdout
+    assert "| generate run --batch-size 4 |" in done.stdout
 
 
 def test_a_local_blip_captioner_loads_and_generates(tmp_path):
@@ -379,3 +387,107 @@ def test_batched_decoding_matches_single_calls(tmp_path, tiny, study_inputs):
         a = np.asarray(Image.open(single / "images" / f"{name}.png"), dtype=float)
         b = np.asarray(Image.open(batched / "images" / f"{name}.png"), dtype=float)
         assert np.abs(a - b).mean() < 1.0, name  # same seeds: the same images, up to rounding
+
+
+def tiny_decoder(tiny, name, **options):
+    """The registry entry the tiny models TOML points at, as ``generate run`` builds it."""
+    return Decoder(load_registry(tiny)[name], "cpu", long_side=64, steps=4, **options)
+
+
+def test_strengths_with_the_same_step_count_decode_the_same_image(tiny):
+    """diffusers' img2img uses the strength only through int(steps × strength): 0.5 and 0.6 both
+    run 2 of 4 steps and give the same image, so a study's random strengths can share a call."""
+    decoder = tiny_decoder(tiny, "SD15")
+    start = np.asarray(Image.open(DEMO / "coffee.png").convert("RGB").resize((64, 48)))
+    images = {
+        s: decoder("Full", Request("a cup of coffee", start, s, 7, (64, 48)))
+        for s in (0.5, 0.6, 0.8)
+    }
+    assert [images[s].denoising_steps for s in (0.5, 0.6, 0.8)] == [2, 2, 3]
+    np.testing.assert_array_equal(images[0.5].image, images[0.6].image)
+    assert np.abs(images[0.5].image.astype(int) - images[0.8].image).mean() > 1
+    key = decoder.batch_key
+    assert key("Full", 0.5, (64, 48)) == key("Full", 0.6, (128, 96)) != key("Full", 0.8, (64, 48))
+    assert key("Full", 0.5, (64, 48)) != key("Image", 0.5, (64, 48))
+    assert key("Full", 0.5, (64, 48)) != key("Full", 0.5, (48, 64))  # another working size
+    with pytest.raises(DecoderError, match="cannot share one call"):
+        decoder.batch("Full", [Request("x", start, 0.5, 0, (64, 48)),
+                               Request("x", start, 0.8, 0, (64, 48))])  # fmt: skip
+    pix = tiny_decoder(tiny, "InstructPix").batch_key  # strength is its image guidance: exact
+    assert pix("Full", 0.5, (64, 48)) != pix("Full", 0.6, (64, 48))
+
+
+def test_a_study_plan_with_random_strengths_still_batches(
+    tmp_path, tiny, study_inputs, monkeypatch
+):
+    plan, captions = study_inputs
+    rows = pd.read_csv(plan)
+    rows = rows[(rows["model"] == "SD15") & (rows["mode"] == "Full")]
+    rng = np.random.default_rng(3)
+    study = pd.concat([rows.assign(id=rows["id"] + f"_{k}", seed=rows["seed"] + k,
+                                   strength=rng.uniform(0.5, 0.75, len(rows)).round(4))
+                       for k in range(4)])  # fmt: skip
+    study.to_csv(tmp_path / "study.csv", index=False)
+    calls = []
+    original = Decoder.batch
+
+    def spy(self, mode, requests):
+        calls.append(sorted(r.strength for r in requests))
+        return original(self, mode, requests)
+
+    monkeypatch.setattr(Decoder, "batch", spy)
+    args = run_args(tmp_path / "study.csv", tmp_path / "four", captions, tiny, "--batch-size", "4")
+    assert generate_main(args) == 0
+    assert len(calls) == 2 and all(len(set(c)) == 4 for c in calls)  # 8 images, 2 calls
+    monkeypatch.setattr(Decoder, "batch", original)
+    assert generate_main(run_args(tmp_path / "study.csv", tmp_path / "one", captions, tiny)) == 0
+    one = pd.read_csv(tmp_path / "one" / "manifest.csv").set_index("id").sort_index()
+    four = pd.read_csv(tmp_path / "four" / "manifest.csv").set_index("id").sort_index()
+    assert (four["denoising_steps"] == 2).all()
+    pd.testing.assert_frame_equal(one, four)
+    for name in one.index:
+        a = np.asarray(Image.open(tmp_path / "one" / "images" / f"{name}.png"), dtype=float)
+        b = np.asarray(Image.open(tmp_path / "four" / "images" / f"{name}.png"), dtype=float)
+        assert np.abs(a - b).mean() < 1.0, name
+
+
+def test_the_compiled_decoder_makes_the_same_images(tiny):
+    import torch
+
+    start = np.asarray(Image.open(DEMO / "rocket.png").convert("RGB").resize((64, 48)))
+    request = Request("a rocket", start, 0.5, 11, (64, 48))
+    plain = tiny_decoder(tiny, "SD15")("Full", request).image
+    decoder = tiny_decoder(tiny, "SD15", compile=True)
+    compiled = decoder("Full", request).image
+    unet = decoder._image2image.unet
+    assert isinstance(unet, torch._dynamo.eval_frame.OptimizedModule)
+    assert decoder._text2image.unet is unet  # Text mode shares the compiled UNet
+    assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert np.abs(plain.astype(int) - compiled).mean() < 1.0
+
+
+def test_a_replacement_vae_is_loaded_from_the_models_toml(tmp_path, tiny):
+    from tests.tiny_models import save_vae
+
+    save_vae(tmp_path / "vae", scaling_factor=0.5)
+    config = tmp_path / "models.toml"
+    weights = load_registry(tiny)["SD15"].weights
+    config.write_text(f'[SD15]\nweights = "{weights}"\nvae = "{tmp_path / "vae"}"\n')
+    decoder = Decoder(load_registry(config)["SD15"], "cpu", 64, 4)
+    decoder.load()
+    assert decoder._image2image.vae.config.scaling_factor == 0.5
+    config.write_text(f'[SD15]\nweights = "{weights}"\nvae = "{tmp_path / "no-vae"}"\n')
+    with pytest.raises(DecoderError, match="or VAE .*no-vae"):
+        Decoder(load_registry(config)["SD15"], "cpu", 64, 4).load()
+
+
+def test_the_batching_figures_in_the_bench_readme_are_what_the_command_prints():
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "bench/generate_batching.py", "--size", "64x48"],
+        capture_output=True, text=True, timeout=300, check=True,
+        cwd=__import__("pathlib").Path(__file__).parents[1],
+    )  # fmt: skip
+    assert "img2img: 3200 images in 1838 calls" in done.stdout  # the working size's aspect only
+    assert "Text: 800 images in 275 calls" in done.stdout

@@ -32,13 +32,19 @@ def _text_config() -> CLIPTextConfig:
     )  # fmt: skip
 
 
-def _vae() -> AutoencoderKL:
+def _vae(**extra) -> AutoencoderKL:
     torch.manual_seed(0)
     return AutoencoderKL(
         block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-        norm_num_groups=32,
+        norm_num_groups=32, **extra,
     )  # fmt: skip
+
+
+def save_vae(folder: Path, **extra) -> Path:
+    """A stand-alone VAE folder, as a replacement VAE (``vae`` in the models TOML) is published."""
+    _vae(**extra).save_pretrained(folder)
+    return folder
 
 
 def _unet(in_channels: int = 4, **extra) -> UNet2DConditionModel:
