@@ -101,13 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="images per pipeline call: same model, mode, working size and number of denoising "
         "steps (int(steps × strength)), so a study's random strengths still batch; 1 keeps "
-        "resumes bit-exact, 4 or more is faster on a GPU",
+        "resumes bit-exact, larger is faster on a GPU",
     )
     run.add_argument(
         "--compile",
         action="store_true",
-        help="GPU fast path: channels-last UNet/VAE and torch.compile of the UNet (a minute or "
-        "two of compiling per new batch shape, repaid over a study set)",
+        help="GPU fast path: channels-last UNet/VAE and torch.compile of the UNet (compiled "
+        "again for each new batch shape: worth it over a study set, not a short run)",
     )
     run.add_argument("--models-config", type=Path, help="TOML adding or changing decoders")
     run.set_defaults(run=_run)

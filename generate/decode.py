@@ -86,9 +86,9 @@ class Decoder:
     """One decoder, loaded on first use (so a plan loads each model once).
 
     ``compile=True`` is the GPU fast path: the UNet and VAE stored channels-last and the UNet
-    compiled with torch.compile. Compiling costs a minute or two per new input shape (batch size,
-    working size), which a study set of thousands of images pays back; on a short run or on the CPU
-    leave it off.
+    compiled with torch.compile. Compiling is paid again for each new input shape (batch size,
+    working size): it is meant for a study set of thousands of images, not a short run or the CPU.
+    Whether it pays on a given card is what bench/generate_gpu.py measures.
     """
 
     def __init__(
