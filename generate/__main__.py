@@ -7,8 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from generate.captions import CaptionError, make_captioner
 from generate.codec import CODECS, CodecError
 from generate.decode import QUALITY_PROMPT, DecoderError
@@ -18,8 +16,15 @@ from generate.plan import (
     configurations,
     list_references,
     make_plan,
+    read_plan,
 )
-from generate.registry import GENERATIVE, RESTORATION, RegistryError, load_registry
+from generate.registry import (
+    CAPTIONED_MODES,
+    GENERATIVE,
+    RESTORATION,
+    RegistryError,
+    load_registry,
+)
 from generate.run import RunSettings, launcher_rank, run_plan, write_manifest
 
 DEFAULT_CAPTIONS = Path(__file__).resolve().parents[1].parent / "shared/data/cmc-bench/gpt4v.csv"
@@ -139,21 +144,15 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if not args.plan.is_file():
-        raise PlanError(f"{args.plan}: no such plan")
-    plan = pd.read_csv(args.plan, dtype={"id": str, "reference": str, "content_type": str},
-                       keep_default_na=False)  # fmt: skip
     registry = load_registry(args.models_config)
-    unknown = sorted(set(plan["model"]) - set(registry))
-    if unknown:
-        raise PlanError(f"the plan names unknown model(s): {', '.join(unknown)}")
+    plan = read_plan(args.plan, registry)
     if (not 1 <= args.pixel_bits <= 8 or min(args.pixel_block, args.steps, args.batch_size) < 1
             or args.size < 8):  # fmt: skip
         raise PlanError(
             "--pixel-bits must be 1–8, --pixel-block, --steps and --batch-size ≥ 1, --size ≥ 8"
         )
     rank, world, local = launcher_rank()
-    needs_caption = plan["mode"].isin(["Text", "Pixel", "Full"]).any()
+    needs_caption = plan["mode"].isin(CAPTIONED_MODES).any()
     captioner = make_captioner(args.captions, args.caption_words) if needs_caption else None
     settings = RunSettings(
         codec=args.codec, target_bpp=args.target_bpp, pixel_block=args.pixel_block,

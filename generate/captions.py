@@ -46,6 +46,11 @@ class Captioner(ABC):
     def caption(self, reference: str, image_path: Path) -> str:
         """The caption of the reference named ``reference`` (its file name) at ``image_path``."""
 
+    def check(self, references: list[str]) -> None:
+        """Fail before any image is made if some reference cannot be captioned (a model can
+        caption anything; a fixed list may lack a name)."""
+        return None
+
 
 class CsvCaptions(Captioner):
     """Captions looked up by reference file name in a CSV with columns ``name`` and ``text``."""
@@ -62,6 +67,14 @@ class CsvCaptions(Captioner):
             raise CaptionError(f"{path}: a caption CSV needs the columns 'name' and 'text'")
         self.source = path
         self.texts = dict(zip(frame["name"].astype(str), frame["text"].astype(str), strict=True))
+
+    def check(self, references: list[str]) -> None:
+        absent = [name for name in references if name not in self.texts]
+        if absent:
+            raise CaptionError(
+                f"{self.source} has no caption for {len(absent)} of the plan's references "
+                f"(first: {absent[0]})"
+            )
 
     def caption(self, reference: str, image_path: Path) -> str:
         try:

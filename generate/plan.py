@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from generate.registry import DecoderSpec
 
@@ -125,6 +126,80 @@ def make_plan(
                 }
             )
     return pd.DataFrame(rows, columns=PLAN_COLUMNS)
+
+
+def read_plan(path: Path, registry: dict[str, DecoderSpec]) -> pd.DataFrame:
+    """Read a plan CSV and check it before any model is loaded, so that a bad row (an edited
+    plan, a moved reference) stops the run with one line instead of midway through it."""
+    if not path.is_file():
+        raise PlanError(f"{path}: no such plan")
+    try:
+        plan = pd.read_csv(path, dtype={"id": str, "reference": str, "content_type": str},
+                           keep_default_na=False)  # fmt: skip
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise PlanError(f"{path}: not a readable plan CSV ({error})") from error
+    missing = [c for c in PLAN_COLUMNS if c not in plan.columns]
+    if missing:
+        raise PlanError(f"{path}: missing column(s) {', '.join(missing)}")
+    if plan.empty:
+        raise PlanError(f"{path}: no rows")
+    _check_rows(path, plan, registry)
+    _check_references(path, plan["reference_path"])
+    plan["strength"] = plan["strength"].astype(float)
+    plan["seed"] = plan["seed"].astype(int)
+    return plan
+
+
+def _check_rows(path: Path, plan: pd.DataFrame, registry: dict[str, DecoderSpec]) -> None:
+    def first(mask: pd.Series) -> str:
+        row = plan[mask].iloc[0]
+        return f"{path}: row {row['id']!r}"
+
+    duplicated = plan["id"].duplicated()
+    if duplicated.any():
+        raise PlanError(f"{first(duplicated)} appears more than once")
+    unknown = ~plan["model"].isin(list(registry))
+    if unknown.any():
+        names = ", ".join(sorted(set(plan.loc[unknown, "model"])))
+        raise PlanError(f"the plan names unknown model(s): {names} (known: {', '.join(registry)})")
+    pairs = zip(plan["model"], plan["mode"], strict=True)
+    wrong_mode = pd.Series([mode not in registry[m].modes for m, mode in pairs], index=plan.index)
+    if wrong_mode.any():
+        row = plan[wrong_mode].iloc[0]
+        spec = registry[row["model"]]
+        raise PlanError(
+            f"{first(wrong_mode)}: {spec.name} cannot decode mode {row['mode']!r} "
+            f"(it decodes {', '.join(spec.modes)})"
+        )
+    strength = pd.to_numeric(plan["strength"], errors="coerce")
+    bad = ~((strength > 0) & (strength <= 1))
+    if bad.any():
+        raise PlanError(
+            f"{first(bad)}: strength {plan.loc[bad, 'strength'].iloc[0]} is not in (0, 1]"
+        )
+    seed = pd.to_numeric(plan["seed"], errors="coerce")
+    bad = seed.isna() | (seed != seed.round()) | (seed < 0)
+    if bad.any():
+        raise PlanError(
+            f"{first(bad)}: seed {plan.loc[bad, 'seed'].iloc[0]} is not a whole number ≥ 0"
+        )
+
+
+def _check_references(path: Path, references: pd.Series) -> None:
+    """Every reference exists and is an image (headers only: cheap for a study's hundred)."""
+    for reference in dict.fromkeys(references):
+        try:
+            with Image.open(reference):  # reads and identifies the header only
+                pass
+        except FileNotFoundError:
+            absent = sum(not Path(r).is_file() for r in set(references))
+            raise PlanError(
+                f"{path}: {absent} reference image(s) not found (first: {reference})"
+            ) from None
+        except (OSError, ValueError) as error:
+            raise PlanError(
+                f"{path}: reference {reference} is not a readable image ({error})"
+            ) from None
 
 
 def _apportion(total: int, shares: tuple[float, ...]) -> list[int]:

@@ -33,6 +33,8 @@ from pathlib import Path
 
 MODES = ("Text", "Pixel", "Image", "Full")
 RESTORATION_MODES = ("Full", "Image")
+CAPTIONED_MODES = ("Text", "Pixel", "Full")
+"""The modes whose encoder sends a caption (Image mode sends a fixed quality prompt)."""
 
 FAMILIES = {
     # family: (image-to-image pipeline class, text-to-image pipeline class, guidance scale)

@@ -27,10 +27,8 @@ from generate.registry import DecoderSpec
 TIMEOUT_S = 3600
 
 
-def run(
-    spec: DecoderSpec, start: np.ndarray, prompt: str, strength: float, steps: int, seed: int
-) -> np.ndarray:
-    """Restore ``start`` with the model's own inference command; return the image it wrote."""
+def require_command(spec: DecoderSpec) -> None:
+    """Fail with the fix when the model's official code has not been configured."""
     from generate.decode import DecoderError
 
     if not spec.command:
@@ -39,6 +37,15 @@ def run(
             f'its command in a models TOML ([{spec.name}] command = "… {{input}} … {{output}} …"; '
             "see generate/restoration.py), then pass --models-config FILE"
         )
+
+
+def run(
+    spec: DecoderSpec, start: np.ndarray, prompt: str, strength: float, steps: int, seed: int
+) -> np.ndarray:
+    """Restore ``start`` with the model's own inference command; return the image it wrote."""
+    from generate.decode import DecoderError
+
+    require_command(spec)
     with tempfile.TemporaryDirectory(prefix=f"cmc-{spec.name}-") as folder:
         work = Path(folder)
         source, target = work / "input.png", work / "output"

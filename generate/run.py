@@ -26,10 +26,10 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from generate import codec, pixel
+from generate import codec, pixel, restoration
 from generate.captions import Captioner, text_bits
 from generate.decode import QUALITY_PROMPT, Decoder, Request
-from generate.registry import DecoderSpec
+from generate.registry import CAPTIONED_MODES, DecoderSpec
 
 MANIFEST = "manifest.csv"
 
@@ -87,6 +87,12 @@ def run_plan(
         (out / folder).mkdir(parents=True, exist_ok=True)
     mine = shard(plan, rank, world)
     todo = mine[[not _done(out, row_id) for row_id in mine["id"]]]
+    if captioner is not None:  # what would stop the run midway is checked before it starts
+        captioned = todo.loc[todo["mode"].isin(CAPTIONED_MODES), "reference_path"]
+        captioner.check([Path(p).name for p in dict.fromkeys(captioned)])
+    for model in todo["model"].unique():
+        if registry[model].family == "external":
+            restoration.require_command(registry[model])
     hints = Hints(out / "hints", settings, captioner)
     made = 0
     progress = tqdm(total=len(todo), desc=f"rank {rank}: generating", unit="img", disable=rank != 0)
@@ -192,7 +198,7 @@ def _encode(row, hints: Hints, settings: RunSettings) -> dict:
     height, width, _ = reference.shape
     caption, start, codec_settings = "", None, {}
     bits = {"text_bits": 0, "pixel_bits": 0, "codec_bits": 0}
-    if row.mode in ("Text", "Pixel", "Full"):
+    if row.mode in CAPTIONED_MODES:
         caption = hints.caption(row.reference, reference_path)
         bits["text_bits"] = text_bits(caption)
     if row.mode == "Pixel":

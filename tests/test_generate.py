@@ -88,6 +88,62 @@ def test_plan_errors_are_one_line(tmp_path, capsys):
     assert "unknown model 'NoSuchModel'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda f, d: f.assign(reference_path=str(d / "moved.png")),
+            "1 reference image(s) not found",
+        ),
+        (lambda f, d: f.assign(reference_path=str(d / "notes.png")), "is not a readable image"),
+        (lambda f, d: f.assign(strength=7), "strength 7 is not in (0, 1]"),
+        (lambda f, d: f.assign(strength="high"), "strength high is not in (0, 1]"),
+        (lambda f, d: f.assign(seed=-1), "seed -1 is not a whole number"),
+        (lambda f, d: f.assign(model="DiffBIR", mode="Text"), "DiffBIR cannot decode mode 'Text'"),
+        (lambda f, d: f.assign(model="Nope"), "unknown model(s): Nope"),
+        (lambda f, d: f.assign(id="same"), "'same' appears more than once"),
+        (lambda f, d: f.drop(columns="seed"), "missing column(s) seed"),
+        (lambda f, d: f.iloc[:0], "no rows"),
+    ],
+)
+def test_a_bad_plan_stops_the_run_before_any_model_loads(tmp_path, capsys, edit, message):
+    folder = references(tmp_path / "refs", ["NSI_a.png", "SCI_b.png"], size=(16, 16))
+    (tmp_path / "notes.png").write_text("not an image")
+    plan = tmp_path / "plan.csv"
+    generate_main(["plan", "--references", str(folder), "--out", str(plan), "--preset",
+                   "benchmark", "--models", "SD15"])  # fmt: skip
+    edit(pd.read_csv(plan), tmp_path).to_csv(plan, index=False)
+    assert generate_main(["run", str(plan), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("generate: error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_caption_list_missing_a_reference_stops_the_run_before_any_image(
+    tmp_path, tiny, study_inputs, capsys
+):  # fmt: skip
+    plan, _ = study_inputs
+    captions = tmp_path / "captions.csv"
+    pd.DataFrame({"name": ["NSI_a.png"], "text": ["A red barn."]}).to_csv(captions)
+    assert generate_main(run_args(plan, tmp_path / "o", captions, tiny)) == 2
+    err = capsys.readouterr().err
+    assert "has no caption for 1 of the plan's references (first: SCI_b.png)" in err
+    assert not list((tmp_path / "o" / "images").glob("*.png"))
+
+
+def test_an_unconfigured_restoration_model_stops_the_run_before_any_image(
+    tmp_path, tiny, study_inputs, capsys
+):  # fmt: skip
+    plan, captions = study_inputs
+    frame = pd.read_csv(plan)
+    sd = frame[frame["model"] == "SD15"]
+    pasd = sd[sd["mode"] == "Image"].assign(model="PASD", id=lambda f: f["id"] + "_pasd")
+    pd.concat([sd, pasd]).to_csv(tmp_path / "plan.csv", index=False)
+    assert generate_main(run_args(tmp_path / "plan.csv", tmp_path / "o", captions, tiny)) == 2
+    assert "PASD has no diffusers port: install its official" in capsys.readouterr().err
+    assert not list((tmp_path / "o" / "images").glob("*.png"))
+
+
 def test_per_reference_sampling_balances_configurations(tmp_path):
     folder = references(tmp_path / "refs", [f"r{i}.png" for i in range(10)], size=(8, 8))
     refs = choose_references(sorted(folder.iterdir()), None, np.random.default_rng(0))
