@@ -25,7 +25,7 @@ from generate.registry import (
     RegistryError,
     load_registry,
 )
-from generate.run import RunSettings, launcher_rank, run_plan, write_manifest
+from generate.run import RunError, RunSettings, launcher_rank, run_plan, write_manifest
 
 DEFAULT_CAPTIONS = Path(__file__).resolve().parents[1].parent / "shared/data/cmc-bench/gpt4v.csv"
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (PlanError, RegistryError, CaptionError, DecoderError, CodecError) as error:
+    except (PlanError, RegistryError, CaptionError, DecoderError, CodecError, RunError) as error:
         print(f"generate: error: {error}", file=sys.stderr)
         return 2
 

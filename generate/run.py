@@ -34,6 +34,10 @@ from generate.registry import CAPTIONED_MODES, DecoderSpec
 MANIFEST = "manifest.csv"
 
 
+class RunError(ValueError):
+    """An output folder that cannot be listed; the message says why."""
+
+
 @dataclass
 class RunSettings:
     codec: str = "av1"
@@ -104,13 +108,24 @@ def run_plan(
             made += len(batch)
             progress.update(len(batch))
     progress.close()
-    write_manifest(out)
+    if any((out / "meta").glob("*.json")):  # a rank of a world larger than the plan made none
+        write_manifest(out)
     return made
 
 
 def write_manifest(out: Path) -> Path:
     """``manifest.csv`` from every finished item's metadata (atomic)."""
-    records = [json.loads(p.read_text()) for p in sorted((out / "meta").glob("*.json"))]
+    paths = sorted((out / "meta").glob("*.json"))
+    if not paths:
+        raise RunError(f"{out}: no finished images to list (no meta/*.json)")
+    records = []
+    for path in paths:
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RunError(
+                f"{path}: unreadable metadata ({error}); delete it to remake the image"
+            ) from None
     frame = pd.DataFrame(records)
     target = out / MANIFEST
     _atomic(target, lambda tmp: frame.to_csv(tmp, index=False))

@@ -144,6 +144,17 @@ def test_an_unconfigured_restoration_model_stops_the_run_before_any_image(
     assert not list((tmp_path / "o" / "images").glob("*.png"))
 
 
+def test_the_manifest_command_explains_an_unusable_output_folder(tmp_path, capsys):
+    assert generate_main(["manifest", str(tmp_path / "never-run")]) == 2
+    assert "no finished images to list" in capsys.readouterr().err
+    (tmp_path / "out" / "meta").mkdir(parents=True)
+    (tmp_path / "out" / "meta" / "x.json").write_text("{half")
+    assert generate_main(["manifest", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "x.json: unreadable metadata" in err and "delete it to remake the image" in err
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
 def test_per_reference_sampling_balances_configurations(tmp_path):
     folder = references(tmp_path / "refs", [f"r{i}.png" for i in range(10)], size=(8, 8))
     refs = choose_references(sorted(folder.iterdir()), None, np.random.default_rng(0))
