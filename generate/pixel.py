@@ -30,14 +30,13 @@ def encode(image: np.ndarray, block: int = 64, bits_per_channel: int = 8) -> Pix
     if not 1 <= bits_per_channel <= 8 or block < 1:
         raise ValueError("bits per channel must be 1–8 and the block at least 1 pixel")
     height, width, _ = image.shape
-    rows, cols = -(-height // block), -(-width // block)
-    sums = np.zeros((rows, cols, 3))
-    counts = np.zeros((rows, cols, 1))
-    row_of = np.arange(height) // block
-    col_of = np.arange(width) // block
-    np.add.at(sums, (row_of[:, None], col_of[None, :]), image.astype(np.float64))
-    np.add.at(counts, (row_of[:, None], col_of[None, :]), 1.0)
-    mean = sums / counts
+    row_starts, col_starts = np.arange(0, height, block), np.arange(0, width, block)
+    rows, cols = len(row_starts), len(col_starts)
+    # Integer sums in float64 are exact, so the block means do not depend on the summing order.
+    sums = np.add.reduceat(np.add.reduceat(image.astype(np.float64), row_starts, axis=0),
+                           col_starts, axis=1)  # fmt: skip
+    counts = np.outer(np.diff([*row_starts, height]), np.diff([*col_starts, width]))
+    mean = sums / counts[:, :, None]
     levels = (1 << bits_per_channel) - 1
     quantized = np.round(mean / 255.0 * levels)
     thumbnail = np.round(quantized / levels * 255.0).astype(np.uint8)

@@ -306,6 +306,28 @@ def test_resume_after_a_crash_gives_the_same_files(tmp_path, tiny, study_inputs,
     assert not list(crashed.rglob(".*.tmp"))  # no half-written file left behind
 
 
+def test_a_failed_write_stops_the_run_with_one_line_and_keeps_what_was_written(
+    tmp_path, tiny, study_inputs, capsys
+):  # fmt: skip
+    plan, captions = study_inputs
+    rows = pd.read_csv(plan)
+    rows = rows[rows["model"] == "SD15"]
+    rows.to_csv(tmp_path / "plan.csv", index=False)
+    out = tmp_path / "out"
+    blocked = out / "images" / f"{rows['id'].iloc[5]}.png"
+    blocked.mkdir(parents=True)  # a folder where the image should go: the rename fails
+    assert generate_main(run_args(tmp_path / "plan.csv", out, captions, tiny)) == 2
+    err = capsys.readouterr().err
+    assert f"generate: error: cannot write {blocked}" in err and "Traceback" not in err
+    written = {p.stem for p in (out / "meta").glob("*.json")}
+    assert written and blocked.stem not in written  # what came before is kept …
+    assert all((out / "images" / f"{name}.png").is_file() for name in written)  # … whole
+    assert not list(out.rglob(".*.tmp"))
+    blocked.rmdir()
+    assert generate_main(run_args(tmp_path / "plan.csv", out, captions, tiny)) == 0
+    assert len(list((out / "images").glob("*.png"))) == len(rows)
+
+
 def test_ranks_share_the_plan_exactly(tmp_path, tiny, study_inputs, monkeypatch):
     plan, captions = study_inputs
     frame = pd.read_csv(plan)
@@ -558,3 +580,15 @@ def test_the_batching_figures_in_the_bench_readme_are_what_the_command_prints():
     )  # fmt: skip
     assert "img2img: 3200 images in 1838 calls" in done.stdout  # the working size's aspect only
     assert "Text: 800 images in 275 calls" in done.stdout
+
+
+def test_the_overhead_benchmark_runs():
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "bench/generate_overhead.py", "--decoder-seconds", "0", "--copies", "1",
+         "--size", "256x192"],
+        capture_output=True, text=True, timeout=300, check=True,
+        cwd=__import__("pathlib").Path(__file__).parents[1],
+    )  # fmt: skip
+    assert "20 images of 256×192" in done.stdout and "beyond the decoder:" in done.stdout
