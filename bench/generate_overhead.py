@@ -9,13 +9,13 @@ runs the real ``run_plan`` on the demo photos at 1024×768 (every mode of one mo
 4`) with the decoder replaced by a stand-in that waits ``--decoder-seconds`` per image, as a busy
 GPU would, and returns a photo. The codec hints are made once beforehand and cached, as in a study
 (each reference's hint serves its 40 images). Prints wall seconds per image and the part beyond
-the stand-in's wait.
+the stand-in's wait, and the codec hints' time per reference in line and with one worker process
+per CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
@@ -30,7 +30,7 @@ from generate.captions import CsvCaptions
 from generate.decode import Decoded, Decoder
 from generate.plan import configurations, make_plan
 from generate.registry import load_registry
-from generate.run import RunSettings, run_plan
+from generate.run import Hints, RunSettings, cpu_share, run_plan
 
 DEMO = Path(__file__).resolve().parents[1] / "annotate" / "demo_data"
 
@@ -54,18 +54,25 @@ def main() -> int:
             time.sleep(args.decoder_seconds * len(requests))
             return [Decoded(_fit(photo, r.size), 40, 20, False) for r in requests]
 
+        # The codec hints, timed in line and with a worker process per CPU; the second set is
+        # the run's cache, as a study's hints are made once and serve 40 images a reference.
+        references = dict(zip(plan["reference"], plan["reference_path"].map(Path), strict=True))
+        hint_seconds = {}
+        for workers, hints in ((1, work / "scratch"), (cpu_share(), work / "out" / "hints")):
+            hints.mkdir(parents=True)
+            began = time.perf_counter()
+            Hints(hints, settings, None).prepare_codec(references, workers)
+            hint_seconds[workers] = (time.perf_counter() - began) / len(references)
         with mock.patch.object(Decoder, "batch", stand_in):
-            run_plan(
-                plan.head(len(plan) // args.copies), work / "out", registry, captions, settings
-            )
-            shutil.rmtree(work / "out" / "images")  # keep the cached hints, redo the images
-            shutil.rmtree(work / "out" / "meta")
             began = time.perf_counter()
             made = run_plan(plan, work / "out", registry, captions, settings)
             seconds = (time.perf_counter() - began) / made
     print(f"{made} images of {size[0]}×{size[1]}, --batch-size 4, stand-in decoder "
           f"{args.decoder_seconds:g} s/image")  # fmt: skip
     print(f"wall: {seconds:.3f} s/image; beyond the decoder: {seconds - args.decoder_seconds:.3f}")
+    for workers, per_reference in hint_seconds.items():
+        print(f"codec hints (AV1 bitrate search): {per_reference:.2f} s/reference, "
+              f"{workers} worker process(es)")  # fmt: skip
     return 0
 
 

@@ -25,7 +25,14 @@ from generate.registry import (
     RegistryError,
     load_registry,
 )
-from generate.run import RunError, RunSettings, launcher_rank, run_plan, write_manifest
+from generate.run import (
+    RunError,
+    RunSettings,
+    cpu_share,
+    launcher_rank,
+    run_plan,
+    write_manifest,
+)
 
 DEFAULT_CAPTIONS = Path(__file__).resolve().parents[1].parent / "shared/data/cmc-bench/gpt4v.csv"
 
@@ -114,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPU fast path: channels-last UNet/VAE and torch.compile of the UNet (compiled "
         "again for each new batch shape: worth it over a study set, not a short run)",
     )
+    run.add_argument(
+        "--workers",
+        type=int,
+        help="processes for the Image-mode codec's bitrate search, done for every reference "
+        "before decoding (default: this rank's share of the CPUs)",
+    )
     run.add_argument("--models-config", type=Path, help="TOML adding or changing decoders")
     run.set_defaults(run=_run)
 
@@ -146,10 +159,16 @@ def _plan(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     registry = load_registry(args.models_config)
     plan = read_plan(args.plan, registry)
-    if (not 1 <= args.pixel_bits <= 8 or min(args.pixel_block, args.steps, args.batch_size) < 1
-            or args.size < 8):  # fmt: skip
+    counts = (
+        args.pixel_block,
+        args.steps,
+        args.batch_size,
+        1 if args.workers is None else args.workers,
+    )
+    if not 1 <= args.pixel_bits <= 8 or min(counts) < 1 or args.size < 8:
         raise PlanError(
-            "--pixel-bits must be 1–8, --pixel-block, --steps and --batch-size ≥ 1, --size ≥ 8"
+            "--pixel-bits must be 1–8; --pixel-block, --steps, --batch-size and --workers ≥ 1; "
+            "--size ≥ 8"
         )
     rank, world, local = launcher_rank()
     needs_caption = plan["mode"].isin(CAPTIONED_MODES).any()
@@ -159,6 +178,7 @@ def _run(args: argparse.Namespace) -> int:
         pixel_bits=args.pixel_bits, long_side=args.size, steps=args.steps,
         image_prompt=args.image_prompt, device=_device(args.device, local),
         batch_size=args.batch_size, compile=args.compile,
+        workers=cpu_share() if args.workers is None else args.workers,
     )  # fmt: skip
     made = run_plan(plan, args.out, registry, captioner, settings, rank, world)
     print(f"rank {rank}/{world}: made {made} images; manifest: {args.out / 'manifest.csv'}")

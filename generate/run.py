@@ -18,8 +18,9 @@ computed once and cached in ``hints/``.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,8 @@ class RunSettings:
     """Images per pipeline call (see Decoder.batch_key); 1 = bit-exact resumes."""
     compile: bool = False
     """The GPU fast path: channels-last and torch.compile (see Decoder)."""
+    workers: int = 1
+    """Processes for the codec hints' bitrate search (see Hints.prepare_codec)."""
 
 
 def shard(plan: pd.DataFrame, rank: int, world: int) -> pd.DataFrame:
@@ -79,6 +82,12 @@ def launcher_rank() -> tuple[int, int, int]:
     return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
 
 
+def cpu_share() -> int:
+    """The CPUs this process may use, divided among the ranks on this machine."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cpus or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
 def run_plan(
     plan: pd.DataFrame,
     out: Path,
@@ -100,6 +109,9 @@ def run_plan(
         if registry[model].family == "external":
             restoration.require_command(registry[model])
     hints = Hints(out / "hints", settings, captioner)
+    coded = todo[todo["mode"].isin(["Image", "Full"])]
+    hints.prepare_codec(dict(zip(coded["reference"], map(Path, coded["reference_path"]), strict=True)),
+                        settings.workers)  # fmt: skip
     made = 0
     progress = tqdm(total=len(todo), desc=f"rank {rank}: generating", unit="img", disable=rank != 0)
     # The PNGs are written by a second thread while the next batch decodes (PNG compression
@@ -159,17 +171,45 @@ class Hints:
             self._captions[reference] = self.captioner.caption(path.name, path)
         return self._captions[reference]
 
+    def prepare_codec(self, references: dict[str, Path], workers: int) -> None:
+        """Make the missing codec hints of ``references`` (name → path) before decoding starts,
+        ``workers`` processes at a time: the bitrate search costs about a second a reference,
+        which a GPU would otherwise sit out, reference by reference."""
+        missing = {r: p for r, p in references.items() if not self._codec_paths(r)[1].exists()}
+        if not missing:
+            return
+        target, name = self.settings.target_bpp, self.settings.codec
+        progress = tqdm(total=len(missing), desc="codec hints", unit="ref", disable=None)
+        if workers <= 1:
+            for reference, path in missing.items():
+                self._store(reference, _code(path, target, name))
+                progress.update(1)
+        else:  # spawn: the parent may already hold CUDA, which a forked child must not inherit
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                jobs = {pool.submit(_code, p, target, name): r for r, p in missing.items()}
+                for job in as_completed(jobs):
+                    self._store(jobs[job], job.result())
+                    progress.update(1)
+        progress.close()
+
     def codec(self, reference: str, path: Path) -> tuple[np.ndarray, int, dict]:
+        image_path, meta_path = self._codec_paths(reference)
+        if not meta_path.exists():
+            self._store(reference, _code(path, self.settings.target_bpp, self.settings.codec))
+        meta = json.loads(meta_path.read_text())
+        return np.asarray(Image.open(image_path)), meta["bits"], meta["settings"]
+
+    def _codec_paths(self, reference: str) -> tuple[Path, Path]:
         stem = f"{reference}_{self.settings.codec}_{self.settings.target_bpp:g}bpp"
-        image_path, meta_path = self.folder / f"{stem}.png", self.folder / f"{stem}.json"
-        if meta_path.exists():
-            meta = json.loads(meta_path.read_text())
-            return np.asarray(Image.open(image_path)), meta["bits"], meta["settings"]
-        coded = codec.encode_at_bpp(_rgb(path), self.settings.target_bpp, self.settings.codec)
+        return self.folder / f"{stem}.png", self.folder / f"{stem}.json"
+
+    def _store(self, reference: str, coded: codec.CodedImage) -> None:
+        """The hint image, then its metadata (which marks it made), each atomically."""
+        image_path, meta_path = self._codec_paths(reference)
         _atomic(image_path, lambda tmp: Image.fromarray(coded.image).save(tmp, "PNG"))
         meta = {"bits": coded.bits, "settings": coded.settings}
         _atomic(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
-        return coded.image, coded.bits, coded.settings
 
     def pixel(self, path: Path) -> tuple[np.ndarray, int]:
         image = _rgb(path)
@@ -249,6 +289,11 @@ def _encode(row, hints: Hints, settings: RunSettings) -> dict:
 
 def _rgb(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _code(path: Path, target_bpp: float, name: str) -> codec.CodedImage:
+    """One reference's codec hint (a module-level function, so that a worker process can run it)."""
+    return codec.encode_at_bpp(_rgb(path), target_bpp, name)
 
 
 def _done(out: Path, row_id: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -326,6 +327,22 @@ def test_a_failed_write_stops_the_run_with_one_line_and_keeps_what_was_written(
     blocked.rmdir()
     assert generate_main(run_args(tmp_path / "plan.csv", out, captions, tiny)) == 0
     assert len(list((out / "images").glob("*.png"))) == len(rows)
+
+
+def test_codec_hints_made_by_worker_processes_are_the_ones_made_in_line(tmp_path, study_inputs):
+    from generate.run import Hints, RunSettings
+
+    plan, _ = study_inputs
+    frame = pd.read_csv(plan).drop_duplicates("reference")
+    references = dict(zip(frame["reference"], frame["reference_path"].map(Path), strict=True))
+    settings = RunSettings(target_bpp=0.1)
+    for folder, workers in (("pool", 2), ("inline", 1)):
+        (tmp_path / folder).mkdir()
+        Hints(tmp_path / folder, settings, None).prepare_codec(references, workers)
+    made = sorted(p.name for p in (tmp_path / "pool").iterdir())
+    assert made == sorted(p.name for p in (tmp_path / "inline").iterdir()) and len(made) == 4
+    for name in made:
+        assert (tmp_path / "pool" / name).read_bytes() == (tmp_path / "inline" / name).read_bytes()
 
 
 def test_ranks_share_the_plan_exactly(tmp_path, tiny, study_inputs, monkeypatch):
