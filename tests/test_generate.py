@@ -29,7 +29,7 @@ from generate.run import shard
 from studydb.manifest import read_manifest
 from tests.tiny_models import save_motion_adapter, save_sd, save_sdxl
 
-DEMO = __import__("pathlib").Path(__file__).parents[1] / "annotate" / "demo_data"
+DEMO = Path(__file__).parents[1] / "annotate" / "demo_data"
 
 
 def references(folder, names, size=(96, 64)):
@@ -399,15 +399,9 @@ def test_models_toml_adds_and_overrides_entries(tmp_path):
 
 def test_gpu_benchmark_script_runs_scaled_down_on_the_cpu():
     """The GPU benchmark is prepared for a session with a device; here its logic runs tiny."""
-    import subprocess
-
-    done = subprocess.run(
-        [sys.executable, "bench/generate_gpu.py", "--tiny", "--repeats", "1", "--no-compile"],
-        capture_output=True, text=True, timeout=300, check=True,
-        cwd=__import__("pathlib").Path(__file__).parents[1],
-    )  # fmt: skip
-    assert "| reference script: pipeline call, batch 1, fp32 VAE |" in done.stdout
-    assert "| generate run --batch-size 4 |" in done.stdout
+    printed = bench("generate_gpu.py", "--tiny", "--repeats", "1", "--no-compile")
+    assert "| reference script: pipeline call, batch 1, fp32 VAE |" in printed
+    assert "| generate run --batch-size 4 |" in printed
 
 
 def test_a_local_blip_captioner_loads_and_generates(tmp_path):
@@ -588,24 +582,23 @@ def test_a_replacement_vae_is_loaded_from_the_models_toml(tmp_path, tiny):
 
 
 def test_the_batching_figures_in_the_bench_readme_are_what_the_command_prints():
-    import subprocess
-
-    done = subprocess.run(
-        [sys.executable, "bench/generate_batching.py", "--size", "64x48"],
-        capture_output=True, text=True, timeout=300, check=True,
-        cwd=__import__("pathlib").Path(__file__).parents[1],
-    )  # fmt: skip
-    assert "img2img: 3200 images in 1838 calls" in done.stdout  # the working size's aspect only
-    assert "Text: 800 images in 275 calls" in done.stdout
+    printed = bench("generate_batching.py", "--size", "64x48")  # only the aspect matters
+    assert "img2img: 3200 images in 1838 calls" in printed
+    assert "Text: 800 images in 275 calls" in printed
 
 
 def test_the_overhead_benchmark_runs():
+    printed = bench("generate_overhead.py", "--decoder-seconds", "0", "--copies", "1",
+                    "--size", "256x192")  # fmt: skip
+    assert "20 images of 256×192" in printed and "beyond the decoder:" in printed
+
+
+def bench(script: str, *args: str) -> str:
+    """What a bench/ script prints, run as its README says (from the repository's root)."""
     import subprocess
 
     done = subprocess.run(
-        [sys.executable, "bench/generate_overhead.py", "--decoder-seconds", "0", "--copies", "1",
-         "--size", "256x192"],
-        capture_output=True, text=True, timeout=300, check=True,
-        cwd=__import__("pathlib").Path(__file__).parents[1],
+        [sys.executable, f"bench/{script}", *args], capture_output=True, text=True, timeout=300,
+        check=True, cwd=Path(__file__).parents[1],
     )  # fmt: skip
-    assert "20 images of 256×192" in done.stdout and "beyond the decoder:" in done.stdout
+    return done.stdout
