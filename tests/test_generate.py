@@ -136,8 +136,7 @@ def test_an_unconfigured_restoration_model_stops_the_run_before_any_image(
     tmp_path, tiny, study_inputs, capsys
 ):  # fmt: skip
     plan, captions = study_inputs
-    frame = pd.read_csv(plan)
-    sd = frame[frame["model"] == "SD15"]
+    sd = sd15_rows(plan)
     pasd = sd[sd["mode"] == "Image"].assign(model="PASD", id=lambda f: f["id"] + "_pasd")
     pd.concat([sd, pasd]).to_csv(tmp_path / "plan.csv", index=False)
     assert generate_main(run_args(tmp_path / "plan.csv", tmp_path / "o", captions, tiny)) == 2
@@ -238,6 +237,12 @@ def study_inputs(tmp_path_factory):
     return plan, captions
 
 
+def sd15_rows(plan) -> pd.DataFrame:
+    """The plan's SD15 rows: one fast model, every mode."""
+    frame = pd.read_csv(plan)
+    return frame[frame["model"] == "SD15"]
+
+
 def run_args(plan, out, captions, config, *extra):
     return ["run", str(plan), "--out", str(out), "--captions", str(captions), "--models-config",
             str(config), "--size", "64", "--steps", "4", "--target-bpp", "0.1", "--device", "cpu",
@@ -311,8 +316,7 @@ def test_a_failed_write_stops_the_run_with_one_line_and_keeps_what_was_written(
     tmp_path, tiny, study_inputs, capsys
 ):  # fmt: skip
     plan, captions = study_inputs
-    rows = pd.read_csv(plan)
-    rows = rows[rows["model"] == "SD15"]
+    rows = sd15_rows(plan)
     rows.to_csv(tmp_path / "plan.csv", index=False)
     out = tmp_path / "out"
     blocked = out / "images" / f"{rows['id'].iloc[5]}.png"
@@ -366,8 +370,7 @@ def test_missing_weights_give_a_one_line_error(tmp_path, study_inputs, capsys, m
     plan, captions = study_inputs
     config = tmp_path / "m.toml"
     config.write_text('[SD15]\nweights = "nobody/no-such-model"\n')
-    frame = pd.read_csv(plan)
-    frame[frame["model"] == "SD15"].to_csv(tmp_path / "p.csv", index=False)
+    sd15_rows(plan).to_csv(tmp_path / "p.csv", index=False)
     args = run_args(tmp_path / "p.csv", tmp_path / "o", captions, config)
     assert generate_main(args) == 2
     err = capsys.readouterr().err
@@ -521,8 +524,8 @@ def test_a_study_plan_with_random_strengths_still_batches(
     tmp_path, tiny, study_inputs, monkeypatch
 ):
     plan, captions = study_inputs
-    rows = pd.read_csv(plan)
-    rows = rows[(rows["model"] == "SD15") & (rows["mode"] == "Full")]
+    rows = sd15_rows(plan)
+    rows = rows[rows["mode"] == "Full"]
     rng = np.random.default_rng(3)
     study = pd.concat([rows.assign(id=rows["id"] + f"_{k}", seed=rows["seed"] + k,
                                    strength=rng.uniform(0.5, 0.75, len(rows)).round(4))
