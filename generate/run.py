@@ -109,7 +109,11 @@ def run_plan(
         if registry[model].family == "external":
             restoration.require_command(registry[model])
     hints = Hints(out / "hints", settings, captioner)
-    coded = todo[todo["mode"].isin(["Image", "Full"])]
+    # Each rank makes its share of the plan's codec hints up front; one another rank has not
+    # finished yet is made when first needed (the files are written atomically, so a hint made
+    # twice is harmless).
+    coded = plan[plan["mode"].isin(["Image", "Full"])].drop_duplicates("reference")
+    coded = coded.sort_values("reference").iloc[rank::world]
     hints.prepare_codec(dict(zip(coded["reference"], map(Path, coded["reference_path"]), strict=True)),
                         settings.workers)  # fmt: skip
     made = 0

@@ -25,7 +25,7 @@ from generate.decode import (
 )
 from generate.plan import choose_references, make_plan
 from generate.registry import REGISTRY, DecoderSpec, load_registry
-from generate.run import shard
+from generate.run import Hints, shard
 from studydb.manifest import read_manifest
 from tests.tiny_models import save_motion_adapter, save_sd, save_sdxl
 
@@ -334,7 +334,7 @@ def test_a_failed_write_stops_the_run_with_one_line_and_keeps_what_was_written(
 
 
 def test_codec_hints_made_by_worker_processes_are_the_ones_made_in_line(tmp_path, study_inputs):
-    from generate.run import Hints, RunSettings
+    from generate.run import RunSettings
 
     plan, _ = study_inputs
     frame = pd.read_csv(plan).drop_duplicates("reference")
@@ -356,6 +356,14 @@ def test_ranks_share_the_plan_exactly(tmp_path, tiny, study_inputs, monkeypatch)
     assert sorted(pd.concat(shards)["id"]) == sorted(frame["id"])
     assert sum(len(s) for s in shards) == len(frame)
     out = tmp_path / "out"
+    prepared = []  # each rank makes its share of the codec hints up front
+    original = Hints.prepare_codec
+
+    def spy(self, references, workers):
+        prepared.append(sorted(references))
+        return original(self, references, workers)
+
+    monkeypatch.setattr(Hints, "prepare_codec", spy)
     for rank in range(2):  # as torchrun would start them, one after the other here
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
@@ -363,6 +371,7 @@ def test_ranks_share_the_plan_exactly(tmp_path, tiny, study_inputs, monkeypatch)
         made = {json.loads(p.read_text())["id"] for p in (out / "meta").glob("*.json")}
         assert made == set(shard(frame, 0, 2)["id"]) | (set(frame["id"]) if rank else set())
     assert len(pd.read_csv(out / "manifest.csv")) == len(frame)
+    assert prepared == [["NSI_a"], ["SCI_b"]]
 
 
 def test_missing_weights_give_a_one_line_error(tmp_path, study_inputs, capsys, monkeypatch):
