@@ -1,4 +1,4 @@
-"""Decoders: a registry entry turned into a loaded pipeline that makes one image per call.
+"""Decoders: a registry entry turned into a loaded pipeline that decodes a batch of images per call.
 
 Follows the public reference script (long side 1024, a multiple of 8; 40 steps; the output
 resized back to the reference's size) and guards the edge cases that otherwise fail deep inside
