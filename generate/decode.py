@@ -145,7 +145,9 @@ class Decoder:
         if self.compile:
             pipe.unet.to(memory_format=torch.channels_last)
             pipe.vae.to(memory_format=torch.channels_last)
-            pipe.unet = torch.compile(pipe.unet, mode="max-autotune-no-cudagraphs")
+            # The default mode: max-autotune searches kernel configurations for minutes per
+            # shape, which the one prepared GPU run (bench/device.sh, 8 minutes) cannot afford.
+            pipe.unet = torch.compile(pipe.unet)
         self._image2image = pipe
         text_class = FAMILIES[self.spec.family][1]
         if text_class is not None:  # shares every component, so nothing is loaded twice
