@@ -9,13 +9,16 @@ directly on the GPU in fp16. The same process times, on one card:
 
 1. ``reference script``: the diffusers pipeline called once per image with SDXL's published VAE
    configuration (``force_upcast``: the VAE runs in fp32), as the public reference script does;
-2. ``generate run --batch-size B``: this project's decoder (:class:`generate.decode.Decoder`,
-   the code ``python -m generate run`` calls), B images per call, fp16 VAE (what an fp16-safe VAE
-   such as ``madebyollin/sdxl-vae-fp16-fix``, named as ``vae`` in the models TOML, gives);
-3. ``generate run --batch-size B --compile``: the same with channels-last and torch.compile.
+2. ``generate run --batch-size B`` for each B of ``--batch``: this project's decoder
+   (:class:`generate.decode.Decoder`, the code ``python -m generate run`` calls), B images per
+   call, fp16 VAE (what an fp16-safe VAE such as ``madebyollin/sdxl-vae-fp16-fix``, named as
+   ``vae`` in the models TOML, gives);
+3. ``generate run --batch-size B --compile`` at the first B: the same with channels-last, fused
+   attention projections and torch.compile (last, as its compilation takes the longest).
 
-Prints seconds per image, peak GPU memory per variant, and what they mean for the 4,000-image
-study set. Record the figures, the card and this command in bench/README.md.
+Prints seconds per image, the first (warm-up, compiling) call, peak GPU memory per variant, and
+what they mean for the 4,000-image study set; each row as soon as it is measured. Record the
+figures, the card and this command in bench/README.md.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -95,8 +99,10 @@ def build(device: str, dtype: torch.dtype, tiny: bool) -> StableDiffusionXLImg2I
     return pipe
 
 
-def time_reference_script(pipe, size: int, steps: int, repeats: int, device: str) -> float:
-    """Seconds per image of the plain pipeline call, one image per call, after a warm-up."""
+def time_reference_script(
+    pipe, size: int, steps: int, repeats: int, device: str
+) -> tuple[float, float]:
+    """(Seconds per image of the plain pipeline call, one image per call; its first call)."""
     start = Image.new("RGB", (size, size), (120, 110, 100))
     pipe.vae.register_to_config(force_upcast=True)  # SDXL-base's published VAE config
 
@@ -110,25 +116,31 @@ def time_reference_script(pipe, size: int, steps: int, repeats: int, device: str
         pipe.vae.register_to_config(force_upcast=False)
 
 
-def time_decoder(decoder: Decoder, batch: int, size: int, repeats: int, device: str) -> float:
-    """Seconds per image of ``generate run``'s decoder on a batch of Full-mode images."""
+def time_decoder(
+    decoder: Decoder, batch: int, size: int, repeats: int, device: str
+) -> tuple[float, float]:
+    """(Seconds per image of ``generate run``'s decoder on a batch of Full-mode images; its
+    first call)."""
     rng = np.random.default_rng(0)
     requests = [
         Request(PROMPT, rng.integers(0, 256, (size, size, 3), dtype=np.uint8), 0.5, seed, (size, size))
         for seed in range(batch)
     ]  # fmt: skip
-    return _seconds(lambda: decoder.batch("Full", requests), repeats, device) / batch
+    per_call, first = _seconds(lambda: decoder.batch("Full", requests), repeats, device)
+    return per_call / batch, first
 
 
-def _seconds(call, repeats: int, device: str) -> float:
-    """Seconds per call, after one untimed warm-up call (which also compiles)."""
+def _seconds(call, repeats: int, device: str) -> tuple[float, float]:
+    """(Seconds per call, timed after a warm-up call; seconds of that first call, which also
+    compiles)."""
+    began = time.perf_counter()
     call()
     _sync(device)
-    began = time.perf_counter()
+    warm = time.perf_counter()
     for _ in range(repeats):
         call()
     _sync(device)
-    return (time.perf_counter() - began) / repeats
+    return (time.perf_counter() - warm) / repeats, warm - began
 
 
 def _sync(device: str) -> None:
@@ -140,7 +152,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="scaled-down models on the CPU")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per variant")
-    parser.add_argument("--batch", type=int, default=4, help="images per decoder call")
+    parser.add_argument("--batch", type=int, nargs="+", default=[4, 8],
+                        help="images per decoder call, one row each (--compile: the first)")  # fmt: skip
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled variant")
     args = parser.parse_args()
     device = "cpu" if args.tiny else "cuda"
@@ -156,27 +169,28 @@ def main() -> int:
                  lambda: time_reference_script(pipe, size, steps, args.repeats, device))]  # fmt: skip
     plain = Decoder(spec, device, size, steps)
     plain.use(pipe)
-    variants.append((f"generate run --batch-size {args.batch}",
-                     lambda: time_decoder(plain, args.batch, size, args.repeats, device)))  # fmt: skip
+    for batch in args.batch:
+        variants.append((f"generate run --batch-size {batch}",
+                         partial(time_decoder, plain, batch, size, args.repeats, device)))  # fmt: skip
     if not args.no_compile:
 
-        def compiled() -> float:
+        def compiled() -> tuple[float, float]:
             decoder = Decoder(spec, device, size, steps, compile=True)
             decoder.use(pipe)
-            return time_decoder(decoder, args.batch, size, args.repeats, device)
+            return time_decoder(decoder, args.batch[0], size, args.repeats, device)
 
-        variants.append((f"generate run --batch-size {args.batch} --compile", compiled))
+        variants.append((f"generate run --batch-size {args.batch[0]} --compile", compiled))
     print(f"card: {card}; torch {torch.__version__}; SDXL img2img {size}², {steps} steps, "
           "strength 0.5, guidance 5")  # fmt: skip
-    print("| variant | s/image | 4,000 images | peak GPU memory |")
-    print("|---|---|---|---|")
+    print("| variant | s/image | 4,000 images | first call | peak GPU memory |")
+    print("|---|---|---|---|---|")
     for name, measure in variants:
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        seconds = measure()
+        seconds, first = measure()
         peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
-        print(f"| {name} | {seconds:.3f} | {4000 * seconds / 60:.1f} min | {peak:.1f} GiB |",
-              flush=True)  # fmt: skip
+        print(f"| {name} | {seconds:.3f} | {4000 * seconds / 60:.1f} min | {first:.1f} s "
+              f"| {peak:.1f} GiB |", flush=True)  # fmt: skip
     return 0
 
 

@@ -85,9 +85,10 @@ def instruct_image_guidance(strength: float) -> float:
 class Decoder:
     """One decoder, loaded on first use (so a plan loads each model once).
 
-    ``compile=True`` is the GPU fast path: the UNet and VAE stored channels-last and the UNet
-    compiled with torch.compile. Compiling is paid again for each new input shape (batch size,
-    working size): it is meant for a study set of thousands of images, not a short run or the CPU.
+    ``compile=True`` is the GPU fast path: the UNet and VAE stored channels-last, the UNet's
+    attention projections fused and the UNet compiled with torch.compile. Compiling is paid
+    again for each new input shape (batch size, working size): it is meant for a study set of
+    thousands of images, not a short run or the CPU.
     Whether it pays on a given card is what bench/generate_gpu.py measures.
     """
 
@@ -145,9 +146,12 @@ class Decoder:
         if self.compile:
             pipe.unet.to(memory_format=torch.channels_last)
             pipe.vae.to(memory_format=torch.channels_last)
-            # The default mode: max-autotune searches kernel configurations for minutes per
-            # shape, which the one prepared GPU run (bench/device.sh, 8 minutes) cannot afford.
-            pipe.unet = torch.compile(pipe.unet)
+            if hasattr(pipe.unet, "fuse_qkv_projections"):  # one matmul for q, k, v
+                pipe.unet.fuse_qkv_projections()
+            # diffusers' SDXL recipe, in the default mode: max-autotune searches kernel
+            # configurations for minutes per shape, which the one prepared GPU run
+            # (bench/device.sh, 8 minutes) cannot afford.
+            pipe.unet = torch.compile(pipe.unet, options={"conv_1x1_as_mm": True})
         self._image2image = pipe
         text_class = FAMILIES[self.spec.family][1]
         if text_class is not None:  # shares every component, so nothing is loaded twice

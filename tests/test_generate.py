@@ -414,6 +414,7 @@ def test_gpu_benchmark_script_runs_scaled_down_on_the_cpu():
     printed = bench("generate_gpu.py", "--tiny", "--repeats", "1", "--no-compile")
     assert "| reference script: pipeline call, batch 1, fp32 VAE |" in printed
     assert "| generate run --batch-size 4 |" in printed
+    assert "| generate run --batch-size 8 |" in printed
 
 
 def test_a_local_blip_captioner_loads_and_generates(tmp_path):
@@ -575,6 +576,8 @@ def test_the_compiled_decoder_makes_the_same_images(tiny):
     assert isinstance(unet, torch._dynamo.eval_frame.OptimizedModule)
     assert decoder._text2image.unet is unet  # Text mode shares the compiled UNet
     assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    processors = {type(p).__name__ for p in unet.attn_processors.values()}
+    assert processors == {"FusedAttnProcessor2_0"}
     assert np.abs(plain.astype(int) - compiled).mean() < 1.0
 
 
