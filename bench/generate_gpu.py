@@ -74,7 +74,9 @@ TINY = dict(
 
 
 def build(device: str, dtype: torch.dtype, tiny: bool) -> StableDiffusionXLImg2ImgPipeline:
-    """A randomly initialized SDXL img2img pipeline, built where it will run."""
+    """A randomly initialized SDXL img2img pipeline, built where it will run, its models in
+    evaluation mode (as ``from_pretrained`` gives them; the runs of 2026-11-27 had them in
+    training mode, which bench/gpu_probe.py compares)."""
     unet_config = TINY["unet"] if tiny else SDXL_UNET
     vae_config = TINY["vae"] if tiny else SDXL_VAE
     first = TINY["clip"] if tiny else CLIP_L
@@ -82,6 +84,10 @@ def build(device: str, dtype: torch.dtype, tiny: bool) -> StableDiffusionXLImg2I
     tokenizer = clip_tokenizer()
     common = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406,
                   eos_token_id=49407, pad_token_id=49407)  # fmt: skip
+    # The scheduler's tables stay on the CPU (diffusers reads them with numpy).
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
+                                       beta_schedule="scaled_linear",
+                                       timestep_spacing="leading", steps_offset=1)  # fmt: skip
     with torch.device(device):
         pipe = StableDiffusionXLImg2ImgPipeline(
             unet=UNet2DConditionModel(**unet_config),
@@ -89,14 +95,19 @@ def build(device: str, dtype: torch.dtype, tiny: bool) -> StableDiffusionXLImg2I
             text_encoder=CLIPTextModel(CLIPTextConfig(**common, **first)),
             text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**common, **second)),
             tokenizer=tokenizer, tokenizer_2=tokenizer,
-            scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
-                                             beta_schedule="scaled_linear",
-                                             timestep_spacing="leading", steps_offset=1),
+            scheduler=scheduler,
             requires_aesthetics_score=False,
         )  # fmt: skip
     pipe.to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
+    set_training(pipe, False)  # as from_pretrained leaves them
     return pipe
+
+
+def set_training(pipe, training: bool) -> None:
+    """Put the pipeline's four models in training or evaluation mode."""
+    for model in (pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
+        model.train(training)
 
 
 def time_reference_script(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -415,6 +416,25 @@ def test_gpu_benchmark_script_runs_scaled_down_on_the_cpu():
     assert "| reference script: pipeline call, batch 1, fp32 VAE |" in printed
     assert "| generate run --batch-size 4 |" in printed
     assert "| generate run --batch-size 8 |" in printed
+
+
+def test_gpu_probe_times_each_stage_of_a_pipeline_call_scaled_down_on_the_cpu():
+    """The probe that says where a GPU pipeline call spends its time: every stage it wraps is
+    reached, and the stages plus the rest add up to the call."""
+    printed = bench("gpu_probe.py", "--tiny", "--only", "stages")
+    tables = re.findall(r"^(\S.*): ([\d.]+) s\n((?:    .*\n)+)", printed, re.MULTILINE)
+    assert [name for name, _, _ in tables] == [
+        "reference script's call, 1 image, fp32 VAE, models in training mode",
+        "reference script's call, 1 image, fp32 VAE",
+        "generate run's decoder, 4 images",
+    ]
+    for _, total, rows in tables:
+        stages = dict(re.findall(r"^    (.+?)\s+(-?[\d.]+) s", rows, re.MULTILINE))
+        assert set(stages) == {"text encoder 1", "text encoder 2", "UNet", "scheduler step",
+                               "VAE encode", "VAE decode", "image to tensor", "tensor to image",
+                               "everything else"}  # fmt: skip
+        assert float(stages["UNet"]) > 0 and float(stages["VAE decode"]) > 0
+        assert sum(map(float, stages.values())) == pytest.approx(float(total), abs=0.01)
 
 
 def test_a_local_blip_captioner_loads_and_generates(tmp_path):
