@@ -135,8 +135,8 @@ def probe_vae(setup: Setup) -> None:
 def probe_stages(setup: Setup) -> None:
     """Seconds per stage of one pipeline call, each stage timed between two synchronizations,
     for the reference script's call (1 image, fp32 VAE; with the models in training mode, as
-    bench/generate_gpu.py built them when it was first run, then in evaluation mode) and
-    ``generate run``'s decoder (4 images)."""
+    bench/generate_gpu.py built them when it was first run, then in evaluation mode, then also
+    under ``torch.inference_mode``) and ``generate run``'s decoder (4 images)."""
     pipe = build(setup.device, setup.dtype, setup.tiny)
     spent: dict[str, float] = {}
     for label, owner, method in (
@@ -162,6 +162,9 @@ def probe_stages(setup: Setup) -> None:
                 reference, spent)  # fmt: skip
     set_training(pipe, False)
     stage_table(setup, "reference script's call, 1 image, fp32 VAE", reference, spent)
+    with torch.inference_mode():  # the pipeline's own guard is torch.no_grad
+        stage_table(setup, "reference script's call, 1 image, fp32 VAE, in inference mode",
+                    reference, spent)  # fmt: skip
     pipe.vae.register_to_config(force_upcast=False)
     decoder = Decoder(DecoderSpec("SDXL", "random weights", "sdxl"), setup.device, setup.size,
                       setup.steps)  # fmt: skip

@@ -426,6 +426,7 @@ def test_gpu_probe_times_each_stage_of_a_pipeline_call_scaled_down_on_the_cpu():
     assert [name for name, _, _ in tables] == [
         "reference script's call, 1 image, fp32 VAE, models in training mode",
         "reference script's call, 1 image, fp32 VAE",
+        "reference script's call, 1 image, fp32 VAE, in inference mode",
         "generate run's decoder, 4 images",
     ]
     for _, total, rows in tables:
