@@ -148,8 +148,10 @@ def probe_stages(setup: Setup) -> None:
         ("VAE decode", pipe.vae, "decode"),
         ("image to tensor", pipe.image_processor, "preprocess"),
         ("tensor to image", pipe.image_processor, "postprocess"),
+        ("invisible watermark", pipe.watermark, "apply_watermark"),  # None unless installed
     ):
-        setattr(owner, method, _timing(setup, getattr(owner, method), label, spent))
+        if owner is not None:
+            setattr(owner, method, _timing(setup, getattr(owner, method), label, spent))
     start = Image.new("RGB", (setup.size, setup.size), (120, 110, 100))
     pipe.vae.register_to_config(force_upcast=True)
 

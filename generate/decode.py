@@ -152,10 +152,10 @@ class Decoder:
             # configurations for minutes per shape, which the one prepared GPU run
             # (bench/device.sh, 8 minutes) cannot afford.
             pipe.unet = torch.compile(pipe.unet, options={"conv_1x1_as_mm": True})
-        self._image2image = pipe
+        self._image2image = _unwatermarked(pipe)
         text_class = FAMILIES[self.spec.family][1]
         if text_class is not None:  # shares every component, so nothing is loaded twice
-            self._text2image = getattr(diffusers, text_class).from_pipe(pipe)
+            self._text2image = _unwatermarked(getattr(diffusers, text_class).from_pipe(pipe))
             self._text2image.set_progress_bar_config(disable=True)
 
     def schedule(self, mode: str, strength: float) -> tuple[int, int]:
@@ -253,6 +253,16 @@ class Decoder:
         result = self._image2image(**common, image=starts, strength=strength,
                                    num_inference_steps=steps)  # fmt: skip
         return result.images, _flags(result)
+
+
+def _unwatermarked(pipe):
+    """The pipeline without diffusers' invisible watermark. SDXL-family pipelines stamp one on
+    every output whenever the optional ``invisible-watermark`` package is installed: the same
+    plan would then give different images on different machines, each with a distortion the
+    study did not plan."""
+    if getattr(pipe, "watermark", None) is not None:
+        pipe.watermark = None
+    return pipe
 
 
 def _flags(result) -> list[bool]:

@@ -431,9 +431,10 @@ def test_gpu_probe_times_each_stage_of_a_pipeline_call_scaled_down_on_the_cpu():
     ]
     for _, total, rows in tables:
         stages = dict(re.findall(r"^    (.+?)\s+(-?[\d.]+) s", rows, re.MULTILINE))
-        assert set(stages) == {"text encoder 1", "text encoder 2", "UNet", "scheduler step",
-                               "VAE encode", "VAE decode", "image to tensor", "tensor to image",
-                               "everything else"}  # fmt: skip
+        assert set(stages) - {"invisible watermark"} == {  # that one only where installed
+            "text encoder 1", "text encoder 2", "UNet", "scheduler step", "VAE encode",
+            "VAE decode", "image to tensor", "tensor to image", "everything else",
+        }  # fmt: skip
         assert float(stages["UNet"]) > 0 and float(stages["VAE decode"]) > 0
         assert sum(map(float, stages.values())) == pytest.approx(float(total), abs=0.01)
 
@@ -600,6 +601,34 @@ def test_the_compiled_decoder_makes_the_same_images(tiny):
     processors = {type(p).__name__ for p in unet.attn_processors.values()}
     assert processors == {"FusedAttnProcessor2_0"}
     assert np.abs(plain.astype(int) - compiled).mean() < 1.0
+
+
+def test_no_invisible_watermark_even_where_its_package_is_installed(tiny, monkeypatch):
+    """SDXL pipelines watermark their outputs when invisible-watermark is installed; a study's
+    images must not depend on that, so the decoder drops the watermarker (here a stand-in)."""
+    from diffusers.pipelines.stable_diffusion_xl import (
+        pipeline_stable_diffusion_xl as text2image,
+    )
+    from diffusers.pipelines.stable_diffusion_xl import (
+        pipeline_stable_diffusion_xl_img2img as image2image,
+    )
+
+    class Watermarker:
+        def apply_watermark(self, images):
+            raise AssertionError("a study image was watermarked")
+
+    for module in (text2image, image2image):
+        monkeypatch.setattr(module, "is_invisible_watermark_available", lambda: True)
+        monkeypatch.setattr(module, "StableDiffusionXLWatermarker", Watermarker, raising=False)
+    decoder = tiny_decoder(tiny, "RealVis")
+    start = np.asarray(Image.open(DEMO / "rocket.png").convert("RGB").resize((64, 48)))
+    for mode in ("Full", "Text"):
+        assert decoder(mode, Request("a rocket", start, 0.5, 3, (64, 48))).image.shape == (
+            48,
+            64,
+            3,
+        )
+    assert decoder._image2image.watermark is None and decoder._text2image.watermark is None
 
 
 def test_a_replacement_vae_is_loaded_from_the_models_toml(tmp_path, tiny):
