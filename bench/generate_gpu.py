@@ -114,15 +114,9 @@ def time_reference_script(
     pipe, size: int, steps: int, repeats: int, device: str
 ) -> tuple[float, float]:
     """(Seconds per image of the plain pipeline call, one image per call; its first call)."""
-    start = Image.new("RGB", (size, size), (120, 110, 100))
     pipe.vae.register_to_config(force_upcast=True)  # SDXL-base's published VAE config
-
-    def call():
-        return pipe(prompt=PROMPT, image=start, strength=0.5, num_inference_steps=steps,
-                    guidance_scale=5.0)  # fmt: skip
-
     try:
-        return _seconds(call, repeats, device)
+        return seconds_per_call(reference_call(pipe, size, steps), repeats, device)
     finally:
         pipe.vae.register_to_config(force_upcast=False)
 
@@ -132,29 +126,43 @@ def time_decoder(
 ) -> tuple[float, float]:
     """(Seconds per image of ``generate run``'s decoder on a batch of Full-mode images; its
     first call)."""
-    rng = np.random.default_rng(0)
-    requests = [
-        Request(PROMPT, rng.integers(0, 256, (size, size, 3), dtype=np.uint8), 0.5, seed, (size, size))
-        for seed in range(batch)
-    ]  # fmt: skip
-    per_call, first = _seconds(lambda: decoder.batch("Full", requests), repeats, device)
+    requests = full_mode_requests(batch, size)
+    call = lambda: decoder.batch("Full", requests)  # noqa: E731
+    per_call, first = seconds_per_call(call, repeats, device)
     return per_call / batch, first
 
 
-def _seconds(call, repeats: int, device: str) -> tuple[float, float]:
+def reference_call(pipe, size: int, steps: int):
+    """The public reference script's way: the plain pipeline call, one image."""
+    start = Image.new("RGB", (size, size), (120, 110, 100))
+    return lambda: pipe(prompt=PROMPT, image=start, strength=0.5, num_inference_steps=steps,
+                        guidance_scale=5.0)  # fmt: skip
+
+
+def full_mode_requests(batch: int, size: int) -> list[Request]:
+    """``batch`` Full-mode requests at strength 0.5 on random start images, one seed each."""
+    rng = np.random.default_rng(0)
+    return [
+        Request(PROMPT, rng.integers(0, 256, (size, size, 3), dtype=np.uint8), 0.5, seed, (size, size))
+        for seed in range(batch)
+    ]  # fmt: skip
+
+
+def seconds_per_call(call, repeats: int, device: str) -> tuple[float, float]:
     """(Seconds per call, timed after a warm-up call; seconds of that first call, which also
     compiles)."""
     began = time.perf_counter()
     call()
-    _sync(device)
+    sync(device)
     warm = time.perf_counter()
     for _ in range(repeats):
         call()
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - warm) / repeats, warm - began
 
 
-def _sync(device: str) -> None:
+def sync(device: str) -> None:
+    """Wait for the GPU's queued work, so that wall time measures it."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
 

@@ -22,17 +22,25 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate_gpu import PROMPT, SDXL_UNET, SDXL_VAE, TINY, build, set_training  # noqa: E402
+from generate_gpu import (  # noqa: E402
+    SDXL_UNET,
+    SDXL_VAE,
+    TINY,
+    build,
+    full_mode_requests,
+    reference_call,
+    seconds_per_call,
+    set_training,
+    sync,
+)
 
-from generate.decode import Decoder, Request  # noqa: E402
+from generate.decode import Decoder  # noqa: E402
 from generate.registry import DecoderSpec  # noqa: E402
 
 UNET_TFLOP_PER_IMAGE = 13.5  # one classifier-free SDXL UNet call at 1024² (issue 4)
@@ -55,10 +63,6 @@ class Setup:
     @property
     def latent(self) -> int:
         return self.size // 8
-
-    def sync(self) -> None:
-        if self.device == "cuda":
-            torch.cuda.synchronize()
 
 
 GPU = Setup("cuda", torch.float16, 1024, 40, 8192, SDXL_UNET, SDXL_VAE, tiny=False)
@@ -152,12 +156,8 @@ def probe_stages(setup: Setup) -> None:
     ):
         if owner is not None:
             setattr(owner, method, _timing(setup, getattr(owner, method), label, spent))
-    start = Image.new("RGB", (setup.size, setup.size), (120, 110, 100))
+    reference = reference_call(pipe, setup.size, setup.steps)
     pipe.vae.register_to_config(force_upcast=True)
-
-    def reference():
-        pipe(prompt=PROMPT, image=start, strength=0.5, num_inference_steps=setup.steps,
-             guidance_scale=5.0)  # fmt: skip
 
     set_training(pipe, True)
     stage_table(setup, "reference script's call, 1 image, fp32 VAE, models in training mode",
@@ -171,12 +171,7 @@ def probe_stages(setup: Setup) -> None:
     decoder = Decoder(DecoderSpec("SDXL", "random weights", "sdxl"), setup.device, setup.size,
                       setup.steps)  # fmt: skip
     decoder.use(pipe)
-    rng = np.random.default_rng(0)
-    requests = [
-        Request(PROMPT, rng.integers(0, 256, (setup.size, setup.size, 3), dtype=np.uint8), 0.5,
-                seed, (setup.size, setup.size))
-        for seed in range(4)
-    ]  # fmt: skip
+    requests = full_mode_requests(4, setup.size)
     stage_table(setup, "generate run's decoder, 4 images", lambda: decoder.batch("Full", requests),
                 spent)  # fmt: skip
 
@@ -185,10 +180,10 @@ def stage_table(setup: Setup, name: str, call, spent: dict[str, float]) -> None:
     """Run ``call`` once to warm up, then once more timing each stage; print the stages."""
     call()
     spent.clear()
-    setup.sync()
+    sync(setup.device)
     began = time.perf_counter()
     call()
-    setup.sync()
+    sync(setup.device)
     total = time.perf_counter() - began
     print(f"{name}: {total:.2f} s", flush=True)
     for label, seconds in [*spent.items(), ("everything else", total - sum(spent.values()))]:
@@ -199,12 +194,12 @@ def _timing(setup: Setup, method, label: str, spent: dict[str, float]):
     """``method``, adding its synchronized wall time to ``spent[label]``."""
 
     def timed_method(*args, **kwargs):
-        setup.sync()
+        sync(setup.device)
         began = time.perf_counter()
         try:
             return method(*args, **kwargs)
         finally:
-            setup.sync()
+            sync(setup.device)
             spent[label] = spent.get(label, 0.0) + time.perf_counter() - began
 
     return timed_method
@@ -218,10 +213,10 @@ def kernels(setup: Setup, call, rows: int = 15) -> None:
         else (torch.profiler.ProfilerActivity.CUDA, "cuda_time_total")
     )
     call()
-    setup.sync()
+    sync(setup.device)
     with torch.profiler.profile(activities=[activity]) as profile:
         call()
-        setup.sync()
+        sync(setup.device)
     table = profile.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70)
     print(table, flush=True)
 
@@ -248,13 +243,7 @@ def unet_call(setup: Setup, unet, images: int):
 
 def timed(setup: Setup, call, repeats: int) -> float:
     """Seconds per call, after one warm-up call."""
-    call()
-    setup.sync()
-    began = time.perf_counter()
-    for _ in range(repeats):
-        call()
-    setup.sync()
-    return (time.perf_counter() - began) / repeats
+    return seconds_per_call(call, repeats, setup.device)[0]
 
 
 def report(name: str, seconds: float, images: int) -> None:
