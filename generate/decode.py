@@ -260,7 +260,7 @@ def _unwatermarked(pipe):
     every output whenever the optional ``invisible-watermark`` package is installed: the same
     plan would then give different images on different machines, each with a distortion the
     study did not plan."""
-    if getattr(pipe, "watermark", None) is not None:
+    if hasattr(pipe, "watermark"):
         pipe.watermark = None
     return pipe
 
