@@ -35,6 +35,8 @@ MODES = ("Text", "Pixel", "Image", "Full")
 RESTORATION_MODES = ("Full", "Image")
 CAPTIONED_MODES = ("Text", "Pixel", "Full")
 """The modes whose encoder sends a caption (Image mode sends a fixed quality prompt)."""
+CODED_MODES = ("Image", "Full")
+"""The modes whose encoder sends a traditional codec's low-bitrate image."""
 
 FAMILIES = {
     # family: (image-to-image pipeline class, text-to-image pipeline class, guidance scale)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from generate import codec, pixel, restoration
 from generate.captions import Captioner, text_bits
 from generate.decode import QUALITY_PROMPT, Decoder, Request
-from generate.registry import CAPTIONED_MODES, DecoderSpec
+from generate.registry import CAPTIONED_MODES, CODED_MODES, DecoderSpec
 
 MANIFEST = "manifest.csv"
 
@@ -112,7 +112,7 @@ def run_plan(
     # Each rank makes its share of the plan's codec hints up front; one another rank has not
     # finished yet is made when first needed (the files are written atomically, so a hint made
     # twice is harmless).
-    coded = plan[plan["mode"].isin(["Image", "Full"])].drop_duplicates("reference")
+    coded = plan[plan["mode"].isin(CODED_MODES)].drop_duplicates("reference")
     coded = coded.sort_values("reference").iloc[rank::world]
     hints.prepare_codec(dict(zip(coded["reference"], map(Path, coded["reference_path"]), strict=True)),
                         settings.workers)  # fmt: skip
@@ -211,9 +211,8 @@ class Hints:
     def _store(self, reference: str, coded: codec.CodedImage) -> None:
         """The hint image, then its metadata (which marks it made), each atomically."""
         image_path, meta_path = self._codec_paths(reference)
-        _atomic(image_path, lambda tmp: Image.fromarray(coded.image).save(tmp, "PNG"))
-        meta = {"bits": coded.bits, "settings": coded.settings}
-        _atomic(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+        _write_png(image_path, coded.image)
+        _write_json(meta_path, {"bits": coded.bits, "settings": coded.settings})
 
     def pixel(self, path: Path) -> tuple[np.ndarray, int]:
         image = _rgb(path)
@@ -248,7 +247,7 @@ def _decode(
             "seed": int(row.seed),
             "caption": item["caption"],
             "prompt": item["prompt"],
-            "codec": settings.codec if row.mode in ("Image", "Full") else "",
+            "codec": settings.codec if row.mode in CODED_MODES else "",
             "codec_settings": json.dumps(item["codec_settings"]) if item["codec_settings"] else "",
             **bits,
             "bits": total,
@@ -267,8 +266,8 @@ def _decode(
 def _write(out: Path, done: list[tuple[str, np.ndarray, dict]], progress: tqdm) -> None:
     """Each image, then its metadata (which marks it finished), each atomically."""
     for row_id, image, meta in done:
-        _atomic(out / "images" / f"{row_id}.png", lambda tmp, i=image: Image.fromarray(i).save(tmp, "PNG"))  # fmt: skip
-        _atomic(out / "meta" / f"{row_id}.json", lambda tmp, m=meta: Path(tmp).write_text(json.dumps(m)))  # fmt: skip
+        _write_png(out / "images" / f"{row_id}.png", image)
+        _write_json(out / "meta" / f"{row_id}.json", meta)
         progress.update(1)
 
 
@@ -284,7 +283,7 @@ def _encode(row, hints: Hints, settings: RunSettings) -> dict:
         bits["text_bits"] = text_bits(caption)
     if row.mode == "Pixel":
         start, bits["pixel_bits"] = hints.pixel(reference_path)
-    if row.mode in ("Image", "Full"):
+    if row.mode in CODED_MODES:
         start, bits["codec_bits"], codec_settings = hints.codec(row.reference, reference_path)
     prompt = settings.image_prompt if row.mode == "Image" else caption
     return {"caption": caption, "start": start, "bits": bits, "prompt": prompt,
@@ -304,6 +303,14 @@ def _done(out: Path, row_id: str) -> bool:
     return (out / "images" / f"{row_id}.png").exists() and (
         out / "meta" / f"{row_id}.json"
     ).exists()
+
+
+def _write_png(target: Path, image: np.ndarray) -> None:
+    _atomic(target, lambda tmp: Image.fromarray(image).save(tmp, "PNG"))
+
+
+def _write_json(target: Path, record: dict) -> None:
+    _atomic(target, lambda tmp: Path(tmp).write_text(json.dumps(record)))
 
 
 def _atomic(target: Path, write) -> None:
