@@ -33,9 +33,15 @@ def fit_logistic(scores: np.ndarray, mos: np.ndarray) -> np.ndarray:
         return slope * scores + intercept
 
 
+def oriented(scores, lower_better: bool) -> np.ndarray:
+    """``scores`` as floats, negated for a lower-is-better metric so that higher means better."""
+    scores = np.asarray(scores, float)
+    return -scores if lower_better else scores
+
+
 def correlations(scores, mos, lower_better: bool = False) -> dict[str, float]:
     """SRCC, KRCC, PLCC (after the logistic fit) and RMSE (on the MOS scale)."""
-    scores = -np.asarray(scores, float) if lower_better else np.asarray(scores, float)
+    scores = oriented(scores, lower_better)
     mos = np.asarray(mos, float)
     if scores.size < 3 or np.ptp(scores) == 0 or np.ptp(mos) == 0:
         return {"srcc": np.nan, "krcc": np.nan, "plcc": np.nan, "rmse": np.nan}

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from train_iqa.data import ImagePairs, split
 from train_iqa.model import Metric
-from train_iqa.stats import correlations
+from train_iqa.stats import correlations, oriented
 
 SCALE = 5.0  # MOS 0–5 is learned as MOS / 5, the 0–1 range of pyiqa's scores
 
@@ -134,7 +134,7 @@ def _scatter(out, metric, record, scores, mos) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.scatter(-scores if metric.lower_better else scores, mos, s=8, alpha=0.6)
+    ax.scatter(oriented(scores, metric.lower_better), mos, s=8, alpha=0.6)
     ax.set(xlabel=f"{metric.name} prediction", ylabel="MOS",
            title=f"test split, epoch {record['epoch']}: SRCC {record['srcc']:.3f}")  # fmt: skip
     fig.tight_layout()

@@ -17,12 +17,11 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from train_iqa.data import DEFAULT_TARGET, DataError, ImagePairs, load_mos
 from train_iqa.model import Metric, MetricError
-from train_iqa.stats import bootstrap, paired_srcc_test
+from train_iqa.stats import bootstrap, oriented, paired_srcc_test
 from train_iqa.train import TrainSettings, predict
 
 GROUPS = ("mode", "model", "content_type")
@@ -48,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         a, b = (r["frame"] for r in results)
         common = a.merge(b, on="stimulus", suffixes=("_a", "_b"))
         test = paired_srcc_test(
-            _signed(common["score_a"], results[0]["lower_better"]),
-            _signed(common["score_b"], results[1]["lower_better"]),
+            oriented(common["score_a"], results[0]["lower_better"]),
+            oriented(common["score_b"], results[1]["lower_better"]),
             common["target_a"], rounds=args.rounds,
         )  # fmt: skip
         report["paired_test"] = test
@@ -133,10 +132,6 @@ def _evaluate(args, mos: pd.DataFrame, source) -> dict:
     summary = {"name": name, "target": target, "n": len(frame), "results": rows}
     return {"name": name, "frame": frame[["stimulus", "score", "target"]], "summary": summary,
             "lower_better": lower_better}  # fmt: skip
-
-
-def _signed(scores, lower_better: bool) -> np.ndarray:
-    return -np.asarray(scores, float) if lower_better else np.asarray(scores, float)
 
 
 def _markdown(result: dict) -> str:
