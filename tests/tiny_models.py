@@ -47,12 +47,12 @@ def save_vae(folder: Path, **extra) -> Path:
     return folder
 
 
-def _unet(in_channels: int = 4, **extra) -> UNet2DConditionModel:
+def _unet(in_channels: int = 4, cross_attention_dim: int = 32, **extra) -> UNet2DConditionModel:
     torch.manual_seed(0)
     return UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=in_channels,
         out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=cross_attention_dim,
         norm_num_groups=32, **extra,
     )  # fmt: skip
 
@@ -93,14 +93,11 @@ def save_sdxl(folder: Path) -> Path:
 
 
 def _sdxl_unet() -> UNet2DConditionModel:
-    torch.manual_seed(0)
-    return UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4,
-        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
-        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+    """The tiny UNet with SDXL's additions: text-time embedding, linear projections."""
+    return _unet(
+        cross_attention_dim=64, attention_head_dim=(2, 4), use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
-        cross_attention_dim=64, norm_num_groups=32,
     )  # fmt: skip
 
 
