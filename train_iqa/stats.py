@@ -1,9 +1,14 @@
 """How well an objective metric agrees with the MOS: SRCC, KRCC, PLCC, RMSE, with bootstrap CIs.
 
-PLCC and RMSE follow the usual IQA practice (VQEG): the metric's scores are first mapped onto the
-MOS scale by a 4-parameter logistic fitted by least squares; SRCC and KRCC are rank statistics and
-need no fit. A metric where lower is better (LPIPS, DISTS, PieAPP) is negated first, so every
-reported correlation has the MOS's sign.
+PLCC and RMSE follow VQEG's FR-TV Phase II report and ITU-T P.1401 §7.3: the metric's scores are
+first mapped onto the MOS scale by a **monotonic** 4-parameter logistic fitted by least squares;
+SRCC and KRCC are rank statistics and need no fit. The logistic rises or falls with the metric
+(the direction of its rank correlation) and PLCC carries that direction's sign, so an
+anti-correlated metric reports a negative PLCC, as its SRCC does. A metric where lower is better
+(LPIPS, DISTS, PieAPP) is negated first, so every reported correlation has the MOS's sign.
+
+Resampling: images of one reference share its content and are not independent, so the bootstrap
+resamples whole references when they are known (a cluster bootstrap) and images otherwise.
 """
 
 from __future__ import annotations
@@ -13,24 +18,52 @@ import warnings
 import numpy as np
 from scipy import optimize, stats
 
-
-def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
-    """(b1 − b2) / (1 + exp(−(x − b3) / |b4|)) + b2: monotone, between b2 and b1."""
-    with np.errstate(over="ignore"):  # exp overflows to inf far from b3: the value is then b2
-        return (b1 - b2) / (1 + np.exp(-(x - b3) / (abs(b4) + 1e-12))) + b2
+STARTING_SLOPES = (0.3, 1.0, 3.0)
+"""Logistic widths tried as starting values (in standard deviations of the scores): one start
+alone stops in a local optimum for weak metrics, where the best width is far from the guess."""
 
 
-def fit_logistic(scores: np.ndarray, mos: np.ndarray) -> np.ndarray:
-    """The 4-parameter logistic mapping ``scores`` onto ``mos`` (falls back to linear)."""
-    start = [mos.max(), mos.min(), float(np.median(scores)), float(np.std(scores)) or 1.0]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            params, _ = optimize.curve_fit(logistic4, scores, mos, p0=start, maxfev=20000)
-        return logistic4(scores, *params)
-    except (RuntimeError, ValueError):
-        slope, intercept = np.polyfit(scores, mos, 1)
-        return slope * scores + intercept
+def logistic4(x: np.ndarray, low: float, span: float, centre: float, width: float) -> np.ndarray:
+    """``low + span / (1 + exp(−(x − centre) / width))``: P.1401's 4-parameter logistic, written
+    so that box bounds (``span ≥ 0``, ``width > 0``) keep it monotonically increasing."""
+    with np.errstate(over="ignore"):  # exp overflows to inf far below the centre: value is low
+        return low + span / (1 + np.exp(-(x - centre) / width))
+
+
+def fit_logistic(scores, mos, widths=STARTING_SLOPES) -> tuple[np.ndarray, float, float]:
+    """(the MOS predicted from ``scores`` by the monotonic logistic, its direction ±1, its width).
+
+    The direction is that of the scores' rank correlation with the MOS; the logistic is fitted on
+    direction × scores, standardized, from one start per width in ``STARTING_SLOPES`` (the MOS's
+    range as the asymptotes, the median as centre), within bounds that keep it monotonic, and the
+    least-squares best is kept. If no start converges, the linear least-squares fit is used
+    (width NaN). The bootstrap passes the point fit's width alone: one start instead of three.
+    """
+    scores, mos = np.asarray(scores, float), np.asarray(mos, float)
+    rho = stats.spearmanr(scores, mos)[0]
+    direction = -1.0 if rho < 0 or (rho == 0 and np.corrcoef(scores, mos)[0, 1] < 0) else 1.0
+    z = direction * (scores - scores.mean()) / scores.std()
+    reach = float(np.ptp(mos))
+    lower = [mos.min() - reach, 0.0, z.min() - 1.0, 1e-3]
+    upper = [mos.max(), 3.0 * reach, z.max() + 1.0, 1e2]
+    best, best_error = None, np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for width in widths:
+            start = [mos.min(), reach, float(np.median(z)), width]
+            try:
+                params, _ = optimize.curve_fit(
+                    logistic4, z, mos, p0=start, bounds=(lower, upper), maxfev=20000
+                )
+            except (RuntimeError, ValueError):
+                continue
+            error = float(np.sum((logistic4(z, *params) - mos) ** 2))
+            if error < best_error:
+                best, best_error = params, error
+    if best is None:
+        slope, intercept = np.polyfit(z, mos, 1)
+        return slope * z + intercept, direction, np.nan
+    return logistic4(z, *best), direction, float(best[3])
 
 
 def oriented(scores, lower_better: bool) -> np.ndarray:
@@ -40,55 +73,91 @@ def oriented(scores, lower_better: bool) -> np.ndarray:
 
 
 def correlations(scores, mos, lower_better: bool = False) -> dict[str, float]:
-    """SRCC, KRCC, PLCC (after the logistic fit) and RMSE (on the MOS scale)."""
-    scores = oriented(scores, lower_better)
-    mos = np.asarray(mos, float)
+    """SRCC, KRCC, PLCC (signed, after the monotonic logistic) and RMSE (on the MOS scale).
+
+    NaN for all four when there is nothing to correlate (under 3 images, or a constant input).
+    Raises ValueError on a NaN or infinite input: a missing value must be dealt with by the caller
+    (and said), never averaged over.
+    """
+    return _figures(oriented(scores, lower_better), np.asarray(mos, float), STARTING_SLOPES)[0]
+
+
+def _figures(scores: np.ndarray, mos: np.ndarray, widths) -> tuple[dict[str, float], float]:
+    """:func:`correlations` of oriented scores, with the fitted logistic's width."""
+    if not (np.isfinite(scores).all() and np.isfinite(mos).all()):
+        raise ValueError("NaN or infinite score or MOS")
     if scores.size < 3 or np.ptp(scores) == 0 or np.ptp(mos) == 0:
-        return {"srcc": np.nan, "krcc": np.nan, "plcc": np.nan, "rmse": np.nan}
-    fitted = fit_logistic(scores, mos)
+        return {"srcc": np.nan, "krcc": np.nan, "plcc": np.nan, "rmse": np.nan}, np.nan
+    fitted, direction, width = fit_logistic(scores, mos, widths)
     with warnings.catch_warnings():  # a flat logistic fit has no PLCC: NaN, not a warning
         warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        return {
+        figures = {
             "srcc": float(stats.spearmanr(scores, mos)[0]),
             "krcc": float(stats.kendalltau(scores, mos)[0]),
-            "plcc": float(stats.pearsonr(fitted, mos)[0]),
+            "plcc": float(direction * stats.pearsonr(fitted, mos)[0]),
             "rmse": float(np.sqrt(np.mean((fitted - mos) ** 2))),
         }
+    return figures, width
+
+
+def resampler(n: int, groups=None, seed: int = 0):
+    """A function drawing one bootstrap resample of ``n`` rows' indices.
+
+    With ``groups`` (e.g. each image's reference), whole groups are drawn with replacement and all
+    their rows kept — the cluster bootstrap, right when rows of one group are correlated; without,
+    single rows are drawn.
+    """
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return lambda: rng.integers(0, n, n)
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
+    return lambda: np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+
+
+def resampling(groups=None) -> str:
+    """How :func:`bootstrap` resamples, in words for reports: 'references (30)' or 'images'."""
+    return "images" if groups is None else f"references ({len(np.unique(np.asarray(groups)))})"
 
 
 def bootstrap(
-    scores, mos, lower_better: bool = False, rounds: int = 1000, seed: int = 0
+    scores, mos, lower_better: bool = False, rounds: int = 1000, seed: int = 0, groups=None
 ) -> dict[str, tuple[float, float, float]]:
     """Each statistic with its 95% percentile-bootstrap interval: {name: (value, low, high)}.
 
-    SRCC / KRCC / RMSE are resampled in full; PLCC reuses one logistic fit per resample.
+    Resamples images, or whole references when ``groups`` gives each image's reference; every
+    resample refits the logistic, starting from the point fit's width.
     """
-    scores, mos = np.asarray(scores, float), np.asarray(mos, float)
-    point = correlations(scores, mos, lower_better)
-    rng = np.random.default_rng(seed)
+    scores, mos = oriented(scores, lower_better), np.asarray(mos, float)
+    point, width = _figures(scores, mos, STARTING_SLOPES)
+    widths = (width,) if np.isfinite(width) else STARTING_SLOPES
+    draw = resampler(len(mos), groups, seed)
     draws = {name: [] for name in point}
     for _ in range(rounds):
-        index = rng.integers(0, len(mos), len(mos))
-        for name, value in correlations(scores[index], mos[index], lower_better).items():
+        index = draw()
+        for name, value in _figures(scores[index], mos[index], widths)[0].items():
             draws[name].append(value)
-    return {
-        name: (point[name], *np.nanpercentile(values, [2.5, 97.5]).tolist())
-        for name, values in draws.items()
-    }
+    with warnings.catch_warnings():  # every resample degenerate: NaN interval, said as NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {
+            name: (point[name], *np.nanpercentile(values, [2.5, 97.5]).tolist())
+            for name, values in draws.items()
+        }
 
 
-def paired_srcc_test(a, b, mos, rounds: int = 2000, seed: int = 0) -> dict[str, float]:
-    """Do two metrics' SRCCs with the MOS differ? A paired bootstrap on the same images.
+def paired_srcc_test(a, b, mos, rounds: int = 2000, seed: int = 0, groups=None) -> dict[str, float]:
+    """Do two metrics' SRCCs with the MOS differ? A paired bootstrap on the same images
+    (resampling whole references when ``groups`` gives them, as :func:`bootstrap`).
 
     Returns the difference SRCC(a) − SRCC(b), its 95% interval, and a two-sided p-value (the share
     of resampled differences on the other side of zero, doubled).
     """
     a, b, mos = (np.asarray(v, float) for v in (a, b, mos))
-    rng = np.random.default_rng(seed)
+    draw = resampler(len(mos), groups, seed)
     observed = stats.spearmanr(a, mos)[0] - stats.spearmanr(b, mos)[0]
     differences = np.empty(rounds)
     for i in range(rounds):
-        index = rng.integers(0, len(mos), len(mos))
+        index = draw()
         differences[i] = (
             stats.spearmanr(a[index], mos[index])[0] - stats.spearmanr(b[index], mos[index])[0]
         )
