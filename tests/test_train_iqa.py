@@ -103,8 +103,8 @@ def test_fine_tuning_learns_and_resumes(trained):
     history = report["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]  # two epochs, then resumed for two more
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert {"srcc", "krcc", "plcc", "rmse"} <= set(report["final"])
-    assert report["test_size"] == 12
+    assert {"srcc", "krcc", "plcc", "rmse"} <= set(report["final"]["test"])
+    assert report["test_size"] == 12 and report["val_size"] == 6 and report["train_size"] == 42
     assert (trained / "best.pt").exists() and (trained / "scatter.png").stat().st_size > 1000
 
 

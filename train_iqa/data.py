@@ -18,18 +18,55 @@ class DataError(ValueError):
     """Unusable MOS file or images; the message names the problem."""
 
 
-def load_mos(path: Path, target: str, images: Path | None) -> pd.DataFrame:
-    """``mos.csv`` rows with absolute image paths and a ``target`` column, checked for files."""
+def read_csv(path: Path, what: str = "CSV") -> pd.DataFrame:
+    """A CSV file as a frame, or a DataError naming the file for a missing, empty or malformed one."""
     if not Path(path).is_file():
-        raise DataError(f"{path}: no such MOS file")
-    frame = pd.read_csv(path)
+        raise DataError(f"{path}: no such {what} file")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        first = (str(error).strip().splitlines() or ["unreadable"])[0]
+        raise DataError(f"{path}: not a readable {what} file ({first})") from error
+    if frame.empty:
+        raise DataError(f"{path}: the {what} file has no rows")
+    return frame
+
+
+def unique_stimuli(frame: pd.DataFrame, path: Path) -> None:
+    """Refuse a file that lists one stimulus twice: merging would silently pair every copy with
+    every other (or average them), changing the figures."""
+    repeated = frame["stimulus"][frame["stimulus"].duplicated()]
+    if len(repeated):
+        raise DataError(
+            f"{path}: {repeated.nunique()} stimulus id(s) appear more than once "
+            f"(first: {repeated.iloc[0]}); one row per stimulus"
+        )
+
+
+def drop_missing(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Rows with a ``column`` value; the stimuli left out are kept in ``frame.attrs["left_out"]``
+    for the caller to report (a stimulus with no valid rating has a NaN MOS in mos.csv)."""
+    missing = frame[column].isna()
+    kept = frame[~missing].reset_index(drop=True)
+    kept.attrs["left_out"] = frame.loc[missing, "stimulus"].astype(str).tolist()
+    return kept
+
+
+def load_mos(path: Path, target: str, images: Path | None) -> pd.DataFrame:
+    """``mos.csv`` rows with absolute image paths and a ``target`` column, checked for files.
+
+    Stimuli without a ``target`` value are left out, listed in ``attrs["left_out"]``."""
+    frame = read_csv(path, "MOS")
     for column in ("stimulus", target, "distorted_path", "reference_path"):
         if column not in frame.columns:
             raise DataError(
                 f"{path}: no column '{column}' (mos.csv from a study database has the image "
                 "paths; for others add distorted_path / reference_path)"
             )
-    frame = frame.dropna(subset=[target]).reset_index(drop=True)
+    unique_stimuli(frame, path)
+    if not pd.api.types.is_numeric_dtype(frame[target]):
+        raise DataError(f"{path}: column '{target}' is not numeric")
+    frame = drop_missing(frame, target)
     if len(frame) < 5:
         raise DataError(f"{path}: {len(frame)} stimuli with a '{target}' — too few to train on")
     base = Path(images) if images is not None else Path(path).parent
@@ -70,6 +107,8 @@ class ImagePairs(Dataset):
     """
 
     def __init__(self, frame: pd.DataFrame, size: int, device: str = "cpu") -> None:
+        if size < 1:
+            raise DataError(f"image size {size}: must be a positive number of pixels")
         self.targets = torch.tensor(frame["target"].to_numpy(), dtype=torch.float32)
         cache: dict[str, torch.Tensor] = {}
         self.distorted = [self._load(p, size, cache) for p in frame["distorted_path"]]
@@ -81,7 +120,11 @@ class ImagePairs(Dataset):
     @staticmethod
     def _load(path: str, size: int, cache: dict[str, torch.Tensor]) -> torch.Tensor:
         if path not in cache:
-            image = Image.open(path).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+            try:
+                with Image.open(path) as opened:
+                    image = opened.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+            except (OSError, ValueError, Image.DecompressionBombError) as error:
+                raise DataError(f"{path}: not a readable image ({error})") from error
             cache[path] = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
         return cache[path]
 

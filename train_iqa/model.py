@@ -56,21 +56,56 @@ class Metric:
                 f"{name}: has no trainable parameters in pyiqa: it cannot be fine-tuned"
             )
 
+    def train_mode(self) -> None:
+        """Training mode for the network, except BatchNorm layers whose affine parameters are
+        frozen: they stay in eval mode so their running statistics (ImageNet's, for a pretrained
+        backbone) never move. ``net.train()`` alone would put them in training mode, and pyiqa's
+        TOPIQ only re-freezes them after its first forward pass — every epoch's first batch
+        would update them."""
+        self.net.train()
+        for module in frozen_batchnorms(self.net):
+            module.eval()
+
     def __call__(self, distorted: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         out = self.net(distorted, reference) if self.full_reference else self.net(distorted)
         return out.reshape(-1).float()
 
 
+def frozen_batchnorms(net: torch.nn.Module) -> list[torch.nn.Module]:
+    """BatchNorm layers of ``net`` whose parameters are all frozen (``requires_grad`` False)."""
+    return [
+        m
+        for m in net.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        and not any(p.requires_grad for p in m.parameters())
+    ]
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint file's contents, loaded as data only (``weights_only=True``: unpickling a
+    file may run code, and a checkpoint is data); a MetricError for anything else."""
+    if not Path(path).is_file():
+        raise MetricError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, not a torch file, or holding code: all unusable
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        raise MetricError(f"{path}: not a readable checkpoint ({first})") from error
+    if not isinstance(state, dict):
+        raise MetricError(f"{path}: not a checkpoint (holds a {type(state).__name__})")
+    return state
+
+
 def load_weights(net: torch.nn.Module, path: Path) -> None:
     """Load a checkpoint strictly: pyiqa itself loads with strict=False, which would silently
     keep random layers where names differ. Accepts our checkpoints and pyiqa's ('params' key)."""
-    if not Path(path).is_file():
-        raise MetricError(f"{path}: no such weights file")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path)
     for key in ("model", "params", "state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
             break
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MetricError(f"{path}: not a checkpoint of network weights")
     own = net.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

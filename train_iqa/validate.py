@@ -17,14 +17,25 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from train_iqa.data import DEFAULT_TARGET, DataError, ImagePairs, load_mos
-from train_iqa.model import Metric, MetricError
-from train_iqa.stats import bootstrap, oriented, paired_srcc_test
+from train_iqa.cli import Parser, positive_int, report_left_out
+from train_iqa.data import (
+    DEFAULT_TARGET,
+    DataError,
+    ImagePairs,
+    drop_missing,
+    load_mos,
+    read_csv,
+    unique_stimuli,
+)
+from train_iqa.model import Metric, MetricError, read_checkpoint
+from train_iqa.stats import bootstrap, oriented, paired_srcc_test, resampling
 from train_iqa.train import TrainSettings, predict
 
 GROUPS = ("mode", "model", "content_type")
+DEFAULT_SIZE = 384
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,38 +44,37 @@ def main(argv: list[str] | None = None) -> int:
         sources = _sources(args)
         if not 1 <= len(sources) <= 2:
             raise DataError("give one or two metrics (--metric / --scores)")
-        mos = pd.read_csv(args.mos) if args.mos.is_file() else None
-        if mos is None:
-            raise DataError(f"{args.mos}: no such MOS file")
-        results = [_evaluate(args, mos, source) for source in sources]
+        mos = read_csv(args.mos, "MOS")
+        if "stimulus" not in mos.columns:
+            raise DataError(f"{args.mos}: no column 'stimulus'")
+        unique_stimuli(mos, args.mos)
+        only, where = _test_images(args)
+        results = [_evaluate(args, mos, source, only) for source in sources]
+        if len(results) == 2:
+            paired = _paired(args, results)
     except (DataError, MetricError) as error:
         print(f"train_iqa.validate: error: {error}", file=sys.stderr)
         return 2
-    report = {"metrics": [r["summary"] for r in results]}
+    print(f"scored on: {where}")
+    report = {"images": where, "metrics": [r["summary"] for r in results]}
     for result in results:
         print(_markdown(result))
     if len(results) == 2:
-        a, b = (r["frame"] for r in results)
-        common = a.merge(b, on="stimulus", suffixes=("_a", "_b"))
-        test = paired_srcc_test(
-            oriented(common["score_a"], results[0]["lower_better"]),
-            oriented(common["score_b"], results[1]["lower_better"]),
-            common["target_a"], rounds=args.rounds,
-        )  # fmt: skip
+        test, n = paired
         report["paired_test"] = test
         verdict = "differ" if test["p_value"] < 0.05 else "do not differ significantly"
         print(
             f"\nSRCC({results[0]['name']}) − SRCC({results[1]['name']}) = {test['difference']:.4f} "
             f"[{test['low']:.4f}, {test['high']:.4f}], p = {test['p_value']:.4f}: they {verdict} "
-            f"(paired bootstrap on {len(common)} images)"
+            f"(paired bootstrap on {n} images, resampling {test['resampling']})"
         )
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="python -m train_iqa.validate",
         description=__doc__.split("\n\n")[2].replace("\n", " "),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -79,12 +89,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--lower-better", action="store_true", help="the CSV scores: lower = better"
     )
     parser.add_argument("--images", type=Path, help="base folder of relative image paths")
-    parser.add_argument("--target", help="MOS column (default by FR/NR, consistency for CSVs)")
-    parser.add_argument("--size", type=int, default=384, help="images are resized to size²")
+    parser.add_argument(
+        "--target",
+        help="MOS column (default: the checkpoint's, else by FR/NR; consistency for CSVs)",
+    )
+    parser.add_argument(
+        "--test-of", type=Path, metavar="CHECKPOINT",
+        help="score only the test images of the train_iqa run that wrote this best.pt (the "
+        "default for a --weights that is one); needed to compare --scores on a run's test split",
+    )  # fmt: skip
+    parser.add_argument(
+        "--all-images", action="store_true",
+        help="score every image of the MOS file, even those a --weights checkpoint trained on",
+    )  # fmt: skip
+    parser.add_argument(
+        "--size", type=positive_int,
+        help=f"images are resized to size² (default: the checkpoint's training size, else "
+        f"{DEFAULT_SIZE})",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--rounds", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--rounds", type=positive_int, default=1000, help="bootstrap resamples")
+    parser.add_argument(
+        "--resample", choices=("auto", "reference", "image"), default="auto",
+        help="bootstrap unit: whole references (images of one reference are not independent) or "
+        "single images; auto: references when the MOS file gives them",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="also write the figures as JSON")
     return parser
+
+
+def run_settings(path: Path) -> tuple[dict, dict]:
+    """(settings, stimuli per split) stored in a train_iqa checkpoint; empty for other files
+    (pyiqa's own weights), so that callers fall back to their defaults."""
+    state = read_checkpoint(path)
+    return state.get("settings") or {}, state.get("stimuli") or {}
 
 
 def _sources(args) -> list[tuple[str, object]]:
@@ -96,49 +134,115 @@ def _sources(args) -> list[tuple[str, object]]:
     ]
 
 
-def _evaluate(args, mos: pd.DataFrame, source) -> dict:
+def _test_images(args) -> tuple[set[str] | None, str]:
+    """The stimuli to score (None: all) and, in words, which they are."""
+    if args.all_images:
+        return None, "every image of the MOS file (--all-images)"
+    runs = [args.test_of] if args.test_of else [w for w in args.weights if w]
+    for path in runs:
+        settings, stimuli = run_settings(Path(path))
+        if "test" in stimuli:
+            return set(stimuli["test"]), f"the {len(stimuli['test'])} test images of {path}"
+        if args.test_of:
+            raise DataError(f"{path}: not a train_iqa checkpoint (no test split stored)")
+    return None, "every image of the MOS file"
+
+
+def _evaluate(args, mos: pd.DataFrame, source, only: set[str] | None) -> dict:
     kind, value = source
     if kind == "metric":
         name, weights = value
+        settings = run_settings(Path(weights))[0] if weights else {}
         metric = Metric(
             name, not args.no_pretrained, Path(weights) if weights else None, args.device
         )
-        target = args.target or DEFAULT_TARGET[metric.full_reference]
+        target = args.target or settings.get("target") or DEFAULT_TARGET[metric.full_reference]
         frame = load_mos(args.mos, target, args.images)
-        data = ImagePairs(frame, args.size, args.device)
-        frame["score"] = predict(metric, data, TrainSettings(size=args.size, device=args.device))
+        frame = _restrict(frame, only, args.mos)
+        size = args.size or settings.get("size") or DEFAULT_SIZE
+        data = ImagePairs(frame, size, args.device)
+        frame["score"] = predict(metric, data, TrainSettings(size=size, device=args.device))
         lower_better = metric.lower_better
     else:
         name, target, lower_better = value.stem, args.target or "consistency_mos", args.lower_better
-        if not value.is_file():
-            raise DataError(f"{value}: no such scores file")
-        scores = pd.read_csv(value)
+        scores = read_csv(value, "scores")
         if not {"stimulus", "score"} <= set(scores.columns):
             raise DataError(f"{value}: a scores CSV needs the columns stimulus and score")
+        unique_stimuli(scores, value)
+        numbers = pd.to_numeric(scores["score"], errors="coerce")
+        bad = scores["stimulus"][~np.isfinite(numbers.to_numpy(float))]
+        if len(bad):
+            raise DataError(
+                f"{value}: {len(bad)} missing or non-numeric score(s) (first: stimulus {bad.iloc[0]})"
+            )
         if target not in mos.columns:
             raise DataError(f"{args.mos}: no column '{target}'")
         frame = mos.merge(scores[["stimulus", "score"]], on="stimulus", how="inner")
-        if len(frame) < 5:
-            raise DataError(f"{value}: only {len(frame)} stimuli match the MOS file")
+        frame = _restrict(drop_missing(frame, target), only, args.mos)
         frame["target"] = frame[target].astype(float)
-    rows = {"all": bootstrap(frame["score"], frame["target"], lower_better, args.rounds)}
+    report_left_out("train_iqa.validate", frame.attrs.get("left_out", []), target)
+    if len(frame) < 5:
+        raise DataError(f"{name}: only {len(frame)} stimuli with a score and a '{target}'")
+    groups = _groups(frame, args.resample)
+    figures = {"all": bootstrap(frame["score"], frame["target"], lower_better, args.rounds,
+                                groups=groups)}  # fmt: skip
     for column in GROUPS:
         if column in frame.columns and frame[column].nunique() > 1:
             for group, part in frame.groupby(column):
                 if len(part) >= 5:
-                    rows[f"{column}={group}"] = bootstrap(
-                        part["score"], part["target"], lower_better, args.rounds
-                    )
-    summary = {"name": name, "target": target, "n": len(frame), "results": rows}
-    return {"name": name, "frame": frame[["stimulus", "score", "target"]], "summary": summary,
-            "lower_better": lower_better}  # fmt: skip
+                    figures[f"{column}={group}"] = bootstrap(
+                        part["score"], part["target"], lower_better, args.rounds,
+                        groups=_groups(part, args.resample),
+                    )  # fmt: skip
+    summary = {"name": name, "target": target, "n": len(frame), "resampling": resampling(groups),
+               "results": figures}  # fmt: skip
+    keep = ["stimulus", "score", "target"] + (["reference"] if "reference" in frame else [])
+    return {"name": name, "frame": frame[keep], "summary": summary, "lower_better": lower_better}
+
+
+def _restrict(frame: pd.DataFrame, only: set[str] | None, path: Path) -> pd.DataFrame:
+    if only is None:
+        return frame
+    kept = frame[frame["stimulus"].astype(str).isin(only)].reset_index(drop=True)
+    kept.attrs = frame.attrs
+    if kept.empty:
+        raise DataError(f"{path}: none of the run's test images is in this MOS file")
+    return kept
+
+
+def _groups(frame: pd.DataFrame, choice: str):
+    """Each image's reference for the bootstrap, or None to resample single images."""
+    if choice == "image":
+        return None
+    if "reference" in frame.columns:
+        return frame["reference"].astype(str).to_numpy()
+    if "reference_path" in frame.columns:
+        return frame["reference_path"].astype(str).to_numpy()
+    if choice == "reference":
+        raise DataError("--resample reference: the MOS file has no reference column")
+    return None
+
+
+def _paired(args, results: list[dict]) -> tuple[dict, int]:
+    a, b = (r["frame"] for r in results)
+    common = a.merge(b.drop(columns=["reference"], errors="ignore"), on="stimulus",
+                     suffixes=("_a", "_b"))  # fmt: skip
+    if len(common) < 5:
+        raise DataError(f"the two metrics share only {len(common)} scored images")
+    groups = _groups(common, args.resample)
+    test = paired_srcc_test(
+        oriented(common["score_a"], results[0]["lower_better"]),
+        oriented(common["score_b"], results[1]["lower_better"]),
+        common["target_a"], rounds=args.rounds, groups=groups,
+    )  # fmt: skip
+    return {**test, "resampling": resampling(groups)}, len(common)
 
 
 def _markdown(result: dict) -> str:
     summary = result["summary"]
     lines = [f"\n{summary['name']} against {summary['target']} ({summary['n']} images; "
-             "95% bootstrap intervals)", "", "| subset | SRCC | KRCC | PLCC | RMSE |",
-             "|---|---|---|---|---|"]  # fmt: skip
+             f"95% bootstrap intervals, resampling {summary['resampling']})", "",
+             "| subset | SRCC | KRCC | PLCC | RMSE |", "|---|---|---|---|---|"]  # fmt: skip
     for subset, figures in summary["results"].items():
         cells = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
                  (figures[k] for k in ("srcc", "krcc", "plcc", "rmse"))]  # fmt: skip

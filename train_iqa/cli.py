@@ -1,0 +1,59 @@
+"""What the three ``train_iqa`` commands share on the command line: one-line usage errors and
+argument types that refuse impossible values before any work starts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``prog: error: …``) and exit status 2, like every
+    other bad input of this stage, instead of the usage block followed by the error."""
+
+    def error(self, message: str):  # noqa: D102 — argparse's hook
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def positive_int(text: str) -> int:
+    """An integer ≥ 1 (image size, epochs, batch size, bootstrap rounds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A share strictly between 0 and 1 (test and validation fractions)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A number > 0 (learning rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def report_left_out(prog: str, left_out: list[str], column: str) -> None:
+    """Say on stderr which stimuli had no value in ``column`` and were left out (never silently)."""
+    if left_out:
+        print(
+            f"{prog}: note: {len(left_out)} stimuli without a '{column}' left out "
+            f"(first: {left_out[0]})",
+            file=sys.stderr,
+        )
