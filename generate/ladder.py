@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +118,7 @@ def _write(out: Path, point: Point, coded: codec.CodedImage) -> None:
     if point.target_bpp is not None:
         warning = rate_warning(f"{point.reference.name} ({point.codec})", bpp, point.target_bpp)
         if warning:
-            tqdm.write(warning)
+            tqdm.write(warning, file=sys.stderr)
     _write_png(out / "images" / f"{point.id}.png", coded.image)
     _write_json(out / "meta" / f"{point.id}.json", record(point, coded))
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +145,7 @@ def run_plan(
     if any((out / "meta").glob("*.json")):  # a rank of a world larger than the plan made none
         write_manifest(out)
     if hints.rates:
-        tqdm.write(hints.rate_summary())
+        tqdm.write(hints.rate_summary(), file=sys.stderr)
     return made
 
 
@@ -237,7 +238,7 @@ class Hints:
             bpp = coded.bpp(*coded.image.shape[:2])
             warning = hints.rate_warning(Path(path).name, bpp, self.settings.target_bpp)
             if warning:
-                tqdm.write(warning)
+                tqdm.write(warning, file=sys.stderr)
         _write_png(image_path, coded.image)
         _write_json(meta_path, {"bits": coded.bits, "settings": coded.settings})
 
