@@ -28,7 +28,7 @@ CODECS = {
     # name: (encoder, decoder, quality option, quality range searched, encoder options)
     "av1": ("libsvtav1", "libdav1d", "qp", range(20, 64), {"preset": "8"}),
     "hevc": ("libx265", "hevc", "qp", range(20, 52), {"x265-params": "info=0:log-level=error"}),
-    "avc": ("libx264", "h264", "qp", range(20, 52), {}),
+    "avc": ("libx264", "h264", "qp", range(20, 70), {}),
 }
 QP_LIMITS = {"av1": (1, 63), "hevc": (0, 51), "avc": (0, 69), "vvc": (0, 63)}
 """The quantizers each encoder accepts (a fixed ``--codec-qp`` outside them is refused)."""
