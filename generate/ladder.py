@@ -67,6 +67,13 @@ def points(
             )
         for qp in qps or []:
             codec.check_qp(name, qp)
+    for reference in references:  # headers only: a too-small image stops the ladder up front
+        with Image.open(reference) as image:
+            if min(image.size) < codec.MIN_SIDE:
+                raise codec.CodecError(
+                    f"{reference.name} is {image.size[0]}×{image.size[1]}: too small to encode "
+                    f"(min side {codec.MIN_SIDE})"
+                )
     if any(b <= 0 for b in bpps or []):
         raise codec.CodecError(f"--bpp targets must be > 0, got {bpps}")
     for label, values in (("--codecs", codecs), ("--qps", qps or []), ("--bpp", bpps or [])):

@@ -75,4 +75,6 @@ def test_ladder_errors_are_one_line(tmp_path, refs, capsys, monkeypatch):
     (refs.parent / "bad").mkdir()
     (refs.parent / "bad" / "NSI_x.png").write_text("not an image")
     one_line_error(capsys, ladder(refs.parent / "bad", out, "--qps", "30"), "not a readable image")
+    Image.new("RGB", (32, 32)).save(refs.parent / "bad" / "NSI_x.png")
+    one_line_error(capsys, ladder(refs.parent / "bad", out, "--qps", "30"), "32×32: too small")
     assert not (out / "manifest.csv").exists()
