@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("manifest", type=Path, help="CSV with id, distorted_path, reference_path, …")
     load.add_argument("--group-size", type=int, help="stimuli per group (default: GROUP_SIZE)")
     load.add_argument("--seed", type=int, default=0, help="seed of the split into groups")
+    load.add_argument(
+        "--include-nsfw",
+        action="store_true",
+        help="also import images the safety checker blanked (nsfw_detected); skipped by default",
+    )
     load.set_defaults(run=_import)
 
     serve = commands.add_parser("serve", help="run the study for a lab (waitress WSGI server)")
@@ -81,14 +86,20 @@ def _app(args: argparse.Namespace, **config):
 
 def _import(args: argparse.Namespace) -> int:
     from annotate.db import get_db
-    from annotate.importer import import_manifest
+    from annotate.importer import import_manifest, nsfw_flagged
 
     frame = read_manifest(args.manifest)
     app = _app(args)
     with app.app_context():
         size = args.group_size or app.config["GROUP_SIZE"]
-        added, present = import_manifest(get_db(), frame, size, np.random.default_rng(args.seed))
-    print(f"imported {added} stimuli ({present} already present) into {app.config['DATABASE']}")
+        added, present = import_manifest(get_db(), frame, size, np.random.default_rng(args.seed),
+                                         args.include_nsfw)  # fmt: skip
+    skipped = 0 if args.include_nsfw else int(nsfw_flagged(frame).sum())
+    print(
+        f"imported {added} stimuli ({present} already present"
+        f"{f', {skipped} skipped as flagged NSFW by the safety checker' if skipped else ''}) "
+        f"into {app.config['DATABASE']}"
+    )
     return 0
 
 

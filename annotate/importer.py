@@ -14,15 +14,33 @@ from studydb.design import split_into_groups
 from studydb.manifest import METADATA_COLUMNS, REQUIRED_COLUMNS, ManifestError
 
 
+def nsfw_flagged(manifest: pd.DataFrame) -> pd.Series:
+    """Rows the decoder's safety checker blanked (``nsfw_detected`` true): black images that
+    would enter the study as ordinary stimuli. The paper kept the SD safety checker in decoding
+    and let viewers flag offensive images; a blanked image is no stimulus, so it is skipped."""
+    if "nsfw_detected" not in manifest.columns:
+        return pd.Series(False, index=manifest.index)
+    return manifest["nsfw_detected"].map(lambda v: str(v).strip().lower() in ("true", "1", "yes"))
+
+
 def import_manifest(
-    db: OrmSession, manifest: pd.DataFrame, group_size: int, rng: np.random.Generator
+    db: OrmSession,
+    manifest: pd.DataFrame,
+    group_size: int,
+    rng: np.random.Generator,
+    include_nsfw: bool = False,
 ) -> tuple[int, int]:
     """Add the manifest's images as stimuli in new groups; returns (added, already present).
+
+    Images flagged by the safety checker (:func:`nsfw_flagged`) are left out unless
+    ``include_nsfw``; the caller reports how many.
 
     Importing the same manifest twice adds nothing. An id already in the study with other image
     files is an error: silently re-pointing a rated stimulus would corrupt the study. Existing
     groups are never reshuffled, since viewers may already be rating them.
     """
+    if not include_nsfw:
+        manifest = manifest[~nsfw_flagged(manifest)]
     existing = {s.key: s for s in db.scalars(select(Stimulus))}
     new_rows = []
     for row in manifest.to_dict("records"):

@@ -1,4 +1,4 @@
-"""``python -m generate {plan,run,manifest}`` — the distorted set's command line."""
+"""``python -m generate {plan,run,ladder,manifest}`` — the distorted set's command line."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import os
 import sys
 from pathlib import Path
 
+from generate import codec, ladder, pixel
 from generate.captions import CaptionError, make_captioner
-from generate.codec import CODECS, CodecError
+from generate.codec import CodecError
 from generate.decode import QUALITY_PROMPT, DecoderError
 from generate.plan import (
+    CAPTION_WORDS,
     PlanError,
+    check_references,
+    check_seed,
     choose_references,
     configurations,
     list_references,
@@ -66,7 +70,31 @@ def build_parser() -> argparse.ArgumentParser:
         "fixed strengths (Full/Image 0.5, Pixel 0.8, Text 1.0)",
     )
     plan.add_argument(
-        "--count", type=int, default=100, help="study: references to sample (40/30/30 NSI/SCI/AIGI)"
+        "--count",
+        type=int,
+        default=100,
+        help="study: references to sample (40/30/30 NSI/SCI/AIGI); more than the folder has is "
+        "an error",
+    )
+    plan.add_argument(
+        "--no-content-mix",
+        dest="content_mix",
+        action="store_false",
+        help="study: sample uniformly, for references not named NSI_…/SCI_…/AIGI_… (by default "
+        "such a name is an error, since the paper's 40/30/30 mix cannot be drawn)",
+    )
+    plan.add_argument(
+        "--sweep-qp",
+        type=_ints,
+        help="one row per codec QP for each Image/Full configuration, e.g. 53,51,48,45 (the "
+        "paper's Table A1: Full mode, VVC); ids end in __qpN",
+    )
+    plan.add_argument(
+        "--sweep-caption-words",
+        type=_ints,
+        help="one row per caption length for each Text/Pixel/Full configuration, among "
+        f"{','.join(map(str, CAPTION_WORDS))} (the paper's Figure A4; needs a captioner that "
+        "takes a length, not a caption CSV); ids end in __wN",
     )
     plan.add_argument(
         "--per-reference",
@@ -92,20 +120,47 @@ def build_parser() -> argparse.ArgumentParser:
         "'openai[:MODEL]', or a transformers VLM id/folder (BLIP, BLIP-2, LLaVA, Qwen2-VL)",
     )
     run.add_argument(
-        "--caption-words", type=int, default=20, choices=(5, 10, 20, 50), help="I2T prompt length"
+        "--caption-words",
+        type=int,
+        default=20,
+        choices=CAPTION_WORDS,
+        help="I2T prompt length (a plan row's caption_words wins; unused with a caption CSV)",
     )
     run.add_argument(
         "--codec",
-        choices=[*sorted(CODECS), "vvc"],
+        choices=sorted(codec.QP_LIMITS),
         default="av1",
-        help="Image-mode codec (vvc: needs vvencapp/vvdecapp on PATH)",
+        help="Image/Full-mode codec (the paper: vvc, which needs vvencapp/vvdecapp on PATH)",
     )
-    run.add_argument("--target-bpp", type=float, default=0.024, help="Image-mode codec bitrate")
+    run.add_argument(
+        "--target-bpp",
+        type=float,
+        default=0.024,
+        help="Image/Full-mode codec bitrate, searched per image (the paper's ~1,000×); each "
+        "image's achieved bpp is recorded, a miss over 10%% is reported, the spread summarised",
+    )
+    run.add_argument(
+        "--codec-qp",
+        type=int,
+        help="a fixed quantizer instead of the bpp search, as the paper (VVC QP 53); a plan "
+        "row's codec_qp (from --sweep-qp) wins. See README for the QP nearest 0.024 bpp per codec",
+    )
     run.add_argument("--pixel-block", type=int, default=64, help="Pixel-mode block side")
-    run.add_argument("--pixel-bits", type=int, default=8, help="Pixel-mode bits per channel")
+    run.add_argument(
+        "--pixel-bits",
+        type=int,
+        default=pixel.DEFAULT_BITS,
+        help="Pixel-mode bits per channel: 3 = 9 bits a 64×64 block, caption + pixels near the "
+        "paper's 5,000× (8 = 24 bits a block, about 2,800×)",
+    )
     run.add_argument("--size", type=int, default=1024, help="decoding size (long side)")
     run.add_argument("--steps", type=int, default=40, help="denoising steps")
-    run.add_argument("--image-prompt", default=QUALITY_PROMPT, help="Image mode's fixed prompt")
+    run.add_argument(
+        "--image-prompt",
+        default="",
+        help="Image mode's prompt: empty, as the paper; 'script' for the public CMC-Bench "
+        f"script's fixed '{QUALITY_PROMPT}' (never transmitted, so no bits)",
+    )
     run.add_argument("--device", default="auto", help="cuda, cuda:N or cpu (auto: the rank's GPU)")
     run.add_argument(
         "--batch-size",
@@ -130,6 +185,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--models-config", type=Path, help="TOML adding or changing decoders")
     run.set_defaults(run=_run)
 
+    ladder_ = commands.add_parser(
+        "ladder",
+        help="traditional codecs (intra) at several rates, with a run-style manifest",
+        formatter_class=_Help,
+        description="Every reference through each codec (one intra frame: AVC libx264, HEVC "
+        "libx265, AV1 libsvtav1, bundled with PyAV; VVC via vvencapp/vvdecapp when on PATH) at "
+        "each QP, or each target bpp (searched per image). Bits are the raw bitstream's bytes × "
+        "8. Writes images/, meta/ and manifest.csv with generate run's columns (model = AVC, "
+        "HEVC, AV1 or VVC; mode = Codec). Resumable. QP scales differ between codecs (HEVC "
+        "0–51, AVC 0–69, AV1 1–63, VVC 0–63): use --bpp for equal rates.",
+    )
+    ladder_.add_argument("--references", type=Path, required=True, help="folder of references")
+    ladder_.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
+    ladder_.add_argument(
+        "--codecs", default="avc,hevc,av1", help="comma-separated, among avc,hevc,av1,vvc"
+    )
+    rates = ladder_.add_mutually_exclusive_group(required=True)
+    rates.add_argument("--qps", type=_ints, help="fixed quantizers, e.g. 37,42,47,51")
+    rates.add_argument("--bpp", type=_floats, help="target bits per pixel, e.g. 0.024,0.05,0.1")
+    ladder_.add_argument(
+        "--workers", type=int, help="encoding processes (default: this machine's share of CPUs)"
+    )
+    ladder_.set_defaults(run=_ladder)
+
     manifest = commands.add_parser("manifest", help="rebuild manifest.csv of an output folder")
     manifest.add_argument("out", type=Path, help="the output folder of `generate run`")
     manifest.set_defaults(run=lambda a: print(write_manifest(a.out)) or 0)
@@ -140,15 +219,35 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
     pass
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers like 51,48,45, got {text!r}"
+        ) from None
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.024,0.1, got {text!r}") from None
+
+
 def _plan(args: argparse.Namespace) -> int:
     import numpy as np
 
     registry = load_registry(args.models_config)
+    configs = configurations(registry, [m.strip() for m in args.models.split(",") if m.strip()])
+    check_seed(args.seed, "--seed")
     images = list_references(args.references)
     count = None if args.preset == "benchmark" else args.count
-    references = choose_references(images, count, np.random.default_rng(args.seed))
-    configs = configurations(registry, [m.strip() for m in args.models.split(",") if m.strip()])
-    plan = make_plan(references, configs, args.preset, args.seed, args.per_reference)
+    references = choose_references(
+        images, count, np.random.default_rng(args.seed), args.content_mix
+    )
+    plan = make_plan(references, configs, args.preset, args.seed, args.per_reference,
+                     args.sweep_qp, args.sweep_caption_words)  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plan.to_csv(args.out, index=False)
     print(f"planned {len(plan)} images ({len(references)} references × {len(configs)} "
@@ -170,18 +269,53 @@ def _run(args: argparse.Namespace) -> int:
             "--pixel-bits must be 1–8; --pixel-block, --steps, --batch-size and --workers ≥ 1; "
             "--size ≥ 8"
         )
+    if args.target_bpp <= 0:
+        raise PlanError("--target-bpp must be > 0")
+    _check_codec(plan, args.codec, args.codec_qp)
     rank, world, local = launcher_rank()
     needs_caption = plan["mode"].isin(CAPTIONED_MODES).any()
     captioner = make_captioner(args.captions, args.caption_words) if needs_caption else None
+    if captioner is not None and captioner.words is None and plan["caption_words"].ne("").any():
+        raise CaptionError(
+            f"the plan sweeps the caption length but --captions {args.captions} is a fixed "
+            "list: give a captioner that takes a length (a transformers VLM, or openai)"
+        )
+    prompt = QUALITY_PROMPT if args.image_prompt == "script" else args.image_prompt
     settings = RunSettings(
-        codec=args.codec, target_bpp=args.target_bpp, pixel_block=args.pixel_block,
-        pixel_bits=args.pixel_bits, long_side=args.size, steps=args.steps,
-        image_prompt=args.image_prompt, device=_device(args.device, local),
+        codec=args.codec, target_bpp=args.target_bpp, codec_qp=args.codec_qp,
+        pixel_block=args.pixel_block, pixel_bits=args.pixel_bits, long_side=args.size,
+        steps=args.steps, image_prompt=prompt, device=_device(args.device, local),
         batch_size=args.batch_size, compile=args.compile,
         workers=cpu_share() if args.workers is None else args.workers,
     )  # fmt: skip
     made = run_plan(plan, args.out, registry, captioner, settings, rank, world)
     print(f"rank {rank}/{world}: made {made} images; manifest: {args.out / 'manifest.csv'}")
+    return 0
+
+
+def _check_codec(plan, name: str, fixed: int | None) -> None:
+    """The run's codec can honour its fixed QP and every QP the plan's rows ask for."""
+    if not codec.available(name):
+        raise CodecError(
+            f"codec '{name}' is not available here"
+            + (" (needs vvencapp and vvdecapp on PATH)" if name == "vvc" else "")
+        )
+    wanted = {int(q) for q in plan["codec_qp"] if q != ""} | (
+        {fixed} if fixed is not None else set()
+    )
+    for qp in sorted(wanted):
+        codec.check_qp(name, qp)
+
+
+def _ladder(args: argparse.Namespace) -> int:
+    names = [c.strip().lower() for c in args.codecs.split(",") if c.strip()]
+    references = list_references(args.references)
+    check_references(args.references, [str(r) for r in references])  # before any encoding
+    todo = ladder.points(references, names, args.qps, args.bpp)
+    if args.workers is not None and args.workers < 1:
+        raise PlanError("--workers must be ≥ 1")
+    made = ladder.run_ladder(todo, args.out, cpu_share() if args.workers is None else args.workers)
+    print(f"made {made} of {len(todo)} codec images; manifest: {args.out / 'manifest.csv'}")
     return 0
 
 

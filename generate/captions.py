@@ -42,9 +42,13 @@ class Captioner(ABC):
 
     name: str
 
+    words: int | None = None
+    """The caption length asked for (None: a fixed list, whose captions are what they are)."""
+
     @abstractmethod
-    def caption(self, reference: str, image_path: Path) -> str:
-        """The caption of the reference named ``reference`` (its file name) at ``image_path``."""
+    def caption(self, reference: str, image_path: Path, words: int | None = None) -> str:
+        """The caption of the reference named ``reference`` (its file name) at ``image_path``,
+        ``words`` long (a caption-length sweep; None = :attr:`words`)."""
 
     def check(self, references: list[str]) -> None:
         """Fail before any image is made if some reference cannot be captioned (a model can
@@ -76,7 +80,12 @@ class CsvCaptions(Captioner):
                 f"(first: {absent[0]})"
             )
 
-    def caption(self, reference: str, image_path: Path) -> str:
+    def caption(self, reference: str, image_path: Path, words: int | None = None) -> str:
+        if words is not None:
+            raise CaptionError(
+                f"{self.source} is a fixed caption list: a plan that sweeps the caption length "
+                "needs a captioner that takes one (a transformers VLM or openai)"
+            )
         try:
             return self.texts[reference]
         except KeyError:
@@ -113,15 +122,16 @@ class TransformersCaptioner(Captioner):
             ) from error
         self.chat = getattr(self.processor, "chat_template", None) is not None
 
-    def caption(self, reference: str, image_path: Path) -> str:
+    def caption(self, reference: str, image_path: Path, words: int | None = None) -> str:
         import torch
 
+        words = _length(words or self.words)
         image = Image.open(image_path).convert("RGB")
         if self.chat:
             messages = [
                 {
                     "role": "user",
-                    "content": [{"type": "image"}, {"type": "text", "text": PROMPTS[self.words]}],
+                    "content": [{"type": "image"}, {"type": "text", "text": PROMPTS[words]}],
                 }
             ]
             prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True)
@@ -130,7 +140,7 @@ class TransformersCaptioner(Captioner):
             inputs = self.processor(images=image, return_tensors="pt")
         inputs = inputs.to(self.device)
         with torch.inference_mode():
-            output = self.model.generate(**inputs, max_new_tokens=4 * self.words + 16)
+            output = self.model.generate(**inputs, max_new_tokens=4 * words + 16)
         if self.chat:
             output = output[:, inputs["input_ids"].shape[1] :]
         return self.processor.batch_decode(output, skip_special_tokens=True)[0].strip()
@@ -158,7 +168,8 @@ class OpenAICaptioner(Captioner):
         self.client = openai.OpenAI()
         self.model, self.words = model, words
 
-    def caption(self, reference: str, image_path: Path) -> str:
+    def caption(self, reference: str, image_path: Path, words: int | None = None) -> str:
+        words = _length(words or self.words)
         buffer = io.BytesIO()
         Image.open(image_path).convert("RGB").save(buffer, format="PNG")
         url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
@@ -168,13 +179,19 @@ class OpenAICaptioner(Captioner):
                 {
                     "role": "user",
                     "content": [
-                        {"type": "text", "text": PROMPTS[self.words]},
+                        {"type": "text", "text": PROMPTS[words]},
                         {"type": "image_url", "image_url": {"url": url}},
                     ],
                 }
             ],
         )
         return response.choices[0].message.content.strip()
+
+
+def _length(words: int) -> int:
+    if words not in PROMPTS:
+        raise CaptionError(f"caption length must be one of {sorted(PROMPTS)} words, got {words}")
+    return words
 
 
 def make_captioner(source: str, words: int = 20) -> Captioner:

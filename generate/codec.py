@@ -1,10 +1,11 @@
 """Image mode's hint: the reference through a traditional codec at an ultra-low bitrate.
 
 The paper uses VVC at QP 53 (~0.024 bpp, ~1,000× compression). VVC has no Python package, so this
-module drives the encoders PyAV bundles — AV1 (libsvtav1) and HEVC (libx265) — on a single frame
-and keeps the raw bitstream, so no container overhead is counted. It searches the quality
-parameter, and a downscale factor, for the setting whose size lands closest to a target bpp
-(bits per pixel of the *original* image). VVC, the paper's codec (QP 53), is used through the
+module drives the encoders PyAV bundles — AV1 (libsvtav1), HEVC (libx265) and AVC (libx264) — on a
+single frame (an intra picture) and keeps the raw bitstream, so no container overhead is counted.
+Two ways to set the rate: a fixed quantizer (:func:`encode_at_qp`, the paper's way), or a search of
+the quantizer, and a downscale factor, for the setting whose size lands closest to a target bpp
+(bits per pixel of the *original* image; :func:`encode_at_bpp`). VVC, the paper's codec (QP 53), is used through the
 Fraunhofer command-line tools ``vvencapp`` / ``vvdecapp`` when both are on PATH (``codec="vvc"``);
 they are not a Python package, so it is never installed here.
 """
@@ -27,7 +28,12 @@ CODECS = {
     # name: (encoder, decoder, quality option, quality range searched, encoder options)
     "av1": ("libsvtav1", "libdav1d", "qp", range(20, 64), {"preset": "8"}),
     "hevc": ("libx265", "hevc", "qp", range(20, 52), {"x265-params": "info=0:log-level=error"}),
+    "avc": ("libx264", "h264", "qp", range(20, 70), {}),
 }
+QP_LIMITS = {"av1": (1, 63), "hevc": (0, 51), "avc": (0, 69), "vvc": (0, 63)}
+"""The quantizers each encoder accepts (a fixed ``--codec-qp`` outside them is refused)."""
+LABELS = {"avc": "AVC", "hevc": "HEVC", "av1": "AV1", "vvc": "VVC"}
+"""How a codec is named in a manifest's ``model`` column (the paper's figure legends)."""
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration per frame otherwise
 
 SCALES = (1.0, 0.5, 0.25)
@@ -90,6 +96,24 @@ def encode_at_bpp(image: np.ndarray, target_bpp: float, codec: str = "av1") -> C
     if best is None:
         raise CodecError(f"image {width}×{height} is too small to encode (min side {MIN_SIDE})")
     return best
+
+
+def check_qp(codec: str, qp: int) -> None:
+    """Refuse a codec this tool does not drive, or a quantizer its encoder does not accept."""
+    if codec not in QP_LIMITS:
+        raise CodecError(f"unknown codec '{codec}' (choose from {', '.join(QP_LIMITS)})")
+    low, high = QP_LIMITS[codec]
+    if not low <= qp <= high:
+        raise CodecError(f"{codec} QP must be {low}–{high}, got {qp}")
+
+
+def encode_at_qp(image: np.ndarray, qp: int, codec: str = "av1") -> CodedImage:
+    """One frame at a fixed quantizer and full size: the paper's way (VVC at QP 53)."""
+    check_qp(codec, qp)
+    height, width, _ = image.shape
+    if min(height, width) < MIN_SIDE:
+        raise CodecError(f"image {width}×{height} is too small to encode (min side {MIN_SIDE})")
+    return encode(image, qp, codec)
 
 
 def encode(image: np.ndarray, quality: int, codec: str = "av1", scale: float = 1.0) -> CodedImage:

@@ -2,8 +2,12 @@
 
 Eight *generative* models decode every mode; four *restoration* models need a start image, so they
 decode Full and Image only (paper, 3.3). Each entry names its weights (a hub id or a local folder),
-its diffusers pipeline classes and its family's guidance scale, which is always passed explicitly:
-SD-1.5 models are tuned for 7.5, SDXL ones for 5, Playground for 3.
+its diffusers pipeline classes and its family's guidance scale, which is always passed explicitly
+(and recorded in the manifest). The public CMC-Bench script passes none, so every model runs at its
+diffusers pipeline's default: 7.5 for SD-1.5, AnimateDiff and InstructPix2Pix, 5.0 for every
+SDXL-class pipeline — Playground v2 / v2.5 included, whose model cards suggest 3.0. The families
+below take exactly those defaults (a test reads them off the pipelines); ``guidance = 3.0`` under
+``[PG20]`` / ``[PG25]`` in a models TOML gives the model cards' value instead.
 
 Restoration models without a diffusers port (DiffBIR, PASD, StableSR) run through their official
 inference code, which the user installs: their entry holds the command line (see
@@ -42,7 +46,7 @@ FAMILIES = {
     # family: (image-to-image pipeline class, text-to-image pipeline class, guidance scale)
     "sd": ("StableDiffusionImg2ImgPipeline", "StableDiffusionPipeline", 7.5),
     "sdxl": ("StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLPipeline", 5.0),
-    "playground": ("StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLPipeline", 3.0),
+    "playground": ("StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLPipeline", 5.0),
     "animatediff": ("AnimateDiffVideoToVideoPipeline", "AnimateDiffPipeline", 7.5),
     "instruct-pix2pix": ("StableDiffusionInstructPix2PixPipeline", None, 7.5),
     "external": (None, None, 0.0),

@@ -4,7 +4,10 @@ only calls it.
 
 Each such model's command line is configured in one place, the models TOML, with placeholders
 filled per image: ``{input}`` (the start image, a PNG), ``{output}`` (a folder the command writes
-its result into), ``{prompt}``, ``{strength}``, ``{steps}``, ``{seed}`` (all shell-quoted)::
+its result into), ``{prompt}``, ``{strength}``, ``{steps}``, ``{seed}``, ``{guidance}`` (the
+entry's ``guidance``; all shell-quoted). In Full mode the caption's bits are charged only when the
+command takes ``{prompt}`` (otherwise the model decodes the codec image alone, as in Image mode),
+and the manifest records the guidance only when the command takes ``{guidance}``::
 
     [DiffBIR]
     command = "python /opt/DiffBIR/inference.py --task sr --input {input} --output {output} --steps {steps}"
@@ -15,6 +18,7 @@ The command must leave exactly one image in ``{output}``.
 from __future__ import annotations
 
 import shlex
+import string
 import subprocess
 import tempfile
 from pathlib import Path
@@ -53,7 +57,7 @@ def run(
         Image.fromarray(start).save(source)
         values = {
             "input": source, "output": target, "prompt": prompt, "strength": strength,
-            "steps": steps, "seed": seed,
+            "steps": steps, "seed": seed, "guidance": "" if spec.guidance is None else spec.guidance,
         }  # fmt: skip
         command = spec.command.format(**{k: shlex.quote(str(v)) for k, v in values.items()})
         try:
@@ -71,3 +75,19 @@ def run(
                 f"{spec.name}: expected one image in the output, found {len(written)}"
             )
         return np.asarray(Image.open(written[0]).convert("RGB"))
+
+
+def takes(spec: DecoderSpec, placeholder: str) -> bool:
+    """Whether the model's command has ``{placeholder}``: a caption is charged to an external
+    model only when its command receives it, and its guidance is recorded only when passed."""
+    fields = (name for _, name, _, _ in string.Formatter().parse(spec.command or "") if name)
+    return placeholder in set(fields)
+
+
+def guidance(spec: DecoderSpec) -> float | str:
+    """The guidance scale the decoder actually uses, for the manifest: the scale passed to a
+    diffusers pipeline; for an external command, the ``guidance`` of its models-TOML entry when
+    the command takes ``{guidance}``, else empty (the command's own default, unknown here)."""
+    if spec.family != "external":
+        return spec.guidance_scale
+    return spec.guidance if takes(spec, "guidance") and spec.guidance is not None else ""

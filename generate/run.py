@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,9 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from generate import codec, pixel, restoration
+from generate import codec, hints, pixel, restoration
 from generate.captions import Captioner, text_bits
-from generate.decode import QUALITY_PROMPT, Decoder, Request
+from generate.decode import Decoder, Request
 from generate.registry import CAPTIONED_MODES, CODED_MODES, DecoderSpec
 
 MANIFEST = "manifest.csv"
@@ -45,11 +46,15 @@ class RunError(ValueError):
 class RunSettings:
     codec: str = "av1"
     target_bpp: float = 0.024
+    codec_qp: int | None = None
+    """A fixed quantizer for the codec hints (the paper: VVC QP 53); None = the bpp search.
+    A plan row's own ``codec_qp`` (a QP sweep) wins over it."""
     pixel_block: int = 64
-    pixel_bits: int = 8
+    pixel_bits: int = pixel.DEFAULT_BITS
     long_side: int = 1024
     steps: int = 40
-    image_prompt: str = QUALITY_PROMPT
+    image_prompt: str = ""
+    """Image mode's prompt: empty as in the paper (the public script sends QUALITY_PROMPT)."""
     device: str = "cpu"
     batch_size: int = 1
     """Images per pipeline call (see Decoder.batch_key); 1 = bit-exact resumes."""
@@ -112,10 +117,10 @@ def run_plan(
     # Each rank makes its share of the plan's codec hints up front; one another rank has not
     # finished yet is made when first needed (the files are written atomically, so a hint made
     # twice is harmless).
-    coded = plan[plan["mode"].isin(CODED_MODES)].drop_duplicates("reference")
-    coded = coded.sort_values("reference").iloc[rank::world]
-    hints.prepare_codec(dict(zip(coded["reference"], map(Path, coded["reference_path"]), strict=True)),
-                        settings.workers)  # fmt: skip
+    coded = plan[plan["mode"].isin(CODED_MODES)]
+    wanted = sorted({(r.reference_path, row_qp(r, settings)) for r in coded.itertuples()},
+                    key=lambda item: (item[0], -1 if item[1] is None else item[1]))  # fmt: skip
+    hints.prepare_codec([(Path(p), qp) for p, qp in wanted[rank::world]], settings.workers)
     made = 0
     progress = tqdm(total=len(todo), desc=f"rank {rank}: generating", unit="img", disable=rank != 0)
     # The PNGs are written by a second thread while the next batch decodes (PNG compression
@@ -139,6 +144,8 @@ def run_plan(
     progress.close()
     if any((out / "meta").glob("*.json")):  # a rank of a world larger than the plan made none
         write_manifest(out)
+    if hints.rates:
+        tqdm.write(hints.rate_summary(), file=sys.stderr)
     return made
 
 
@@ -166,51 +173,72 @@ class Hints:
 
     def __init__(self, folder: Path, settings: RunSettings, captioner: Captioner | None) -> None:
         self.folder, self.settings, self.captioner = folder, settings, captioner
-        self._captions: dict[str, str] = {}
+        self._captions: dict[tuple[str, int | None], str] = {}
+        self.rates: dict[Path, tuple[float, bool]] = {}
+        """(achieved bpp, found by the bpp search) of each codec hint this run used."""
 
-    def caption(self, reference: str, path: Path) -> str:
-        if reference not in self._captions:
+    def caption(self, reference: str, path: Path, words: int | None = None) -> str:
+        """The caption (``words`` long where the captioner takes a length; None = its own)."""
+        key = (reference, words)
+        if key not in self._captions:
             if self.captioner is None:
                 raise ValueError("this plan needs captions: give --captions")
-            self._captions[reference] = self.captioner.caption(path.name, path)
-        return self._captions[reference]
+            self._captions[key] = self.captioner.caption(path.name, path, words)
+        return self._captions[key]
 
-    def prepare_codec(self, references: dict[str, Path], workers: int) -> None:
-        """Make the missing codec hints of ``references`` (name → path) before decoding starts,
-        ``workers`` processes at a time: the bitrate search costs about a second a reference,
-        which a GPU would otherwise sit out, reference by reference."""
-        missing = {r: p for r, p in references.items() if not self._codec_paths(r)[1].exists()}
+    def prepare_codec(self, references: list[tuple[Path, int | None]], workers: int) -> None:
+        """Make the missing codec hints of ``references`` ((path, fixed QP or None) pairs)
+        before decoding starts, ``workers`` processes at a time: the bitrate search costs about
+        a second a reference, which a GPU would otherwise sit out, reference by reference."""
+        missing = [(p, qp) for p, qp in references if not self._codec_paths(p, qp)[1].exists()]
         if not missing:
             return
         target, name = self.settings.target_bpp, self.settings.codec
         progress = tqdm(total=len(missing), desc="codec hints", unit="ref", disable=None)
         if workers <= 1:
-            for reference, path in missing.items():
-                self._store(reference, _code(path, target, name))
+            for path, qp in missing:
+                self._store(path, qp, _code(path, target, name, qp))
                 progress.update(1)
         else:  # spawn: the parent may already hold CUDA, which a forked child must not inherit
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                jobs = {pool.submit(_code, p, target, name): r for r, p in missing.items()}
+                jobs = {pool.submit(_code, p, target, name, qp): (p, qp) for p, qp in missing}
                 for job in as_completed(jobs):
-                    self._store(jobs[job], job.result())
+                    self._store(*jobs[job], job.result())
                     progress.update(1)
         progress.close()
 
-    def codec(self, reference: str, path: Path) -> tuple[np.ndarray, int, dict]:
-        image_path, meta_path = self._codec_paths(reference)
+    def codec(self, path: Path, qp: int | None) -> tuple[np.ndarray, int, dict]:
+        image_path, meta_path = self._codec_paths(path, qp)
         if not meta_path.exists():
-            self._store(reference, _code(path, self.settings.target_bpp, self.settings.codec))
+            self._store(path, qp, _code(path, self.settings.target_bpp, self.settings.codec, qp))
         meta = json.loads(meta_path.read_text())
-        return np.asarray(Image.open(image_path)), meta["bits"], meta["settings"]
+        image = np.asarray(Image.open(image_path))
+        self.rates[meta_path] = (meta["bits"] / (image.shape[0] * image.shape[1]), qp is None)
+        return image, meta["bits"], meta["settings"]
 
-    def _codec_paths(self, reference: str) -> tuple[Path, Path]:
-        stem = f"{reference}_{self.settings.codec}_{self.settings.target_bpp:g}bpp"
+    def rate_summary(self) -> str:
+        """The spread of the hints' bpp: searched ones against the target, fixed-QP ones apart."""
+        lines = []
+        for searched, target in ((True, self.settings.target_bpp), (False, None)):
+            values = [bpp for bpp, kind in self.rates.values() if kind == searched]
+            if values:
+                lines.append(hints.rate_summary(values, target))
+        return "\n".join(lines)
+
+    def _codec_paths(self, path: Path, qp: int | None) -> tuple[Path, Path]:
+        stem = hints.codec_key(path, self.settings.codec, qp, self.settings.target_bpp)
         return self.folder / f"{stem}.png", self.folder / f"{stem}.json"
 
-    def _store(self, reference: str, coded: codec.CodedImage) -> None:
-        """The hint image, then its metadata (which marks it made), each atomically."""
-        image_path, meta_path = self._codec_paths(reference)
+    def _store(self, path: Path, qp: int | None, coded: codec.CodedImage) -> None:
+        """The hint image, then its metadata (which marks it made), each atomically; a bpp
+        search that missed its target says so now, not in a manifest column read later."""
+        image_path, meta_path = self._codec_paths(path, qp)
+        if qp is None:
+            bpp = coded.bpp(*coded.image.shape[:2])
+            warning = hints.rate_warning(Path(path).name, bpp, self.settings.target_bpp)
+            if warning:
+                tqdm.write(warning, file=sys.stderr)
         _write_png(image_path, coded.image)
         _write_json(meta_path, {"bits": coded.bits, "settings": coded.settings})
 
@@ -224,7 +252,7 @@ def _decode(
     batch: list, decoder: Decoder, hints: Hints, settings: RunSettings
 ) -> list[tuple[str, np.ndarray, dict]]:  # fmt: skip
     """Encode and decode one batch of rows: (id, image, metadata) for each, nothing written."""
-    items = [_encode(row, hints, settings) for row in batch]
+    items = [_encode(row, hints, settings, decoder.spec) for row in batch]
     requests = [
         Request(item["prompt"], item["start"], float(row.strength), int(row.seed), item["size"])
         for row, item in zip(batch, items, strict=True)
@@ -234,6 +262,7 @@ def _decode(
     for row, item, result in zip(batch, items, decoded, strict=True):
         width, height = item["size"]
         bits = item["bits"]
+        coded = row.mode in CODED_MODES
         total = sum(bits.values())
         meta = {
             "id": row.id,
@@ -249,18 +278,31 @@ def _decode(
             "prompt": item["prompt"],
             "codec": settings.codec if row.mode in CODED_MODES else "",
             "codec_settings": json.dumps(item["codec_settings"]) if item["codec_settings"] else "",
+            "codec_qp": "" if item["qp"] is None else item["qp"],
+            "codec_target_bpp": settings.target_bpp if coded and item["qp"] is None else "",
+            "codec_bpp": bits["codec_bits"] / (width * height) if coded else "",
+            "caption_words": _words(row, hints) if item["caption"] else "",
             **bits,
             "bits": total,
             "bpp": total / (width * height),
             "compression_ratio": 24 * width * height / total if total else float("inf"),
             "steps": result.steps,
             "denoising_steps": result.denoising_steps,
-            "guidance_scale": decoder.spec.guidance_scale,
+            "guidance_scale": restoration.guidance(decoder.spec),
             "decoder_weights": decoder.spec.weights or decoder.spec.command,
             "nsfw_detected": result.nsfw,
         }
         done.append((row.id, result.image, meta))
     return done
+
+
+def _words(row, hints: Hints) -> int | str:
+    """The caption length requested: the row's (a sweep), else the captioner's; empty for a
+    caption CSV, whose captions have the length they have."""
+    words = row_words(row)
+    if words is None and hints.captioner is not None:
+        words = getattr(hints.captioner, "words", None)
+    return "" if words is None else words
 
 
 def _write(out: Path, done: list[tuple[str, np.ndarray, dict]], progress: tqdm) -> None:
@@ -271,32 +313,56 @@ def _write(out: Path, done: list[tuple[str, np.ndarray, dict]], progress: tqdm) 
         progress.update(1)
 
 
-def _encode(row, hints: Hints, settings: RunSettings) -> dict:
+def _encode(row, hints: Hints, settings: RunSettings, spec: DecoderSpec) -> dict:
     """The encoder side of one row: caption, hint image, bits of each part, and the prompt."""
     reference_path = Path(row.reference_path)
     with Image.open(reference_path) as image:  # the header: Text rows need no pixels
         width, height = image.size
     caption, start, codec_settings = "", None, {}
     bits = {"text_bits": 0, "pixel_bits": 0, "codec_bits": 0}
-    if row.mode in CAPTIONED_MODES:
-        caption = hints.caption(row.reference, reference_path)
+    qp = row_qp(row, settings) if row.mode in CODED_MODES else None
+    if row.mode in CAPTIONED_MODES and takes_prompt(spec):
+        caption = hints.caption(row.reference, reference_path, row_words(row))
         bits["text_bits"] = text_bits(caption)
     if row.mode == "Pixel":
         start, bits["pixel_bits"] = hints.pixel(reference_path)
     if row.mode in CODED_MODES:
-        start, bits["codec_bits"], codec_settings = hints.codec(row.reference, reference_path)
+        start, bits["codec_bits"], codec_settings = hints.codec(reference_path, qp)
     prompt = settings.image_prompt if row.mode == "Image" else caption
-    return {"caption": caption, "start": start, "bits": bits, "prompt": prompt,
+    return {"caption": caption, "start": start, "bits": bits, "prompt": prompt, "qp": qp,
             "codec_settings": codec_settings, "size": (width, height)}  # fmt: skip
+
+
+def takes_prompt(spec: DecoderSpec) -> bool:
+    """Whether the decoder receives the caption: the diffusers ones always; an external
+    restoration command only when it has a ``{prompt}`` placeholder — otherwise the caption
+    would be charged in Full mode without reaching the decoder."""
+    return spec.family != "external" or restoration.takes(spec, "prompt")
 
 
 def _rgb(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def _code(path: Path, target_bpp: float, name: str) -> codec.CodedImage:
+def _code(path: Path, target_bpp: float, name: str, qp: int | None = None) -> codec.CodedImage:
     """One reference's codec hint (a module-level function, so that a worker process can run it)."""
+    if qp is not None:
+        return codec.encode_at_qp(_rgb(path), qp, name)
     return codec.encode_at_bpp(_rgb(path), target_bpp, name)
+
+
+def row_qp(row, settings: RunSettings) -> int | None:
+    """The fixed codec QP of one plan row: its own (a QP sweep), else the run's, else None."""
+    value = getattr(row, "codec_qp", "")
+    if value not in ("", None) and not pd.isna(value):
+        return int(value)
+    return settings.codec_qp
+
+
+def row_words(row) -> int | None:
+    """The caption length a plan row asks for (a caption sweep), else None (the run's own)."""
+    value = getattr(row, "caption_words", "")
+    return None if value in ("", None) or pd.isna(value) else int(value)
 
 
 def _done(out: Path, row_id: str) -> bool:

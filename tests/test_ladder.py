@@ -1,0 +1,80 @@
+"""``python -m generate ladder``: the traditional codecs' points, with a run-style manifest."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from generate import codec
+from generate.__main__ import main as generate_main
+from tests.test_generate import DEMO
+from tests.test_generate_faithful import one_line_error
+
+RUN_COLUMNS = {
+    "id", "distorted_path", "reference_path", "reference", "content_type", "model", "mode",
+    "codec", "codec_qp", "caption_words", "text_bits", "pixel_bits", "codec_bits", "bits", "bpp",
+    "compression_ratio",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ladder") / "refs"
+    folder.mkdir()
+    for source, name in (("coffee.png", "NSI_a.png"), ("rocket.png", "SCI_b.png")):
+        Image.open(DEMO / source).convert("RGB").resize((128, 96)).save(folder / name)
+    return folder
+
+
+def ladder(refs, out, *rates, codecs="avc,hevc,av1"):
+    return ["ladder", "--references", str(refs), "--out", str(out), "--codecs", codecs,
+            "--workers", "1", *rates]  # fmt: skip
+
+
+def test_every_reference_codec_and_qp_with_honest_bits_and_a_run_manifest(tmp_path, refs):
+    out = tmp_path / "out"
+    assert generate_main(ladder(refs, out, "--qps", "30,45")) == 0
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    assert len(manifest) == 2 * 3 * 2 and manifest["id"].is_unique
+    assert RUN_COLUMNS <= set(manifest.columns)
+    assert set(manifest["model"]) == {"AVC", "HEVC", "AV1"} and set(manifest["mode"]) == {"Codec"}
+    assert set(manifest["codec_qp"]) == {30, 45}
+    assert (manifest[["text_bits", "pixel_bits"]] == 0).all().all()
+    for row in manifest.itertuples():
+        reference = np.asarray(Image.open(row.reference_path).convert("RGB"))
+        again = codec.encode_at_qp(reference, row.codec_qp, row.codec)
+        assert row.codec_bits == row.bits == again.bits  # re-encoding gives the stored bits
+        assert row.bpp == pytest.approx(row.bits / (128 * 96))
+        assert row.compression_ratio == pytest.approx(24 / row.bpp)
+        decoded = np.asarray(Image.open(out / row.distorted_path))
+        np.testing.assert_array_equal(decoded, again.image)
+    per_qp = manifest.groupby(["reference", "model", "codec_qp"])["bits"].first().unstack()
+    assert (per_qp[30] > per_qp[45]).all()
+    before = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
+    assert generate_main(ladder(refs, out, "--qps", "30,45")) == 0  # resumed: nothing to do
+    assert {p.name: p.read_bytes() for p in (out / "images").iterdir()} == before
+
+
+def test_bpp_targets_leave_the_qp_empty_and_record_the_target(tmp_path, refs):
+    out = tmp_path / "out"
+    assert generate_main(ladder(refs, out, "--bpp", "0.5", codecs="hevc")) == 0
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    assert set(manifest["codec_qp"]) == {""} and set(manifest["codec_target_bpp"]) == {0.5}
+    assert ((manifest["bpp"] - 0.5).abs() / 0.5 < 0.25).all()
+
+
+def test_ladder_errors_are_one_line(tmp_path, refs, capsys, monkeypatch):
+    out = tmp_path / "out"
+    one_line_error(capsys, ladder(refs, out, "--qps", "37,52"), "hevc QP must be 0–51, got 52")
+    one_line_error(capsys, ladder(refs, out, "--qps", "30", codecs="jpeg"), "unknown codec 'jpeg'")
+    one_line_error(capsys, ladder(refs, out, "--qps", "30,30"), "--qps lists a value twice")
+    monkeypatch.setattr(codec.shutil, "which", lambda name: None)
+    one_line_error(capsys, ladder(refs, out, "--qps", "30", codecs="vvc"), "needs vvencapp")
+    (refs.parent / "bad").mkdir()
+    (refs.parent / "bad" / "NSI_x.png").write_text("not an image")
+    one_line_error(capsys, ladder(refs.parent / "bad", out, "--qps", "30"), "not a readable image")
+    Image.new("RGB", (32, 32)).save(refs.parent / "bad" / "NSI_x.png")
+    one_line_error(capsys, ladder(refs.parent / "bad", out, "--qps", "30"), "32×32: too small")
+    assert not (out / "manifest.csv").exists()
