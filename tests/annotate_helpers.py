@@ -93,9 +93,8 @@ class Browser:
             payload["csrf_token"] = self.token
         return self.client.post(url, data=payload, **kwargs)
 
-    def register(self, practise: bool = True) -> str:
-        """Consent, register, describe the environment and (unless told not to) go through the
-        practice; return the viewer's code."""
+    def enrol(self) -> str:
+        """Consent and register; return the viewer's code (no sitting is opened yet)."""
         self.get("/consent")
         assert self.post("/consent", {"agree": "y"}).status_code == 302
         self.get("/register")
@@ -104,7 +103,12 @@ class Browser:
         )
         assert response.status_code == 302, response.get_data(as_text=True)
         page = self.get("/environment").get_data(as_text=True)
-        code = re.search(r'id="code">([A-Z0-9]+)<', page).group(1)
+        return re.search(r'id="code">([A-Z0-9]+)<', page).group(1)
+
+    def register(self, practise: bool = True) -> str:
+        """Enrol, describe the environment (which opens a sitting) and, unless told not to, go
+        through the practice; return the viewer's code."""
+        code = self.enrol()
         response = self.post("/environment", ENVIRONMENT)
         assert response.status_code == 302, response.get_data(as_text=True)
         if practise:
