@@ -1,4 +1,4 @@
-"""``python -m annotate {import,serve,demo,set-password}`` — the lab app's command line."""
+"""``python -m annotate {import,check,serve,demo,set-password}`` — the lab app's command line."""
 
 from __future__ import annotations
 
@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also import images the safety checker blanked (nsfw_detected); skipped by default",
     )
     load.set_defaults(run=_import)
+
+    check = commands.add_parser(
+        "check",
+        help="open every stimulus image before the study is served; exit 1 if any is missing or "
+        "unreadable",
+    )
+    check.set_defaults(run=_check)
 
     serve = commands.add_parser("serve", help="run the study for a lab (waitress WSGI server)")
     _server_options(serve)
@@ -100,6 +107,37 @@ def _import(args: argparse.Namespace) -> int:
         f"{f', {skipped} skipped as flagged NSFW by the safety checker' if skipped else ''}) "
         f"into {app.config['DATABASE']}"
     )
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Decode every image file of the study; list each problem, one line per file."""
+    from sqlalchemy import func, select
+
+    from annotate.checks import file_problems
+    from annotate.db import get_db
+    from studydb import Stimulus
+
+    app = _app(args)
+    with app.app_context():
+        db = get_db()
+        count = db.scalar(select(func.count()).select_from(Stimulus)) or 0
+        problems = file_problems(db, decode=True, progress=True)
+    if count == 0:
+        print(
+            f"annotate: error: {app.config['DATABASE']} has no stimuli; import a manifest first",
+            file=sys.stderr,
+        )
+        return 2
+    for problem in problems:
+        print(f"annotate: {problem}", file=sys.stderr)
+    if problems:
+        print(
+            f"{len(problems)} image file(s) cannot be shown: fix them before serving the study",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"all image files of {count} stimuli open")
     return 0
 
 

@@ -25,12 +25,14 @@ from flask import (
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash
 
+from annotate import sittings
+from annotate.checks import file_problems
 from annotate.db import get_db
 from annotate.export import copy_database, trials_frame
 from annotate.forms import ActionForm, LoginForm
 from mos.observations import Observations
 from mos.screening import SroccScreening
-from studydb import Rating, Session, Stimulus, StudyGroup, Viewer
+from studydb import Rating, Session, Stimulus, StudyGroup, Trial, Viewer
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -82,9 +84,24 @@ def dashboard():
         coverage=_coverage(db, target),
         screening=_live_srocc(db),
         flagged=_flagged(db),
+        sittings=_sittings(db),
+        missing_files=file_problems(db),
         action=ActionForm(),
         target=target,
     )
+
+
+@bp.route("/sittings/<int:sitting_id>/close", methods=["POST"])
+@admin_required
+def close_sitting(sitting_id: int):
+    """Close a sitting by hand (a viewer who left, a broken machine): its unrated images go back
+    to the pool, and the viewer continues with what is left in a new sitting."""
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    db = get_db()
+    sitting = db.get(Session, sitting_id) or abort(404)
+    sittings.close(db, sitting, "closed by experimenter")
+    return redirect(url_for("admin.dashboard") + "#sittings", code=303)
 
 
 @bp.route("/stimuli/<int:stimulus_id>/withhold", methods=["POST"])
@@ -129,6 +146,32 @@ def export_db():
         as_attachment=True,
         download_name="ratings.db",
     )
+
+
+def _sittings(db) -> list[dict]:
+    """Every sitting, newest first, with how far it got and why it closed (open ones first
+    expire, so an abandoned sitting shows as such)."""
+    sittings.expire(db, sittings.Design.from_config(current_app.config), sittings.now())
+    rated = dict(
+        db.execute(select(Rating.session_id, func.count()).group_by(Rating.session_id)).all()
+    )
+    planned = dict(
+        db.execute(select(Trial.session_id, func.count()).group_by(Trial.session_id)).all()
+    )
+    codes = dict(db.execute(select(Viewer.id, Viewer.code)).all())
+    return [
+        dict(
+            id=s.id,
+            viewer=codes.get(s.viewer_id),
+            group=s.group_id,
+            started=s.started_at,
+            last=s.last_active_at,
+            rated=rated.get(s.id, 0),
+            planned=planned.get(s.id, 0),
+            reason=s.closed_reason,
+        )
+        for s in db.scalars(select(Session).order_by(Session.id.desc()))
+    ]
 
 
 def _viewer_progress(db) -> list[dict]:

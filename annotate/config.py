@@ -15,6 +15,14 @@ SESSION_LIMIT_MINUTES = 60  # a sitting is closed after this long
 BREAK_AFTER_MINUTES = 30  # an enforced rest after this much viewing
 BREAK_MINUTES = 3  # how long the rest lasts
 GREY_SCREEN_MS = 600  # mid-grey screen between two trials
+MIN_VIEWING_MS = (
+    1000  # a rating is refused sooner than GREY_SCREEN_MS + this after its page was served
+)
+SITTING_IDLE_MINUTES = 20  # an open sitting with no activity this long is closed as abandoned
+# How a pair wider than the window is shown: "native" = 1:1 pixels, rating blocked until the pair
+# fits (the paper's iMac up to 4096×2304); "scaled" = both images scaled down by one common factor,
+# stored with each rating.
+PRESENTATION = "native"
 SEED = None  # seed of the per-viewer orders; None = fresh randomness
 
 CONSENT_TEXT = (
@@ -25,7 +33,9 @@ CONSENT_TEXT = (
     "as offensive, and you may stop at any time without giving a reason. Your data will be used "
     "for research, in accordance with the Declaration of Helsinki."
 )
-TRAINING_STIMULI: list[str] = []  # manifest ids shown in training, worst to best; [] = a sample
+# Manifest ids shown in practice, worst to best; they are never test items. [] = practice pairs
+# made from one of the study's references at five levels of JPEG damage (not test stimuli either).
+TRAINING_STIMULI: list[str] = []
 
 # Admin: the password hash lives in instance/admin_password_hash (python -m annotate set-password)
 ADMIN_PASSWORD_HASH = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -24,13 +25,28 @@ from wtforms.validators import (
     ValidationError,
 )
 
-from studydb.schema import SCORE_MAX, SCORE_MIN
-
 
 def finite(_form, field) -> None:
     """NaN passes NumberRange (every comparison with NaN is false): refuse it explicitly."""
     if field.data is not None and not math.isfinite(field.data):
         raise ValidationError("must be a number")
+
+
+SCORE_TEXT = re.compile(r"(?:[0-4](?:\.[0-9])?|5(?:\.0)?)", re.ASCII)
+"""A score as the slider sends it: on the 0.1 grid from 0 to 5, in ASCII digits only (Python's
+float() would also take '٣' or '3.14159')."""
+
+
+def on_slider_grid(_form, field) -> None:
+    raw = (field.raw_data or [""])[0].strip()
+    if not SCORE_TEXT.fullmatch(raw):
+        raise ValidationError("must be a number from 0 to 5 in steps of 0.1")
+
+
+def known_or_unknown(_form, field) -> None:
+    """Environment notes are required: the experimenter writes what is known, or 'unknown'."""
+    if not (field.data or "").strip():
+        raise ValidationError('required: describe it, or write "unknown"')
 
 
 class ConsentForm(FlaskForm):
@@ -55,20 +71,29 @@ class EnvironmentForm(FlaskForm):
     screen_height = IntegerField(validators=[InputRequired(), NumberRange(1, 100_000)])
     device_pixel_ratio = FloatField(validators=[InputRequired(), finite, NumberRange(0.1, 16)])
     browser = HiddenField(validators=[Length(max=512)])
-    display = StringField("Display (model, calibration)", [Length(max=255)])
-    viewing_distance = StringField("Viewing distance", [Length(max=64)])
-    lighting = StringField("Room lighting", [Length(max=255)])
-
-
-class TrialForm(FlaskForm):
-    position = IntegerField(validators=[InputRequired(), NumberRange(0, 100_000)])
-    consistency = FloatField(
-        validators=[InputRequired(), finite, NumberRange(SCORE_MIN, SCORE_MAX)]
+    display = StringField(
+        'Display (model, calibration) — or "unknown"', [known_or_unknown, Length(max=255)]
     )
-    perception = FloatField(validators=[InputRequired(), finite, NumberRange(SCORE_MIN, SCORE_MAX)])
+    viewing_distance = StringField(
+        'Viewing distance — or "unknown"', [known_or_unknown, Length(max=64)]
+    )
+    lighting = StringField('Room lighting — or "unknown"', [known_or_unknown, Length(max=255)])
+
+
+class PracticeForm(FlaskForm):
+    """A practice answer: both sliders, checked like a real one, never stored."""
+
+    consistency = FloatField(validators=[InputRequired(), on_slider_grid, finite])
+    perception = FloatField(validators=[InputRequired(), on_slider_grid, finite])
+
+
+class TrialForm(PracticeForm):
+    position = IntegerField(validators=[InputRequired(), NumberRange(0, 100_000)])
     nsfw = BooleanField()
     nsfw_reason = TextAreaField(validators=[Optional(), Length(max=1000)])
     first_input_ms = IntegerField(validators=[Optional(), NumberRange(0, 86_400_000)])
+    reveal_ms = IntegerField(validators=[Optional(), NumberRange(0, 86_400_000)])
+    scale = FloatField(validators=[Optional(), finite, NumberRange(0.01, 1)])
 
 
 class LoginForm(FlaskForm):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from studydb import Rating, Session, Stimulus, StudyGroup, Trial, Viewer
 from studydb.design import order_without_repeats
-from studydb.schema import SCORE_MAX, SCORE_MIN
+from studydb.schema import CLOSED_REASONS, SCORE_MAX, SCORE_MIN
 
 
 class StudyError(ValueError):
@@ -32,6 +33,9 @@ class StudyError(ValueError):
         self.status = status
 
 
+PRESENTATIONS = ("native", "scaled")
+
+
 @dataclass
 class Design:
     """The parts of the configuration that shape a sitting."""
@@ -42,9 +46,17 @@ class Design:
     session_limit: dt.timedelta = dt.timedelta(minutes=60)
     break_after: dt.timedelta = dt.timedelta(minutes=30)
     break_length: dt.timedelta = dt.timedelta(minutes=3)
+    idle_limit: dt.timedelta = dt.timedelta(minutes=20)
+    grey: dt.timedelta = dt.timedelta(milliseconds=600)
+    min_viewing: dt.timedelta = dt.timedelta(milliseconds=1000)
+    presentation: str = "native"
+    practice_keys: frozenset[str] = frozenset()
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Design:
+        presentation = config.get("PRESENTATION", "native")
+        if presentation not in PRESENTATIONS:
+            raise ValueError(f"PRESENTATION must be one of {PRESENTATIONS}, not {presentation!r}")
         return cls(
             warmup_trials=int(config["WARMUP_TRIALS"]),
             repeat_trials=int(config["REPEAT_TRIALS"]),
@@ -52,6 +64,11 @@ class Design:
             session_limit=dt.timedelta(minutes=config["SESSION_LIMIT_MINUTES"]),
             break_after=dt.timedelta(minutes=config["BREAK_AFTER_MINUTES"]),
             break_length=dt.timedelta(minutes=config["BREAK_MINUTES"]),
+            idle_limit=dt.timedelta(minutes=config["SITTING_IDLE_MINUTES"]),
+            grey=dt.timedelta(milliseconds=config["GREY_SCREEN_MS"]),
+            min_viewing=dt.timedelta(milliseconds=config["MIN_VIEWING_MS"]),
+            presentation=presentation,
+            practice_keys=frozenset(config.get("TRAINING_STIMULI") or ()),
         )
 
 
@@ -69,14 +86,101 @@ def aware(moment: dt.datetime | None) -> dt.datetime | None:
 # --------------------------------------------------------------------------- starting a sitting
 
 
-def open_sitting(db: OrmSession, viewer: Viewer) -> Session | None:
-    """The viewer's sitting that is still open, if any (to resume it from any machine)."""
+def open_sitting(
+    db: OrmSession, viewer: Viewer, design: Design, moment: dt.datetime | None = None
+) -> Session | None:
+    """The viewer's sitting that is still open, if any (to resume it from any machine).
+
+    A sitting left idle too long or past its time limit is closed first, so what comes back can
+    really be continued.
+    """
+    expire(db, design, moment or now(), viewer_id=viewer.id)
     return db.scalar(
-        select(Session)
-        .where(Session.viewer_id == viewer.id, Session.closed_reason.is_(None))
-        .order_by(Session.id.desc())
-        .limit(1)
+        select(Session).where(Session.viewer_id == viewer.id, Session.closed_reason.is_(None))
     )
+
+
+def expire(
+    db: OrmSession, design: Design, moment: dt.datetime, viewer_id: int | None = None
+) -> int:
+    """Close open sittings past their time limit ('time limit') or idle for longer than
+    ``design.idle_limit`` ('abandoned'); commits and returns how many were closed.
+
+    Run before anything counts or resumes sittings: an abandoned sitting must neither hold a
+    place among a group's viewers nor be resumed hours later as if nothing had happened.
+    """
+    query = select(Session).where(Session.closed_reason.is_(None))
+    if viewer_id is not None:
+        query = query.where(Session.viewer_id == viewer_id)
+    closed = 0
+    for sitting in db.scalars(query):
+        reason = overdue(sitting, design, moment)
+        if reason is not None:
+            sitting.closed_reason = reason
+            sitting.ended_at = min(moment, _deadline(sitting, design, reason))
+            closed += 1
+    if closed:
+        db.commit()
+    return closed
+
+
+def overdue(sitting: Session, design: Design, moment: dt.datetime) -> str | None:
+    """Why an open sitting must close now ('time limit' or 'abandoned'), or None."""
+    if moment >= _deadline(sitting, design, "time limit"):
+        return "time limit"
+    if moment >= _deadline(sitting, design, "abandoned"):
+        return "abandoned"
+    return None
+
+
+def _deadline(sitting: Session, design: Design, reason: str) -> dt.datetime:
+    if reason == "time limit":
+        return aware(sitting.started_at) + design.session_limit
+    last = aware(sitting.last_active_at) or aware(sitting.started_at)
+    # A rest is not idleness: the clock starts again when the break ends.
+    until = aware(sitting.break_until)
+    if until is not None and until > last:
+        last = until
+    return last + design.idle_limit
+
+
+@dataclass
+class Assignment:
+    """What a viewer's next sitting covers: a group and the images of it still to rate."""
+
+    group: StudyGroup
+    stimuli: list[Stimulus]
+
+
+def next_assignment(db: OrmSession, viewer: Viewer, design: Design) -> Assignment | None:
+    """The group (and its images) the viewer would rate next, or None when nothing is left.
+
+    Groups are balanced: among the groups the viewer has not finished, one with the fewest
+    viewers, until every group has ``viewers_per_stimulus``. A group's viewers are those who
+    completed it or are rating it now — abandoned sittings give their place back. A group the
+    viewer began but did not finish (time limit, dropped out) is continued first, with only the
+    images they have not rated yet.
+    """
+    rated = set(
+        db.scalars(
+            select(Rating.stimulus_id)
+            .join(Session, Rating.session_id == Session.id)
+            .where(Session.viewer_id == viewer.id, Rating.is_warmup.is_(False))
+        )
+    )
+    for group in _candidate_groups(db, viewer, design):
+        stimuli = [
+            s
+            for s in db.scalars(
+                select(Stimulus)
+                .where(Stimulus.group_id == group.id, Stimulus.withheld.is_(False))
+                .order_by(Stimulus.id)
+            )
+            if s.id not in rated and s.key not in design.practice_keys
+        ]
+        if stimuli:
+            return Assignment(group, stimuli)
+    return None
 
 
 def start_sitting(
@@ -86,58 +190,59 @@ def start_sitting(
     seed: int | None,
     environment: dict[str, Any],
 ) -> Session:
-    """Assign the next group and draw this viewer's order for it; commits.
+    """Open the viewer's next sitting and draw its order (commits); an open one is returned as is.
 
     With a ``seed`` the order is reproducible yet still different for every viewer and sitting
     (the generator is seeded with (seed, viewer, sitting number)); without one it is fresh.
-
-    Groups are balanced: the viewer gets, among the groups they have not finished, one with the
-    fewest viewers so far, until every group has ``viewers_per_stimulus`` viewers. A group cut
-    short by the time limit is continued first, with only the images not yet rated.
+    The database allows one open sitting per viewer: when a simultaneous request opened one
+    first, this insert fails and that sitting is returned instead.
     """
-    group = _next_group(db, viewer, design)
-    if group is None:
+    moment = now()
+    expire(db, design, moment)
+    existing = open_sitting(db, viewer, design, moment)
+    if existing is not None:
+        return existing
+    assignment = next_assignment(db, viewer, design)
+    if assignment is None:
         raise StudyError("There is nothing left for you to rate in this study. Thank you!")
-    rated = set(
-        db.scalars(
-            select(Rating.stimulus_id)
-            .join(Session, Rating.session_id == Session.id)
-            .where(Session.viewer_id == viewer.id, Rating.is_warmup.is_(False))
-        )
-    )
-    stimuli = [
-        s
-        for s in db.scalars(
-            select(Stimulus).where(Stimulus.group_id == group.id, Stimulus.withheld.is_(False))
-        )
-        if s.id not in rated
-    ]
-    if not stimuli:
-        raise StudyError("This group has no images to show.")
     sittings_so_far = db.scalar(select(func.count()).where(Session.viewer_id == viewer.id)) or 0
     rng = np.random.default_rng(None if seed is None else [seed, viewer.id, sittings_so_far])
-    start = now()
     sitting = Session(
         viewer_id=viewer.id,
-        group_id=group.id,
-        started_at=start,
+        group_id=assignment.group.id,
+        started_at=moment,
+        last_active_at=moment,
         environment=environment,
-        break_due_at=start + design.break_after,
+        break_due_at=moment + design.break_after,
     )
     db.add(sitting)
-    db.flush()
-    for trial in _plan(stimuli, design, rng):
+    try:
+        db.flush()
+    except IntegrityError:  # another request opened this viewer's sitting a moment ago
+        db.rollback()
+        existing = open_sitting(db, viewer, design)
+        if existing is None:
+            raise
+        return existing
+    for trial in _plan(assignment.stimuli, design, rng):
         trial.session_id = sitting.id
         db.add(trial)
     db.commit()
     return sitting
 
 
-def _next_group(db: OrmSession, viewer: Viewer, design: Design) -> StudyGroup | None:
+def _candidate_groups(db: OrmSession, viewer: Viewer, design: Design) -> list[StudyGroup]:
+    """Groups in the order they should be offered: the viewer's unfinished ones, then open ones
+    with the fewest viewers."""
+    completed = select(Session.group_id, Session.viewer_id).where(
+        Session.closed_reason == "completed"
+    )
+    active = select(Session.group_id, Session.viewer_id).where(Session.closed_reason.is_(None))
+    counted = completed.union(active).subquery()
     viewers_per_group = dict(
         db.execute(
-            select(Session.group_id, func.count(func.distinct(Session.viewer_id))).group_by(
-                Session.group_id
+            select(counted.c.group_id, func.count(func.distinct(counted.c.viewer_id))).group_by(
+                counted.c.group_id
             )
         ).all()
     )
@@ -150,28 +255,34 @@ def _next_group(db: OrmSession, viewer: Viewer, design: Design) -> StudyGroup | 
         g for g in db.scalars(select(StudyGroup).order_by(StudyGroup.id)) if g.id not in finished
     ]
     unfinished = [g for g in groups if g.id in started]
-    if unfinished:
-        return unfinished[0]
-    open_groups = [
-        g for g in groups if viewers_per_group.get(g.id, 0) < design.viewers_per_stimulus
-    ]
-    if not open_groups:
-        return None
-    return min(open_groups, key=lambda g: (viewers_per_group.get(g.id, 0), g.id))
+    open_groups = sorted(
+        (
+            g
+            for g in groups
+            if g.id not in started and viewers_per_group.get(g.id, 0) < design.viewers_per_stimulus
+        ),
+        key=lambda g: (viewers_per_group.get(g.id, 0), g.id),
+    )
+    return unfinished + open_groups
 
 
 def _plan(stimuli: list[Stimulus], design: Design, rng: np.random.Generator) -> list[Trial]:
-    """Warm-ups, then a random order without back-to-back references, with planted repeats."""
+    """Warm-ups, then a random order without back-to-back references, with planted repeats.
+
+    Warm-up images are drawn from the sitting's images and left out of its test order, so no
+    picture is first met as a stabilizing item and then rated again as a test item (other
+    viewers, who draw other warm-ups, cover it).
+    """
     ids = np.array([s.id for s in stimuli])
     reference_of = {s.id: (s.reference or s.reference_path) for s in stimuli}
     references = {name: i for i, name in enumerate(sorted(set(reference_of.values())))}
     reference = np.zeros(ids.max() + 1, dtype=np.int64)
     for stimulus_id, name in reference_of.items():
         reference[stimulus_id] = references[name]
-    order = [int(i) for i in order_without_repeats(ids, reference, rng)]
-    warmups = [
-        int(i) for i in rng.choice(ids, size=min(design.warmup_trials, ids.size), replace=False)
-    ]
+    n_warmups = min(design.warmup_trials, ids.size - 1)
+    warmups = [int(i) for i in rng.choice(ids, size=max(0, n_warmups), replace=False)]
+    tests = ids[~np.isin(ids, warmups)]
+    order = [int(i) for i in order_without_repeats(tests, reference, rng)]
     planned = [(i, True, False) for i in warmups] + [(i, False, False) for i in order]
     for _ in range(min(design.repeat_trials, len(order))):
         # a repeat comes at least a quarter of the session after its first showing
@@ -188,10 +299,8 @@ def _plan(stimuli: list[Stimulus], design: Design, rng: np.random.Generator) -> 
 
 
 def state(sitting: Session, design: Design, moment: dt.datetime) -> str:
-    """'open', 'break' (an enforced rest is due or running) or 'closed'."""
-    if sitting.closed_reason is not None:
-        return "closed"
-    if moment - aware(sitting.started_at) >= design.session_limit:
+    """'open', 'break' (an enforced rest is due or running) or 'closed' (closed, or overdue)."""
+    if sitting.closed_reason is not None or overdue(sitting, design, moment) is not None:
         return "closed"
     if sitting.break_until is not None and moment < aware(sitting.break_until):
         return "break"
@@ -209,14 +318,41 @@ def begin_break_if_due(
     if due is not None and moment >= due and (until is None or until < due):
         sitting.break_until = moment + design.break_length
         sitting.break_due_at = moment + design.break_length + design.break_after
+        sitting.last_active_at = moment
         db.commit()
 
 
 def close(db: OrmSession, sitting: Session, reason: str) -> None:
+    """Close a sitting for one of :data:`CLOSED_REASONS` (commits); a closed one stays as it was."""
+    if reason not in CLOSED_REASONS:
+        raise ValueError(f"unknown reason {reason!r}")
     if sitting.closed_reason is None:
         sitting.closed_reason = reason
         sitting.ended_at = now()
         db.commit()
+
+
+def record_environment(db: OrmSession, sitting: Session, environment: dict[str, Any]) -> None:
+    """The machine a sitting continues on (a resume): it becomes the sitting's environment, the
+    earlier ones are kept under ``earlier`` (commits)."""
+    previous = dict(sitting.environment or {})
+    earlier = previous.pop("earlier", [])
+    sitting.environment = {**environment, "earlier": [*earlier, previous]}
+    sitting.last_active_at = now()
+    db.commit()
+
+
+def serve(db: OrmSession, sitting: Session, trial: Trial, moment: dt.datetime) -> None:
+    """Note that the trial's page goes out now (commits): a rating is accepted only after this.
+
+    ``shown_at`` keeps the first serving; ``served_at`` the latest, from which the minimum
+    viewing time runs — a reload shows the grey screen again, so the clock starts again too.
+    """
+    if trial.shown_at is None:
+        trial.shown_at = moment
+    trial.served_at = moment
+    sitting.last_active_at = moment
+    db.commit()
 
 
 def next_trial(db: OrmSession, sitting: Session) -> Trial | None:
@@ -237,6 +373,11 @@ def progress(db: OrmSession, sitting: Session) -> tuple[int, int]:
     return done, total
 
 
+def missing_images(stimulus: Stimulus) -> list[str]:
+    """The stimulus's image files that are not on disk (empty when both are there)."""
+    return [p for p in (stimulus.distorted_path, stimulus.reference_path) if not Path(p).is_file()]
+
+
 @dataclass
 class Submission:
     """What the trial form sends; validated by :func:`record`."""
@@ -247,23 +388,37 @@ class Submission:
     nsfw: bool = False
     nsfw_reason: str | None = None
     first_input_ms: int | None = None
+    reveal_ms: int | None = None
+    scale: float | None = None
 
 
 def record(db: OrmSession, sitting: Session, submission: Submission, design: Design) -> bool:
     """Store one rating; True if stored now, False if that trial was already rated (a resubmit).
 
-    The stimulus is taken from the server's plan, never from the form. Each rating is committed
-    at once, and the (session, position) key makes a double submit a no-op.
+    Everything a scripted client could forge is checked against the server's own records: the
+    stimulus comes from the plan, the trial must be the current one, its page must have been
+    served and on screen for at least the grey screen plus ``design.min_viewing`` by the
+    server's clock, and the sitting must be open and not resting. Each rating is committed at
+    once, and the (session, position) key makes a double submit a no-op.
     """
     moment = now()
-    if state(sitting, design, moment) == "closed":
-        raise StudyError("This sitting is closed; the rating was not stored.", status=409)
+    current = state(sitting, design, moment)
+    if current == "closed":
+        if sitting.closed_reason is None:
+            close(db, sitting, overdue(sitting, design, moment) or "time limit")
+        raise StudyError(
+            f"This sitting is closed ({sitting.closed_reason}); the rating was not stored.", 409
+        )
+    if current == "break":
+        raise StudyError("A break is in progress; the rating was not stored.", status=409)
     for name in ("consistency", "perception"):
         value = getattr(submission, name)
         if not SCORE_MIN <= value <= SCORE_MAX:
             raise StudyError(f"{name} must be between {SCORE_MIN:g} and {SCORE_MAX:g}")
-    if submission.nsfw and not (submission.nsfw_reason or "").strip():
+    reason = (submission.nsfw_reason or "").strip()[:1000] if submission.nsfw else ""
+    if submission.nsfw and not reason:
         raise StudyError("Please say briefly why the image is offensive.")
+    scale = _checked_scale(submission.scale, design)
     trial = db.get(Trial, (sitting.id, submission.position))
     if trial is None:
         raise StudyError("No such trial in this sitting.")
@@ -276,29 +431,59 @@ def record(db: OrmSession, sitting: Session, submission: Submission, design: Des
     expected = next_trial(db, sitting)
     if expected is None or expected.position != submission.position:
         raise StudyError("That trial is not the current one; reload the page.", status=409)
-    shown = aware(trial.shown_at)
+    served = aware(trial.served_at)
+    if served is None:
+        raise StudyError("That trial's page was never shown; reload the page.", status=409)
+    earliest = served + design.grey + design.min_viewing
+    if moment < earliest:
+        wait = (earliest - moment).total_seconds()
+        raise StudyError(
+            f"Rated too soon: look at the pair for at least {design.min_viewing.total_seconds():g}"
+            f" s after it appears ({wait:.1f} s to go); the rating was not stored.",
+            status=409,
+        )
+    if missing_images(trial.stimulus):
+        raise StudyError("This image could not be shown; please call the experimenter.", status=409)
+    revealed = min(moment, served + max(design.grey, _ms(submission.reveal_ms)))
     first_input = None
-    if shown is not None and submission.first_input_ms is not None:
-        first_input = shown + dt.timedelta(milliseconds=max(0, submission.first_input_ms))
+    if submission.first_input_ms is not None:
+        first_input = min(moment, revealed + _ms(submission.first_input_ms))
     db.add(
         Rating(
             session_id=sitting.id,
             stimulus_id=trial.stimulus_id,
             position=trial.position,
-            consistency=submission.consistency,
-            perception=submission.perception,
+            consistency=round(submission.consistency, 1),
+            perception=round(submission.perception, 1),
             nsfw=submission.nsfw,
-            nsfw_reason=(submission.nsfw_reason or "").strip()[:1000] or None,
+            nsfw_reason=reason or None,
             is_warmup=trial.is_warmup,
             is_repeat=trial.is_repeat,
-            shown_at=shown,
+            shown_at=revealed,
             first_input_at=first_input,
+            scale=scale,
             submitted_at=moment,
         )
     )
+    sitting.last_active_at = moment
     try:
         db.commit()
     except IntegrityError:  # the same trial submitted twice at once: the first one won
         db.rollback()
         return False
     return True
+
+
+def _checked_scale(scale: float | None, design: Design) -> float:
+    """The common scale the pair was drawn at: exactly 1 in native presentation, (0, 1] scaled."""
+    if design.presentation == "native":
+        if scale is not None and abs(scale - 1) > 1e-6:
+            raise StudyError("This study shows images 1:1 only; the pair must fit the window.")
+        return 1.0
+    if scale is None or not 0 < scale <= 1:
+        raise StudyError("The scale the images were drawn at is missing or outside (0, 1].")
+    return scale
+
+
+def _ms(value: int | None) -> dt.timedelta:
+    return dt.timedelta(milliseconds=max(0, value or 0))

@@ -26,7 +26,15 @@ from sqlalchemy import select
 
 from annotate import sittings
 from annotate.db import get_db
-from annotate.forms import ConsentForm, EnvironmentForm, RegisterForm, ResumeForm, TrialForm
+from annotate.forms import (
+    ConsentForm,
+    EnvironmentForm,
+    PracticeForm,
+    RegisterForm,
+    ResumeForm,
+    TrialForm,
+)
+from annotate.practice import PracticePair, practice_pairs
 from studydb import Session, Stimulus, Viewer
 
 bp = Blueprint("study", __name__)
@@ -101,37 +109,44 @@ def resume():
         return render_template("index.html", resume=form), 404
     session.clear()
     session["viewer_id"] = viewer.id
-    if sittings.open_sitting(get_db(), viewer) is not None:
-        return redirect(url_for("study.trial"))
+    # Every machine is measured: an open sitting continues with this machine's environment.
     return redirect(url_for("study.environment"))
+
+
+ENVIRONMENT_FIELDS = (
+    "screen_width",
+    "screen_height",
+    "device_pixel_ratio",
+    "browser",
+    "display",
+    "viewing_distance",
+    "lighting",
+)
 
 
 @bp.route("/environment", methods=["GET", "POST"])
 @viewer_required
 def environment():
+    """Measure the machine; then open the next sitting, or continue the open one on it."""
     db = get_db()
     viewer = current_viewer()
-    if sittings.open_sitting(db, viewer) is not None:
-        return redirect(url_for("study.trial"))
+    plan = design()
+    sitting = sittings.open_sitting(db, viewer, plan)
     form = EnvironmentForm()
     if form.validate_on_submit():
-        fields = ("screen_width", "screen_height", "device_pixel_ratio", "browser", "display")
-        fields += ("viewing_distance", "lighting")
+        measured = {f: getattr(form, f).data for f in ENVIRONMENT_FIELDS}
+        if sitting is not None:
+            sittings.record_environment(db, sitting, measured)
+            return redirect(url_for("study.trial"))
         try:
-            sittings.start_sitting(
-                db,
-                viewer,
-                design(),
-                current_app.config["SEED"],
-                {f: getattr(form, f).data for f in fields},
-            )
+            sittings.start_sitting(db, viewer, plan, current_app.config["SEED"], measured)
         except sittings.StudyError as error:
             return render_template("done.html", viewer=viewer, message=str(error))
-        session["device_pixel_ratio"] = form.device_pixel_ratio.data
+        session["practice_step"] = 0
         return redirect(url_for("study.instructions"))
-    return render_template("environment.html", form=form, viewer=viewer), (
-        400 if form.errors else 200
-    )
+    return render_template(
+        "environment.html", form=form, viewer=viewer, resuming=sitting is not None
+    ), (400 if form.errors else 200)
 
 
 @bp.route("/instructions")
@@ -140,27 +155,61 @@ def instructions():
     return render_template("instructions.html", viewer=current_viewer())
 
 
-@bp.route("/training/<int:step>")
+@bp.route("/training/<int:step>", methods=["GET", "POST"])
 @viewer_required
 def training(step: int):
-    """Example pairs across the range, in the real trial page; nothing is stored."""
-    examples = _training_examples()
-    if not examples:
-        return redirect(url_for("study.trial"))
-    if step >= len(examples):
-        return redirect(url_for("study.trial"))
+    """Practice pairs across the range, in the real trial page; nothing is stored.
+
+    Practice is a POSTed form per pair and the server keeps the step, so it can be neither
+    skipped by typing a URL nor replayed; the sitting's trials open once it is done.
+    """
+    db = get_db()
+    sitting = sittings.open_sitting(db, current_viewer(), design())
+    if sitting is None:
+        return redirect(url_for("study.done"))
+    pairs = _practice_pairs()
+    reached = int(session.get("practice_step", 0))
+    if sitting.trained_at is not None or reached >= len(pairs):
+        return _finish_practice(db, sitting)
+    if step != reached:
+        return redirect(url_for("study.training", step=reached))
+    form = PracticeForm()
+    if form.is_submitted():
+        if not form.validate():
+            return _form_error(form)
+        session["practice_step"] = step + 1
+        return redirect(url_for("study.training", step=step + 1), code=303)
     return render_template(
         "trial.html",
         training=True,
-        stimulus=examples[step],
-        upcoming=examples[step + 1] if step + 1 < len(examples) else None,
+        images=_pair_urls(pairs[step], step),
+        preload=_pair_urls(pairs[step + 1], step + 1) if step + 1 < len(pairs) else {},
         step=step,
-        total=len(examples),
-        next_url=url_for("study.training", step=step + 1),
-        form=TrialForm(),
-        grey_ms=current_app.config["GREY_SCREEN_MS"],
-        dpr=session.get("device_pixel_ratio"),
+        total=len(pairs),
+        action=url_for("study.training", step=step),
+        form=form,
+        **_viewing(sitting),
     )
+
+
+def _finish_practice(db, sitting: Session):
+    if sitting.trained_at is None:
+        sitting.trained_at = sittings.now()
+        db.commit()
+    return redirect(url_for("study.trial"))
+
+
+@bp.route("/practice/<int:step>/<which>")
+@viewer_required
+def practice_image(step: int, which: str):
+    """A practice image (made pairs live in the instance folder, not in the stimulus table)."""
+    pairs = _practice_pairs()
+    if which not in ("distorted", "reference") or step >= len(pairs):
+        abort(404)
+    path = Path(getattr(pairs[step], f"{which}_path"))
+    if not path.is_file():
+        abort(404)
+    return send_file(path, max_age=3600)
 
 
 @bp.route("/trial", methods=["GET", "POST"])
@@ -168,18 +217,20 @@ def training(step: int):
 def trial():
     db = get_db()
     viewer = current_viewer()
-    sitting = sittings.open_sitting(db, viewer)
-    if sitting is None:
-        return redirect(url_for("study.done"))
     plan = design()
-    moment = sittings.now()
+    sitting = sittings.open_sitting(db, viewer, plan)
     form = TrialForm()
+    if sitting is None:
+        if form.is_submitted():  # a rating for a sitting that has just closed is not stored
+            message = "Rating not saved — this sitting is closed."
+            return render_template("error.html", message=message), 409
+        return redirect(url_for("study.done"))
+    moment = sittings.now()
     if form.is_submitted():
         return _submit(db, sitting, form, plan)
+    if sitting.trained_at is None:
+        return redirect(url_for("study.instructions"))
     current = sittings.state(sitting, plan, moment)
-    if current == "closed":
-        sittings.close(db, sitting, "time limit")
-        return redirect(url_for("study.done"))
     if current == "break":
         sittings.begin_break_if_due(db, sitting, plan, moment)
         return redirect(url_for("study.rest"))
@@ -187,29 +238,50 @@ def trial():
     if upcoming is None:
         sittings.close(db, sitting, "completed")
         return redirect(url_for("study.done"))
-    if upcoming.shown_at is None:
-        upcoming.shown_at = moment
-        db.commit()
+    missing = sittings.missing_images(upcoming.stimulus)
+    if missing:
+        current_app.logger.error("stimulus %s: missing %s", upcoming.stimulus.key, missing)
+        return render_template("error.html", message=IMAGE_FAILED, broken=True), 503
+    sittings.serve(db, sitting, upcoming, moment)
     done, total = sittings.progress(db, sitting)
     following = db.get(type(upcoming), (sitting.id, upcoming.position + 1))
     return render_template(
         "trial.html",
         training=False,
-        stimulus=upcoming.stimulus,
-        upcoming=following.stimulus if following is not None else None,
+        images=_pair_urls(upcoming.stimulus),
+        preload=_pair_urls(following.stimulus) if following is not None else {},
         position=upcoming.position,
         step=done,
         total=total,
+        action=url_for("study.trial"),
         form=form,
-        grey_ms=current_app.config["GREY_SCREEN_MS"],
-        dpr=(sitting.environment or {}).get("device_pixel_ratio"),
+        **_viewing(sitting),
     )
+
+
+IMAGE_FAILED = "This image could not be shown — please call the experimenter."
+
+
+def _viewing(sitting: Session) -> dict:
+    """What the trial page's script needs to present a pair as the protocol says."""
+    config = current_app.config
+    return dict(
+        grey_ms=config["GREY_SCREEN_MS"],
+        min_viewing_ms=config["MIN_VIEWING_MS"],
+        presentation=config["PRESENTATION"],
+        dpr=(sitting.environment or {}).get("device_pixel_ratio"),
+        image_failed=IMAGE_FAILED,
+    )
+
+
+def _form_error(form):
+    problems = "; ".join(f"{name}: {', '.join(errors)}" for name, errors in form.errors.items())
+    return render_template("error.html", message=f"Rating not saved — {problems}"), 400
 
 
 def _submit(db, sitting: Session, form: TrialForm, plan: sittings.Design):
     if not form.validate():
-        problems = "; ".join(f"{name}: {', '.join(errors)}" for name, errors in form.errors.items())
-        return render_template("error.html", message=f"Rating not saved — {problems}"), 400
+        return _form_error(form)
     submission = sittings.Submission(
         position=form.position.data,
         consistency=form.consistency.data,
@@ -217,6 +289,8 @@ def _submit(db, sitting: Session, form: TrialForm, plan: sittings.Design):
         nsfw=form.nsfw.data,
         nsfw_reason=form.nsfw_reason.data,
         first_input_ms=form.first_input_ms.data,
+        reveal_ms=form.reveal_ms.data,
+        scale=form.scale.data,
     )
     try:
         sittings.record(db, sitting, submission, plan)
@@ -229,10 +303,10 @@ def _submit(db, sitting: Session, form: TrialForm, plan: sittings.Design):
 @viewer_required
 def rest():
     db = get_db()
-    sitting = sittings.open_sitting(db, current_viewer())
+    plan = design()
+    sitting = sittings.open_sitting(db, current_viewer(), plan)
     if sitting is None:
         return redirect(url_for("study.done"))
-    plan = design()
     moment = sittings.now()
     sittings.begin_break_if_due(db, sitting, plan, moment)
     until = sittings.aware(sitting.break_until)
@@ -244,8 +318,22 @@ def rest():
 @bp.route("/done")
 @viewer_required
 def done():
+    """The end of a sitting: how it ended, and whether another one is waiting for the viewer."""
+    db = get_db()
     viewer = current_viewer()
-    return render_template("done.html", viewer=viewer, message=None)
+    plan = design()
+    if sittings.open_sitting(db, viewer, plan) is not None:
+        return redirect(url_for("study.trial"))
+    last = db.scalar(
+        select(Session).where(Session.viewer_id == viewer.id).order_by(Session.id.desc()).limit(1)
+    )
+    return render_template(
+        "done.html",
+        viewer=viewer,
+        message=None,
+        reason=last.closed_reason if last is not None else None,
+        more=sittings.next_assignment(db, viewer, plan) is not None,
+    )
 
 
 @bp.route("/media/<int:stimulus_id>/<which>")
@@ -267,13 +355,23 @@ def media(stimulus_id: int, which: str):
     return response
 
 
-def _training_examples() -> list[Stimulus]:
-    db = get_db()
-    keys = current_app.config["TRAINING_STIMULI"]
-    if keys:
-        found = {s.key: s for s in db.scalars(select(Stimulus).where(Stimulus.key.in_(keys)))}
-        return [found[k] for k in keys if k in found]
-    return list(db.scalars(select(Stimulus).order_by(Stimulus.id).limit(4)))
+def _practice_pairs() -> list[PracticePair]:
+    return practice_pairs(
+        get_db(),
+        list(current_app.config["TRAINING_STIMULI"]),
+        Path(current_app.instance_path) / "practice",
+    )
+
+
+def _pair_urls(pair: Stimulus | PracticePair, step: int | None = None) -> dict[str, str]:
+    """The one place the viewer's pages get image URLs from: {"distorted": …, "reference": …}."""
+    stimulus_id = pair.id if isinstance(pair, Stimulus) else pair.stimulus_id
+    if stimulus_id is None:
+        return {w: url_for("study.practice_image", step=step, which=w) for w in IMAGES}
+    return {w: url_for("study.media", stimulus_id=stimulus_id, which=w) for w in IMAGES}
+
+
+IMAGES = ("distorted", "reference")
 
 
 def _new_code(db) -> str:

@@ -256,8 +256,7 @@ def _from_database_tables(
     if ratings["session"].size == 0:
         raise InputError(f"{label}: the study has no submitted ratings yet")
     session_ids = ratings.pop("session")
-    viewer_of_session = np.zeros(int(session_ids.max()) + 1, dtype=np.int64)
-    viewer_of_session[_int_column(sessions, "id")] = _int_column(sessions, "viewer_id")
+    viewer_of_session = _lookup(_int_column(sessions, "id"), _int_column(sessions, "viewer_id"))
     viewer_codes, viewer_rows = _dense_codes(viewer_of_session[session_ids])
     stimulus_codes, stimulus_rows = _dense_codes(ratings.pop("stimulus"))
     session_codes, session_rows = _dense_codes(session_ids)
@@ -281,6 +280,17 @@ def _from_database_tables(
         n_sessions=len(session_rows),
         metadata=metadata.dropna(axis=1, how="all"),
     )
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A dense ``table[key] = value`` array over every key.
+
+    Sized by the largest key of the table, not of the ratings: in a live study the newest
+    sittings (just opened, warm-ups only, abandoned) have ids above every rated one.
+    """
+    table = np.zeros(int(keys.max(initial=-1)) + 1, dtype=np.int64)
+    table[keys] = values
+    return table
 
 
 def _int_column(table: pa.Table, name: str) -> np.ndarray:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect, select
+from sqlalchemy import Engine, create_engine, event, func, inspect, select
 from sqlalchemy.orm import Session as OrmSession
 
-from studydb.schema import SCHEMA_VERSION, Base, StudyInfo
+from studydb.schema import ONE_OPEN_SITTING, SCHEMA_VERSION, Base, StudyInfo
 
 REQUIRED_TABLES = ("viewers", "stimuli", "sessions", "ratings")
 
@@ -78,9 +78,37 @@ def upgrade(engine: Engine) -> list[str]:
                     f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'
                 )
                 added.append(f"column {table.name}.{column.name}")
+        present_indexes = {
+            name: {index["name"] for index in inspect(connection).get_indexes(name)}
+            for name in inspect(connection).get_table_names()
+        }
+        for table in Base.metadata.sorted_tables:
+            for index in table.indexes:
+                if index.name in present_indexes.get(table.name, set()):
+                    continue
+                if index.name == ONE_OPEN_SITTING:
+                    _close_all_but_newest_open_sitting(connection)
+                index.create(connection)
+                added.append(f"index {index.name}")
     with OrmSession(engine) as db, db.begin():
         db.merge(StudyInfo(key="schema_version", value=str(SCHEMA_VERSION)))
     return added
+
+
+def _close_all_but_newest_open_sitting(connection) -> None:
+    """Before v3 nothing stopped a viewer from holding two open sittings; the older ones were
+    already dead ends, so they are closed as abandoned and the newest stays resumable."""
+    sessions = Base.metadata.tables["sessions"]
+    newest = (
+        select(func.max(sessions.c.id))
+        .where(sessions.c.closed_reason.is_(None))
+        .group_by(sessions.c.viewer_id)
+    )
+    connection.execute(
+        sessions.update()
+        .where(sessions.c.closed_reason.is_(None), sessions.c.id.not_in(newest))
+        .values(closed_reason="abandoned")
+    )
 
 
 def missing_tables(engine: Engine) -> list[str]:

@@ -19,18 +19,26 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped whenever a table changes, so an old study database can be recognised and upgraded.
 
 2: ``trials`` (the per-viewer order kept on the server) and the break/closing fields of sessions.
+3: the sitting lifecycle — ``sessions.last_active_at`` / ``trained_at``, one open sitting per
+viewer (a partial unique index), ``trials.served_at`` and ``ratings.scale``.
 """
+
+CLOSED_REASONS = ("completed", "time limit", "abandoned", "closed by experimenter")
+"""Why a sitting closed (``sessions.closed_reason``); NULL while it is open."""
+ONE_OPEN_SITTING = "uq_one_open_sitting_per_viewer"
 
 SCORE_MIN = 0.0
 SCORE_MAX = 5.0
@@ -112,6 +120,17 @@ class Session(Base):
     """A viewer's sitting over one group of stimuli, in an order drawn for that viewer."""
 
     __tablename__ = "sessions"
+    __table_args__ = (
+        # One open sitting per viewer, enforced by the database: two simultaneous form posts
+        # cannot both open one (the second insert fails and the app resumes the first).
+        Index(
+            ONE_OPEN_SITTING,
+            "viewer_id",
+            unique=True,
+            sqlite_where=text("closed_reason IS NULL"),
+            postgresql_where=text("closed_reason IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     viewer_id: Mapped[int] = mapped_column(ForeignKey("viewers.id"), index=True)
@@ -122,7 +141,13 @@ class Session(Base):
         JSON, doc="screen size, device pixel ratio, browser, display/distance/lighting notes"
     )
     closed_reason: Mapped[str | None] = mapped_column(
-        String(32), doc="'completed', 'time limit' — NULL while the sitting is open"
+        String(32), doc="one of CLOSED_REASONS — NULL while the sitting is open"
+    )
+    last_active_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="last page served or rating stored: idle sittings expire"
+    )
+    trained_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="when the viewer finished this sitting's practice"
     )
     break_due_at: Mapped[dt.datetime | None] = mapped_column(
         DateTime(timezone=True), doc="when the next enforced rest starts"
@@ -150,7 +175,12 @@ class Trial(Base):
     stimulus_id: Mapped[int] = mapped_column(ForeignKey("stimuli.id"))
     is_warmup: Mapped[bool] = mapped_column(Boolean, default=False)
     is_repeat: Mapped[bool] = mapped_column(Boolean, default=False)
-    shown_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    shown_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="first time the trial's page was served (never moves)"
+    )
+    served_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="latest serving: the minimum viewing time runs from here"
+    )
 
     session: Mapped[Session] = relationship(back_populates="trials")
     stimulus: Mapped[Stimulus] = relationship()
@@ -186,6 +216,9 @@ class Rating(Base):
     )
     shown_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     first_input_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    scale: Mapped[float | None] = mapped_column(
+        Float, doc="common factor both images were drawn at (1 = one image pixel per screen pixel)"
+    )
     submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
     session: Mapped[Session] = relationship(back_populates="ratings")

@@ -14,6 +14,15 @@ from werkzeug.security import generate_password_hash
 from annotate import create_app
 
 ADMIN_PASSWORD = "correct horse battery"
+ENVIRONMENT = {
+    "screen_width": 2560,
+    "screen_height": 1440,
+    "device_pixel_ratio": 1,
+    "browser": "test",
+    "display": "iMac 27",
+    "viewing_distance": "60 cm",
+    "lighting": "dim",
+}
 TOKEN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
 
@@ -54,6 +63,7 @@ def make_app(instance: Path, **config):
         "SESSION_COOKIE_SECURE": False,
         "WARMUP_TRIALS": 1,
         "GREY_SCREEN_MS": 0,
+        "MIN_VIEWING_MS": 0,
         "SEED": 0,
         "ADMIN_PASSWORD_HASH": generate_password_hash(ADMIN_PASSWORD),
     }
@@ -83,8 +93,8 @@ class Browser:
             payload["csrf_token"] = self.token
         return self.client.post(url, data=payload, **kwargs)
 
-    def register(self) -> str:
-        """Consent, register and describe the environment; return the viewer's code."""
+    def enrol(self) -> str:
+        """Consent and register; return the viewer's code (no sitting is opened yet)."""
         self.get("/consent")
         assert self.post("/consent", {"agree": "y"}).status_code == 302
         self.get("/register")
@@ -93,21 +103,29 @@ class Browser:
         )
         assert response.status_code == 302, response.get_data(as_text=True)
         page = self.get("/environment").get_data(as_text=True)
-        code = re.search(r'id="code">([A-Z0-9]+)<', page).group(1)
-        response = self.post(
-            "/environment",
-            {
-                "screen_width": 2560,
-                "screen_height": 1440,
-                "device_pixel_ratio": 1,
-                "browser": "test",
-                "display": "iMac 27",
-                "viewing_distance": "60 cm",
-                "lighting": "dim",
-            },
-        )
+        return re.search(r'id="code">([A-Z0-9]+)<', page).group(1)
+
+    def register(self, practise: bool = True) -> str:
+        """Enrol, describe the environment (which opens a sitting) and, unless told not to, go
+        through the practice; return the viewer's code."""
+        code = self.enrol()
+        response = self.post("/environment", ENVIRONMENT)
         assert response.status_code == 302, response.get_data(as_text=True)
+        if practise:
+            self.practise()
         return code
+
+    def practise(self) -> None:
+        """Go through the practice pairs (POSTed forms, nothing stored) until the trials open."""
+        location = "/training/0"
+        while "/training/" in location:
+            page = self.get(location)
+            if page.status_code != 200:
+                location = page.headers["Location"]
+                continue
+            response = self.post(location, {"consistency": "2.5", "perception": "2.5"})
+            assert response.status_code in (302, 303), response.get_data(as_text=True)
+            location = response.headers["Location"]
 
     def current_position(self) -> int | None:
         page = self.get("/trial")

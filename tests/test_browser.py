@@ -120,6 +120,10 @@ def test_participant_journey_in_chromium(server, tmp_path):
         fresh.goto(server + "/")
         fresh.fill("#code", code)
         fresh.click("#resume")
+        assert fresh.is_visible("#resuming")  # the new machine is measured first
+        for field in ("#display", "#viewing_distance", "#lighting"):
+            fresh.fill(field, "unknown")
+        fresh.click("#environment-continue")
         assert fresh.text_content("#progress") == before  # resumed exactly where they stopped
         while fresh.url.endswith("/trial"):
             rate_current(fresh, "2", "3")
@@ -136,7 +140,8 @@ def test_participant_journey_in_chromium(server, tmp_path):
         browser.close()
 
     trials = pd.read_csv(tmp_path / "trials.csv")
-    assert len(trials) == 6 + 1 and trials["nsfw"].sum() == 1
-    assert trials["position"].tolist() == list(range(7))
+    # six images, one of them the warm-up, which is not shown again as a test item
+    assert len(trials) == 6 and trials["nsfw"].sum() == 1 and trials["warmup"].sum() == 1
+    assert trials["position"].tolist() == list(range(6))
     assert mos_main([str(tmp_path / "trials.csv"), "--out", str(tmp_path / "mos"), "--quiet"]) == 0
-    assert len(pd.read_csv(tmp_path / "mos" / "mos.csv")) == 6
+    assert len(pd.read_csv(tmp_path / "mos" / "mos.csv")) == 5
