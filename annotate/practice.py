@@ -9,6 +9,8 @@ resolution), from near-perfect to very bad: none of them is a stimulus anyone ra
 from __future__ import annotations
 
 import io
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +59,10 @@ def made_pairs(reference: Path, folder: Path) -> list[PracticePair]:
         with Image.open(reference) as opened:
             image = opened.convert("RGB")
         for path, (factor, quality) in zip(paths, LEVELS, strict=True):
-            _damaged(image, factor, quality).save(path)
+            # Written aside, then renamed: a parallel request never reads a half-written file.
+            partial = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.png")
+            _damaged(image, factor, quality).save(partial)
+            partial.replace(path)
     return [PracticePair(str(p), str(reference)) for p in paths]
 
 
