@@ -24,6 +24,7 @@ from flask import (
     Flask,
     abort,
     current_app,
+    g,
     redirect,
     render_template,
     request,
@@ -42,7 +43,7 @@ from annotate.db import get_db
 from annotate.export import copy_database, to_safe_csv, trials_frame, viewers_frame
 from annotate.forms import ActionForm, LoginForm
 from annotate.private import PASSWORD_FILE, current_epoch, read_optional, rotate_epoch
-from studydb import Rating, Session, Stimulus, StudyGroup, Viewer
+from studydb import Rating, Session, Stimulus, StudyGroup
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 log = logging.getLogger("annotate")
@@ -66,7 +67,10 @@ def password_hash() -> str | None:
 
 
 def admin_epoch() -> str:
-    return current_epoch(Path(current_app.instance_path))
+    """The epoch in force, read once per request (a dashboard builds many image URLs)."""
+    if "admin_epoch" not in g:
+        g.admin_epoch = current_epoch(Path(current_app.instance_path))
+    return g.admin_epoch
 
 
 def admin_session_valid() -> bool:
@@ -130,7 +134,7 @@ def logout():
     """Log out everywhere: a new epoch refuses every admin session issued before."""
     ActionForm().validate_on_submit() or abort(400)
     if admin_session_valid():
-        rotate_epoch(Path(current_app.instance_path))
+        g.admin_epoch = rotate_epoch(Path(current_app.instance_path))
     session.clear()
     return redirect(url_for("study.index"))
 
@@ -145,9 +149,7 @@ def dashboard():
     snapshot = cache.latest(last_rating, wait=current_app.config["SCREENING_WAIT_SECONDS"])
     return render_template(
         "admin/dashboard.html",
-        viewers=_viewer_progress(db),
         groups=_group_progress(db, target),
-        coverage=_coverage(db, target),
         screening=snapshot,
         screening_error=cache.error,
         screening_behind=(last_rating - snapshot.last_rating) if snapshot else None,
@@ -213,23 +215,6 @@ def export_db():
     )
 
 
-def _viewer_progress(db) -> list[dict]:
-    rows = db.execute(
-        select(
-            Viewer.code,
-            func.count(func.distinct(Session.id)),
-            func.count(Rating.id),
-            func.max(Rating.submitted_at),
-        )
-        .select_from(Viewer)
-        .outerjoin(Session, Session.viewer_id == Viewer.id)
-        .outerjoin(Rating, Rating.session_id == Session.id)
-        .group_by(Viewer.id)
-        .order_by(Viewer.id)
-    ).all()
-    return [dict(code=c, sittings=s, ratings=r, last=last) for c, s, r, last in rows]
-
-
 def _group_progress(db, target: int) -> list[dict]:
     groups = db.scalars(select(StudyGroup).order_by(StudyGroup.id)).all()
     size = dict(
@@ -261,35 +246,19 @@ def _group_progress(db, target: int) -> list[dict]:
     ]
 
 
-def _coverage(db, target: int) -> dict:
-    """Ratings per stimulus (warm-ups left out) against the target."""
-    counts = dict(
-        db.execute(
-            select(Rating.stimulus_id, func.count(func.distinct(Session.viewer_id)))
-            .join(Session, Rating.session_id == Session.id)
-            .where(Rating.is_warmup.is_(False))
-            .group_by(Rating.stimulus_id)
-        ).all()
-    )
-    ids = db.scalars(select(Stimulus.id)).all()
-    per_stimulus = np.array([counts.get(i, 0) for i in ids]) if ids else np.zeros(0)
-    return dict(
-        stimuli=len(ids),
-        reached=int((per_stimulus >= target).sum()),
-        median=float(np.median(per_stimulus)) if ids else 0.0,
-        minimum=int(per_stimulus.min()) if ids else 0,
-    )
-
-
 def _flagged(db) -> list[dict]:
-    """Stimuli with NSFW reports, most reported first, with the viewers' reasons."""
+    """Stimuli with NSFW reports, most reported first, with the viewers' reasons (one query)."""
     reports: dict[int, list[str]] = {}
-    for stimulus_id, reason in db.execute(
-        select(Rating.stimulus_id, Rating.nsfw_reason).where(Rating.nsfw.is_(True))
+    stimuli: dict[int, Stimulus] = {}
+    for stimulus, reason in db.execute(
+        select(Stimulus, Rating.nsfw_reason)
+        .join(Rating, Rating.stimulus_id == Stimulus.id)
+        .where(Rating.nsfw.is_(True))
     ):
-        reports.setdefault(stimulus_id, []).append(reason or "")
+        stimuli[stimulus.id] = stimulus
+        reports.setdefault(stimulus.id, []).append(reason or "")
     ranked = sorted(reports.items(), key=lambda item: -len(item[1]))
     return [
-        dict(stimulus=db.get(Stimulus, stimulus_id), reports=len(r), reasons=" | ".join(r))
+        dict(stimulus=stimuli[stimulus_id], reports=len(r), reasons=" | ".join(r))
         for stimulus_id, r in ranked
     ]

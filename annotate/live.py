@@ -1,10 +1,11 @@
-"""The admin's live screening, computed in the background so the dashboard never waits for it.
+"""The dashboard's figures over all ratings, computed in the background so a load never waits.
 
 Reading every rating and ranking them takes about a second at the paper's size (80,000 trials);
 doing that on each load of ``/admin/`` held a server thread for that long. Here one background
-thread per app recomputes the screening when ratings have arrived since the last result, at most
-every ``SCREENING_REFRESH_SECONDS``; a dashboard load only reads the latest result and the
-highest rating id (one index look-up), and shows how fresh the result is.
+thread per app recomputes the live screening, the per-viewer progress and the coverage when
+ratings have arrived since the last result, at most every ``SCREENING_REFRESH_SECONDS``; a
+dashboard load reads the latest result and the highest rating id (one index look-up), and shows
+how fresh the result is. The ratings are read by ``mos``'s own columnar reader.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import numpy as np
 import pandas as pd
 from flask import Flask
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session as OrmSession
 
 from mos.observations import Observations
+from mos.ratings import InputError, load_ratings
 from mos.screening import LiveScreening
-from studydb import Rating, Session, Viewer
+from studydb import Rating, Session, Stimulus, Viewer
 
 log = logging.getLogger("annotate")
 DIMENSIONS = ("consistency", "perception")
@@ -32,8 +35,10 @@ DIMENSIONS = ("consistency", "perception")
 class Snapshot:
     """One computed screening: the rows to show and what they cover."""
 
-    rows: list[dict]
-    last_rating: int  # highest rating id included
+    rows: list[dict]  # per viewer: code, then per dimension srocc, shared, low, high, verdict
+    viewers: list[dict]  # per viewer: code, sittings, ratings, last
+    coverage: dict  # stimuli, reached, median, minimum
+    last_rating: int  # every rating up to this id is included
     ratings: int  # non-warm-up ratings included
     computed_at: dt.datetime
     seconds: float  # how long the computation took
@@ -42,8 +47,17 @@ class Snapshot:
 class LiveScreeningCache:
     """The latest screening of one app, refreshed by a background thread on demand."""
 
-    def __init__(self, engine: Engine, screening: LiveScreening, refresh_seconds: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        database: str,
+        screening: LiveScreening,
+        target: int,
+        refresh_seconds: float,
+    ) -> None:
         self.engine = engine
+        self.database = database
+        self.target = target
         self.screening = screening
         self.refresh_seconds = refresh_seconds
         self.snapshot: Snapshot | None = None
@@ -63,7 +77,10 @@ class LiveScreeningCache:
             and time.monotonic() - self._started >= self.refresh_seconds
         )
         if due:
-            self.refresh(wait=wait)
+            # Wait only where the last computation fitted in the wait: a small study is then
+            # always up to date, a big one answers at once with the previous result and its age.
+            quick = current is None or current.seconds <= wait
+            self.refresh(wait=wait if quick else 0)
         return self.snapshot
 
     def refresh(self, wait: float | None = None) -> None:
@@ -79,50 +96,83 @@ class LiveScreeningCache:
 
     def _run(self) -> None:
         try:
-            self.snapshot = compute(self.engine, self.screening)
+            self.snapshot = compute(self.engine, self.database, self.screening, self.target)
             self.error = None
         except Exception as error:  # shown on the dashboard, never a crash of the server
             log.exception("live screening failed")
             self.error = f"{type(error).__name__}: {error}"
 
 
-def compute(engine: Engine, screening: LiveScreening) -> Snapshot:
-    """Leave-one-out screening of every viewer, per dimension, from the database as it is now."""
+def compute(engine: Engine, database: str, screening: LiveScreening, target: int) -> Snapshot:
+    """Leave-one-out screening per viewer and dimension, progress and coverage, as of now."""
     started = time.perf_counter()
-    with engine.connect() as connection:
-        last = connection.scalar(select(func.coalesce(func.max(Rating.id), 0)))
-        rows = connection.execute(
-            select(Session.viewer_id, Rating.stimulus_id, Rating.consistency, Rating.perception)
-            .join(Session, Rating.session_id == Session.id)
-            .where(Rating.is_warmup.is_(False), Rating.id <= last)
-        ).all()
-        codes = dict(connection.execute(select(Viewer.id, Viewer.code)).all())
-    result: list[dict] = []
-    if rows:
-        data = np.array(rows, dtype=float)
-        viewer_ids, viewer = np.unique(data[:, 0].astype(int), return_inverse=True)
-        _, stimulus = np.unique(data[:, 1].astype(int), return_inverse=True)
-        table = {int(v): {"viewer": codes.get(int(v), str(v))} for v in viewer_ids}
-        for column, name in enumerate(DIMENSIONS, start=2):
-            scores = data[:, column]
-            present = ~np.isnan(scores)
+    with OrmSession(engine) as db:
+        last = db.scalar(select(func.coalesce(func.max(Rating.id), 0)))
+        viewers = viewer_progress(db)
+        cover = coverage(db, target)
+    rows: list[dict] = []
+    count = 0
+    try:
+        table = load_ratings(database, DIMENSIONS)
+    except InputError as error:
+        if "no ratings" not in str(error):
+            raise
+    else:
+        count = len(table)
+        rows = [{"viewer": str(code)} for code in table.viewer_ids]
+        for name in DIMENSIONS:
             obs = Observations(
-                viewer[present],
-                stimulus[present],
-                scores[present],
-                len(viewer_ids),
-                int(stimulus.max()) + 1,
+                table.viewer, table.stimulus, table.scores[name], table.n_viewers, table.n_stimuli
             )
             frame: pd.DataFrame = screening.fit(obs)
-            for index, v in enumerate(viewer_ids):
-                table[int(v)][name] = frame.iloc[index].to_dict()
-        result = list(table.values())
+            for row, stats in zip(rows, frame.to_dict("records"), strict=True):
+                row[name] = stats
     return Snapshot(
-        rows=result,
+        rows=rows,
+        viewers=viewers,
+        coverage=cover,
         last_rating=int(last),
-        ratings=len(rows),
+        ratings=count,
         computed_at=dt.datetime.now(dt.UTC),
         seconds=time.perf_counter() - started,
+    )
+
+
+def viewer_progress(db: OrmSession) -> list[dict]:
+    """Sittings, ratings and the last rating's time of every registered viewer."""
+    found = db.execute(
+        select(
+            Viewer.code,
+            func.count(func.distinct(Session.id)),
+            func.count(Rating.id),
+            func.max(Rating.submitted_at),
+        )
+        .select_from(Viewer)
+        .outerjoin(Session, Session.viewer_id == Viewer.id)
+        .outerjoin(Rating, Rating.session_id == Session.id)
+        .group_by(Viewer.id)
+        .order_by(Viewer.id)
+    ).all()
+    return [dict(code=c, sittings=s, ratings=r, last=last) for c, s, r, last in found]
+
+
+def coverage(db: OrmSession, target: int) -> dict:
+    """Ratings per stimulus (warm-ups left out) against the target."""
+    counts = dict(
+        db.execute(
+            select(Rating.stimulus_id, func.count(func.distinct(Session.viewer_id)))
+            .join(Session, Rating.session_id == Session.id)
+            .where(Rating.is_warmup.is_(False))
+            .group_by(Rating.stimulus_id)
+        ).all()
+    )
+    ids = db.scalars(select(Stimulus.id)).all()
+    per_stimulus = np.array([counts.get(i, 0) for i in ids]) if ids else np.zeros(0)
+    return dict(
+        stimuli=len(ids),
+        reached=int((per_stimulus >= target).sum()),
+        median=float(np.median(per_stimulus)) if ids else 0.0,
+        minimum=int(per_stimulus.min()) if ids else 0,
     )
 
 
@@ -130,9 +180,11 @@ def init_app(app: Flask) -> None:
     """Attach one cache to the app (the screening thresholds come from its config)."""
     app.extensions["live_screening"] = LiveScreeningCache(
         app.extensions["study_engine"],
+        app.config["DATABASE"],
         LiveScreening(
             threshold=app.config["SCREENING_THRESHOLD"],
             confidence=app.config["SCREENING_CONFIDENCE"],
         ),
+        app.config["VIEWERS_PER_STIMULUS"],
         app.config["SCREENING_REFRESH_SECONDS"],
     )
