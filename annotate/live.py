@@ -29,6 +29,7 @@ from studydb import Rating, Session, Stimulus, Viewer
 
 log = logging.getLogger("annotate")
 DIMENSIONS = ("consistency", "perception")
+FIRST_WAIT = 5.0  # seconds: the first load after a start waits for the first result this long
 
 
 @dataclass
@@ -67,20 +68,21 @@ class LiveScreeningCache:
         self._started = 0.0
 
     def latest(self, last_rating: int, wait: float = 0.0) -> Snapshot | None:
-        """The latest result. When it is out of date, a recomputation starts in the background
-        (at most every ``refresh_seconds``, at once when there is none yet), and this call
-        waits for it ``wait`` seconds at most — a small study is then always up to date, a big
-        one shows the previous result with its age."""
+        """The latest result, recomputed in the background when ratings have arrived since.
+
+        A recomputation that took at most ``wait`` seconds last time is started at once and
+        waited for (a small study is always up to date); a longer one at most every
+        ``refresh_seconds``, not waited for (a big study answers at once with the previous
+        result and its age). The first result after a start is waited for up to
+        ``FIRST_WAIT`` seconds, so the first page has figures.
+        """
         current = self.snapshot
-        due = current is None or (
-            current.last_rating < last_rating
-            and time.monotonic() - self._started >= self.refresh_seconds
-        )
-        if due:
-            # Wait only where the last computation fitted in the wait: a small study is then
-            # always up to date, a big one answers at once with the previous result and its age.
-            quick = current is None or current.seconds <= wait
-            self.refresh(wait=wait if quick else 0)
+        if current is None:
+            self.refresh(wait=FIRST_WAIT)
+        elif current.last_rating < last_rating:
+            quick = current.seconds <= wait
+            if quick or time.monotonic() - self._started >= self.refresh_seconds:
+                self.refresh(wait=wait if quick else 0)
         return self.snapshot
 
     def refresh(self, wait: float | None = None) -> None:
