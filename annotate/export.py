@@ -90,7 +90,7 @@ def to_safe_csv(frame: pd.DataFrame) -> str:
     """``frame`` as CSV text with every formula-like text cell neutralised."""
     safe = frame.copy()
     for column in safe.columns:
-        if safe[column].dtype == object:
+        if not pd.api.types.is_numeric_dtype(safe[column]):
             safe[column] = safe[column].map(lambda v: neutralise(v) if isinstance(v, str) else v)
     return safe.to_csv(index=False)
 

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session as OrmSession
 
 from mos.observations import Observations
-from mos.ratings import InputError, load_ratings
+from mos.ratings import load_ratings
 from mos.screening import LiveScreening
 from studydb import Rating, Session, Stimulus, Viewer
 
@@ -110,16 +110,13 @@ def compute(engine: Engine, database: str, screening: LiveScreening, target: int
     started = time.perf_counter()
     with OrmSession(engine) as db:
         last = db.scalar(select(func.coalesce(func.max(Rating.id), 0)))
+        scored = db.scalar(select(func.count()).where(Rating.is_warmup.is_(False)))
         viewers = viewer_progress(db)
         cover = coverage(db, target)
     rows: list[dict] = []
     count = 0
-    try:
+    if scored:
         table = load_ratings(database, DIMENSIONS)
-    except InputError as error:
-        if "no ratings" not in str(error):
-            raise
-    else:
         count = len(table)
         rows = [{"viewer": str(code)} for code in table.viewer_ids]
         for name in DIMENSIONS:

@@ -1,5 +1,5 @@
 """The viewer's side: consent → registration → viewing environment → instructions → training →
-trials (with enforced breaks) → done, and the images themselves.
+trials (with enforced breaks) → done. The images are served by :mod:`annotate.media`.
 
 Which viewer and which sitting a request belongs to comes only from the signed session cookie,
 never from the form, so nobody can rate in someone else's sitting.
@@ -10,15 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from functools import wraps
-from pathlib import Path
 
 from flask import (
     Blueprint,
-    abort,
     current_app,
     redirect,
     render_template,
-    send_file,
     session,
     url_for,
 )
@@ -246,25 +243,6 @@ def rest():
 def done():
     viewer = current_viewer()
     return render_template("done.html", viewer=viewer, message=None)
-
-
-@bp.route("/media/<int:stimulus_id>/<which>")
-def media(stimulus_id: int, which: str):
-    """Images of registered stimuli only, to a viewer or the admin: the path comes from the
-    database, never from the URL, so nothing else on disk can be reached."""
-    if session.get("viewer_id") is None and not session.get("admin"):
-        abort(403)
-    if which not in ("distorted", "reference"):
-        abort(404)
-    stimulus = get_db().get(Stimulus, stimulus_id)
-    if stimulus is None:
-        abort(404)
-    path = Path(stimulus.distorted_path if which == "distorted" else stimulus.reference_path)
-    if not path.is_file():
-        abort(404, description=f"image file missing on the server for stimulus {stimulus.key}")
-    response = send_file(path, max_age=3600)
-    response.headers["Cache-Control"] = "private, max-age=3600"
-    return response
 
 
 def _training_examples() -> list[Stimulus]:
