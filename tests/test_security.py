@@ -355,3 +355,26 @@ def test_the_demo_honours_the_labs_config(tmp_path):
     assert app.config["TRAINING_STIMULI"][0] == "r0_d3"  # fewest bits first
     plain = create_app(instance_path=str(tmp_path / "other"), defaults=defaults)
     assert plain.config["WARMUP_TRIALS"] == 5  # the demo's own default sits below config.py
+
+
+def test_every_demo_start_revokes_the_admin_sessions_of_the_last(tmp_path, monkeypatch, capsys):
+    def small_demo(folder: Path) -> Path:  # the shipped images take a while to encode
+        manifest = make_study(folder)
+        frame = pd.read_csv(manifest)
+        frame.assign(bits=np.arange(len(frame))).to_csv(manifest, index=False)
+        return manifest
+
+    monkeypatch.setattr("annotate.demo.build_demo", small_demo)
+    instance = tmp_path / "instance"
+
+    def start_demo() -> str:
+        assert annotate_main(["--instance", str(instance), "demo", "--no-serve"]) == 0
+        return re.search(r"admin password for this demo: (\S+)", capsys.readouterr().out).group(1)
+
+    password = start_demo()
+    app = create_app({"SESSION_COOKIE_SECURE": False}, instance_path=str(instance / "demo"))
+    admin = login(app, password=password)
+    assert admin.get("/admin/").status_code == 200
+    assert (instance / "demo" / "admin_password_hash").stat().st_mode & 0o077 == 0
+    start_demo()
+    assert admin.get("/admin/").status_code == 302
