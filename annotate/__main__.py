@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import socket
 import sys
 from pathlib import Path
@@ -133,6 +134,9 @@ def _serve(args: argparse.Namespace, app=None) -> int:
     if args.certfile is not None and args.behind_proxy:
         print("annotate: error: choose --certfile or --behind-proxy, not both", file=sys.stderr)
         return 2
+    logging.basicConfig(  # an audit trail on stderr: logins, failures, database errors
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     app = app or _app(args)
     problem = check_writable(app.extensions["study_engine"])
     if problem is not None:

@@ -303,21 +303,24 @@ def test_the_admin_sees_only_the_nsfw_queue_and_absurd_ids_are_404(study):
 
 
 def make_unwritable(app, how: str) -> None:
-    """A database that refuses writes, as SQLite reports it (tests run as root, so a chmod
-    would not stop them)."""
-    assert how == "read-only"
+    """A read-only database or a full disk, as SQLite reports them (tests run as root, so a
+    chmod would not stop them; ``max_page_count`` caps the file at its present size)."""
     engine = app.extensions["study_engine"]
 
     @event.listens_for(engine, "connect")
     def _limit(connection, _record):
         cursor = connection.cursor()
-        cursor.execute("PRAGMA query_only = ON")
+        if how == "read-only":
+            cursor.execute("PRAGMA query_only = ON")
+        else:
+            pages = cursor.execute("PRAGMA page_count").fetchone()[0]
+            cursor.execute(f"PRAGMA max_page_count = {pages}")
         cursor.close()
 
     engine.dispose()
 
 
-@pytest.mark.parametrize("how", ["read-only"])
+@pytest.mark.parametrize("how", ["read-only", "disk full"])
 def test_an_unwritable_database_is_a_503_that_says_the_rating_was_not_saved(
     tmp_path, manifest, how
 ):
@@ -326,16 +329,21 @@ def test_an_unwritable_database_is_a_503_that_says_the_rating_was_not_saved(
     viewer.register()
     admin = login(app)
     admin.get("/admin/")
-    position = viewer.current_position()
     make_unwritable(app, how)
-    response = viewer.rate(position, 2, 2, nsfw="y", nsfw_reason="x" * 999)
+    for _ in range(12):  # a full disk shows once the last free pages are used
+        position = viewer.current_position()
+        response = viewer.rate(0 if position is None else position, 2, 2, nsfw="y",
+                               nsfw_reason="x" * 999)  # fmt: skip
+        if response.status_code != 303:
+            break
     assert response.status_code == 503
     page = response.get_data(as_text=True)
     assert "NOT saved" in page and "call the experimenter" in page
     assert "readonly" not in page and "disk" not in page  # the viewer gets no internals
-    withheld = admin.post("/admin/stimuli/1/withhold", {})
-    assert withheld.status_code == 503
-    assert "readonly" in withheld.get_data(as_text=True)  # the admin sees the error
+    if how == "read-only":
+        withheld = admin.post("/admin/stimuli/1/withhold", {})
+        assert withheld.status_code == 503
+        assert "readonly" in withheld.get_data(as_text=True)  # the admin sees the error
 
 
 def test_the_demo_honours_the_labs_config(tmp_path):
