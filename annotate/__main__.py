@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
+import socket
 import sys
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.security import generate_password_hash
 
+from annotate.private import PASSWORD_FILE, rotate_epoch, write_private
 from studydb.manifest import ManifestError, read_manifest
 
 DEFAULT_INSTANCE = Path("instance")
@@ -21,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except ManifestError as error:
         print(f"annotate: error: {error}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as error:
+        cause = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        print(f"annotate: error: the study database cannot be used: {cause}", file=sys.stderr)
         return 2
 
 
@@ -74,21 +82,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on: 0.0.0.0 for every machine of the lab network",
+    )
     parser.add_argument("--port", type=int, default=5000, help="port to listen on")
     parser.add_argument("--threads", type=int, default=8, help="worker threads")
-    parser.add_argument(
+    tls = parser.add_argument_group(
+        "HTTPS (default: plain HTTP; cookies are Secure exactly when a page comes over HTTPS)"
+    )
+    tls.add_argument(
+        "--certfile",
+        type=Path,
+        help="serve HTTPS directly (cheroot's TLS) with this PEM certificate (chain); "
+        "needs --keyfile",
+    )
+    tls.add_argument("--keyfile", type=Path, help="the certificate's PEM private key")
+    tls.add_argument(
+        "--behind-proxy",
+        metavar="ADDRESS",
+        help="a TLS-terminating reverse proxy (e.g. Caddy) at ADDRESS forwards to this server: "
+        "trust its X-Forwarded-Proto/-For/-Host headers (and only its)",
+    )
+    tls.add_argument(
         "--http",
         action="store_true",
-        help="plain HTTP on a lab network: cookies without the Secure flag "
-        "(browsers treat http://localhost as secure already)",
+        help="never set the Secure flag on cookies (the default already omits it over HTTP)",
     )
 
 
-def _app(args: argparse.Namespace, **config):
+def _app(args: argparse.Namespace, defaults: dict | None = None):
     from annotate import create_app
 
-    return create_app(config or None, instance_path=str(args.instance.resolve()))
+    config = {"SESSION_COOKIE_SECURE": False} if getattr(args, "http", False) else None
+    return create_app(config, instance_path=str(args.instance.resolve()), defaults=defaults)
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -142,20 +170,71 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, app=None) -> int:
-    import waitress
+    """Check the set-up, then serve with waitress (HTTP) or cheroot (HTTPS) until Ctrl+C."""
+    from annotate.db import check_writable
 
-    app = app or _app(args, **({"SESSION_COOKIE_SECURE": False} if args.http else {}))
+    if (args.certfile is None) != (args.keyfile is None):
+        print("annotate: error: --certfile and --keyfile go together", file=sys.stderr)
+        return 2
+    for path in (args.certfile, args.keyfile):
+        if path is not None and not path.is_file():
+            print(f"annotate: error: {path} does not exist", file=sys.stderr)
+            return 2
+    if args.certfile is not None and args.behind_proxy:
+        print("annotate: error: choose --certfile or --behind-proxy, not both", file=sys.stderr)
+        return 2
+    logging.basicConfig(  # an audit trail on stderr: logins, failures, database errors
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = app or _app(args)
+    problem = check_writable(app.extensions["study_engine"])
+    if problem is not None:
+        print(
+            f"annotate: error: cannot write the study database {app.config['DATABASE']}: "
+            f"{problem} — not serving (free disk space or fix the file's permissions)",
+            file=sys.stderr,
+        )
+        return 2
     for name in app.jinja_env.list_templates():  # compile now, not on the first viewer's click
         app.jinja_env.get_template(name)
-    url = f"http://{args.host}:{args.port}/"
+    scheme = "https" if args.certfile else "http"
+    host = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host
+    url = f"{scheme}://{host}:{args.port}/"
     print(f"serving the study at {url} (admin: {url}admin/) — Ctrl+C to stop", flush=True)
-    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="cmc-lab")
+    if args.certfile:
+        return _serve_https(app, args)
+    import waitress
+
+    proxy = {}
+    if args.behind_proxy:
+        proxy = dict(
+            trusted_proxy=args.behind_proxy,
+            trusted_proxy_headers={"x-forwarded-proto", "x-forwarded-for", "x-forwarded-host"},
+            clear_untrusted_proxy_headers=True,
+        )
+    waitress.serve(
+        app, host=args.host, port=args.port, threads=args.threads, ident="cmc-lab", **proxy
+    )
+    return 0
+
+
+def _serve_https(app, args: argparse.Namespace) -> int:
+    """HTTPS without a proxy: cheroot (CherryPy's WSGI server) with Python's own TLS."""
+    from cheroot.ssl.builtin import BuiltinSSLAdapter
+    from cheroot.wsgi import Server
+
+    server = Server((args.host, args.port), app, numthreads=args.threads, server_name="cmc-lab")
+    server.ssl_adapter = BuiltinSSLAdapter(str(args.certfile), str(args.keyfile))
+    try:
+        server.start()
+    except KeyboardInterrupt:
+        server.stop()
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from annotate.db import get_db
-    from annotate.demo import build_demo, demo_password, training_order
+    from annotate.demo import build_demo, demo_defaults, demo_password
     from annotate.importer import import_manifest
 
     instance = args.instance / "demo"
@@ -164,14 +243,9 @@ def _demo(args: argparse.Namespace) -> int:
     if not manifest.exists():
         build_demo(manifest.parent)
     password = demo_password(instance)
+    rotate_epoch(instance)  # a new demo revokes every admin session of the previous one
     args.instance = instance
-    app = _app(
-        args,
-        TRAINING_STIMULI=training_order(manifest),
-        WARMUP_TRIALS=2,
-        BREAK_AFTER_MINUTES=30,
-        **({"SESSION_COOKIE_SECURE": False} if args.http else {}),
-    )
+    app = _app(args, defaults=demo_defaults(manifest, args.instance.parent / "config.py"))
     with app.app_context():
         added, _ = import_manifest(
             get_db(), read_manifest(manifest), app.config["GROUP_SIZE"], np.random.default_rng(0)
@@ -194,11 +268,12 @@ def _set_password(args: argparse.Namespace) -> int:
     if len(password) < 10:
         print("annotate: error: use at least 10 characters", file=sys.stderr)
         return 2
-    args.instance.mkdir(parents=True, exist_ok=True)
-    target = args.instance / "admin_password_hash"
-    target.write_text(generate_password_hash(password))
-    target.chmod(0o600)
-    print(f"admin password stored (hashed) in {target}; restart the server to use it")
+    target = write_private(args.instance / PASSWORD_FILE, generate_password_hash(password))
+    rotate_epoch(args.instance)
+    print(
+        f"admin password stored (hashed, owner-only) in {target}; it works at once, "
+        "and every admin session logged in before is now refused"
+    )
     return 0
 
 

@@ -1,65 +1,130 @@
 """The experimenter's side: live progress, viewer screening, the NSFW queue, and exports.
 
 Protected by a password whose hash lives in the instance folder; there is no default password —
-without one, the admin pages say how to set it and stay closed.
+without one, the admin pages say how to set it and stay closed. Following OWASP's authentication
+guidance: failed logins are counted per client address and, past ``ADMIN_LOGIN_LIMIT``, refused
+with 429 for the rest of the window (even with the right password) and every failure is logged;
+an admin session carries the *admin epoch* of :mod:`annotate.private`, so logout, a new password
+and each demo start revoke every session issued before (a copied cookie included), and it expires
+after ``ADMIN_SESSION_MINUTES``. Admin pages and exports are never cached (``no-store``).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import tempfile
+import time
 from functools import wraps
 from pathlib import Path
 
 import numpy as np
 from flask import (
     Blueprint,
+    Flask,
     abort,
     current_app,
+    g,
     redirect,
     render_template,
+    request,
     send_file,
     session,
     url_for,
 )
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash
 
-from annotate import sittings
+from annotate import live, sittings
 from annotate.checks import file_problems
 from annotate.db import get_db
-from annotate.export import copy_database, trials_frame
+from annotate.export import copy_database, to_safe_csv, trials_frame, viewers_frame
 from annotate.forms import ActionForm, LoginForm
-from mos.observations import Observations
-from mos.screening import SroccScreening
+from annotate.private import PASSWORD_FILE, current_epoch, read_optional, rotate_epoch
 from studydb import Rating, Session, Stimulus, StudyGroup, Trial, Viewer
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+log = logging.getLogger("annotate")
+MAX_ID = 2**63 - 1  # larger ids cannot be in the database (and would overflow SQLite): 404
+
+
+def init_app(app: Flask) -> None:
+    """Per-app login throttle (in memory: one server process) and live screening."""
+    app.extensions["login_throttle"] = (
+        MovingWindowRateLimiter(MemoryStorage()),
+        parse(app.config["ADMIN_LOGIN_LIMIT"]),
+    )
+    live.init_app(app)
+
+
+def password_hash() -> str | None:
+    """The configured hash, else the one in the instance folder, read now: a new password
+    (``set-password``) takes effect without a restart."""
+    configured = current_app.config.get("ADMIN_PASSWORD_HASH")
+    return configured or read_optional(Path(current_app.instance_path) / PASSWORD_FILE)
+
+
+def admin_epoch() -> str:
+    """The epoch in force, read once per request (a dashboard builds many image URLs)."""
+    if "admin_epoch" not in g:
+        g.admin_epoch = current_epoch(Path(current_app.instance_path))
+    return g.admin_epoch
+
+
+def admin_session_valid() -> bool:
+    """Signed in under the current epoch, and not longer ago than ``ADMIN_SESSION_MINUTES``."""
+    since = session.get("admin_since")
+    if session.get("admin") != admin_epoch() or not isinstance(since, int | float):
+        return False
+    return time.time() - since < 60 * current_app.config["ADMIN_SESSION_MINUTES"]
 
 
 def admin_required(view):
     @wraps(view)
     def wrapped(**kwargs):
-        if not current_app.config.get("ADMIN_PASSWORD_HASH"):
+        if not password_hash():
             return render_template("admin/no_password.html"), 503
-        if not session.get("admin"):
+        if not admin_session_valid():
+            session.pop("admin", None)
+            session.pop("admin_since", None)
             return redirect(url_for("admin.login"))
         return view(**kwargs)
 
     return wrapped
 
 
+@bp.after_request
+def _never_cache(response):
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    stored = current_app.config.get("ADMIN_PASSWORD_HASH")
+    stored = password_hash()
     if not stored:
         return render_template("admin/no_password.html"), 503
+    throttle, limit = current_app.extensions["login_throttle"]
+    address = request.remote_addr or "unknown"
     form = LoginForm()
+    if request.method == "POST" and not throttle.test(limit, "admin-login", address):
+        wait = throttle.get_window_stats(limit, "admin-login", address).reset_time - time.time()
+        minutes = max(1, int(np.ceil(wait / 60)))
+        log.warning("admin login refused (locked out): %s", address)
+        response = render_template("admin/locked.html", minutes=minutes)
+        return response, 429, {"Retry-After": str(max(1, int(np.ceil(wait))))}
     if form.validate_on_submit():
         if check_password_hash(stored, form.password.data):
             session.clear()
-            session["admin"] = True
+            session["admin"] = admin_epoch()
+            session["admin_since"] = time.time()
+            log.info("admin login from %s", address)
             return redirect(url_for("admin.dashboard"))
+        throttle.hit(limit, "admin-login", address)
+        log.warning("failed admin login from %s", address)
         form.password.errors.append("Wrong password.")
         return render_template("admin/login.html", form=form), 403
     return render_template("admin/login.html", form=form)
@@ -67,7 +132,10 @@ def login():
 
 @bp.route("/logout", methods=["POST"])
 def logout():
+    """Log out everywhere: a new epoch refuses every admin session issued before."""
     ActionForm().validate_on_submit() or abort(400)
+    if admin_session_valid():
+        g.admin_epoch = rotate_epoch(Path(current_app.instance_path))
     session.clear()
     return redirect(url_for("study.index"))
 
@@ -77,12 +145,16 @@ def logout():
 def dashboard():
     db = get_db()
     target = current_app.config["VIEWERS_PER_STIMULUS"]
+    cache = current_app.extensions["live_screening"]
+    last_rating = db.scalar(select(func.coalesce(func.max(Rating.id), 0)))
+    snapshot = cache.latest(last_rating, wait=current_app.config["SCREENING_WAIT_SECONDS"])
     return render_template(
         "admin/dashboard.html",
-        viewers=_viewer_progress(db),
         groups=_group_progress(db, target),
-        coverage=_coverage(db, target),
-        screening=_live_srocc(db),
+        screening=snapshot,
+        screening_error=cache.error,
+        screening_behind=(last_rating - snapshot.last_rating) if snapshot else None,
+        live=cache.screening,
         flagged=_flagged(db),
         sittings=_sittings(db),
         missing_files=file_problems(db),
@@ -110,6 +182,8 @@ def withhold(stimulus_id: int):
     """Toggle: a withheld image is left out of every sitting drawn from now on."""
     if not ActionForm().validate_on_submit():
         abort(400)
+    if stimulus_id > MAX_ID:
+        abort(404)
     db = get_db()
     stimulus = db.get(Stimulus, stimulus_id) or abort(404)
     stimulus.withheld = not stimulus.withheld
@@ -120,12 +194,21 @@ def withhold(stimulus_id: int):
 @bp.route("/export/trials.csv")
 @admin_required
 def export_csv():
-    text = trials_frame(get_db()).to_csv(index=False)
+    return _csv_download(trials_frame(get_db()), "trials.csv")
+
+
+@bp.route("/export/viewers.csv")
+@admin_required
+def export_viewers():
+    return _csv_download(viewers_frame(get_db()), "viewers.csv")
+
+
+def _csv_download(frame, name: str):
     return send_file(
-        io.BytesIO(text.encode()),
+        io.BytesIO(to_safe_csv(frame).encode()),
         mimetype="text/csv",
         as_attachment=True,
-        download_name="trials.csv",
+        download_name=name,
     )
 
 
@@ -174,23 +257,6 @@ def _sittings(db) -> list[dict]:
     ]
 
 
-def _viewer_progress(db) -> list[dict]:
-    rows = db.execute(
-        select(
-            Viewer.code,
-            func.count(func.distinct(Session.id)),
-            func.count(Rating.id),
-            func.max(Rating.submitted_at),
-        )
-        .select_from(Viewer)
-        .outerjoin(Session, Session.viewer_id == Viewer.id)
-        .outerjoin(Rating, Rating.session_id == Session.id)
-        .group_by(Viewer.id)
-        .order_by(Viewer.id)
-    ).all()
-    return [dict(code=c, sittings=s, ratings=r, last=last) for c, s, r, last in rows]
-
-
 def _group_progress(db, target: int) -> list[dict]:
     groups = db.scalars(select(StudyGroup).order_by(StudyGroup.id)).all()
     size = dict(
@@ -222,61 +288,19 @@ def _group_progress(db, target: int) -> list[dict]:
     ]
 
 
-def _coverage(db, target: int) -> dict:
-    """Ratings per stimulus (warm-ups left out) against the target."""
-    counts = dict(
-        db.execute(
-            select(Rating.stimulus_id, func.count(func.distinct(Session.viewer_id)))
-            .join(Session, Rating.session_id == Session.id)
-            .where(Rating.is_warmup.is_(False))
-            .group_by(Rating.stimulus_id)
-        ).all()
-    )
-    ids = db.scalars(select(Stimulus.id)).all()
-    per_stimulus = np.array([counts.get(i, 0) for i in ids]) if ids else np.zeros(0)
-    return dict(
-        stimuli=len(ids),
-        reached=int((per_stimulus >= target).sum()),
-        median=float(np.median(per_stimulus)) if ids else 0.0,
-        minimum=int(per_stimulus.min()) if ids else 0,
-    )
-
-
-def _live_srocc(db) -> list[dict]:
-    """Each viewer's SRoCC with the running average, per dimension (the paper's screening)."""
-    rows = db.execute(
-        select(Session.viewer_id, Rating.stimulus_id, Rating.consistency, Rating.perception)
-        .join(Session, Rating.session_id == Session.id)
-        .where(Rating.is_warmup.is_(False))
-    ).all()
-    if not rows:
-        return []
-    data = np.array(rows, dtype=float)
-    viewer_ids, viewer = np.unique(data[:, 0].astype(int), return_inverse=True)
-    _, stimulus = np.unique(data[:, 1].astype(int), return_inverse=True)
-    codes = dict(db.execute(select(Viewer.id, Viewer.code)).all())
-    screening = SroccScreening()
-    result = {int(v): {"viewer": codes[int(v)]} for v in viewer_ids}
-    for column, name in ((2, "consistency"), (3, "perception")):
-        obs = Observations(
-            viewer, stimulus, data[:, column], len(viewer_ids), int(stimulus.max()) + 1
-        )
-        outcome = screening.fit(obs)
-        for index, v in enumerate(viewer_ids):
-            result[int(v)][name] = outcome.stats["srocc"].iloc[index]
-            result[int(v)][f"{name}_low"] = bool(outcome.rejected[index])
-    return list(result.values())
-
-
 def _flagged(db) -> list[dict]:
-    """Stimuli with NSFW reports, most reported first, with the viewers' reasons."""
+    """Stimuli with NSFW reports, most reported first, with the viewers' reasons (one query)."""
     reports: dict[int, list[str]] = {}
-    for stimulus_id, reason in db.execute(
-        select(Rating.stimulus_id, Rating.nsfw_reason).where(Rating.nsfw.is_(True))
+    stimuli: dict[int, Stimulus] = {}
+    for stimulus, reason in db.execute(
+        select(Stimulus, Rating.nsfw_reason)
+        .join(Rating, Rating.stimulus_id == Stimulus.id)
+        .where(Rating.nsfw.is_(True))
     ):
-        reports.setdefault(stimulus_id, []).append(reason or "")
+        stimuli[stimulus.id] = stimulus
+        reports.setdefault(stimulus.id, []).append(reason or "")
     ranked = sorted(reports.items(), key=lambda item: -len(item[1]))
     return [
-        dict(stimulus=db.get(Stimulus, stimulus_id), reports=len(r), reasons=" | ".join(r))
+        dict(stimulus=stimuli[stimulus_id], reports=len(r), reasons=" | ".join(r))
         for stimulus_id, r in ranked
     ]

@@ -40,9 +40,19 @@ TRAINING_STIMULI: list[str] = []
 # Admin: the password hash lives in instance/admin_password_hash (python -m annotate set-password)
 ADMIN_PASSWORD_HASH = None
 
-# Cookies: HTTPS labs keep SESSION_COOKIE_SECURE; `serve --http` turns it off for plain HTTP
-SESSION_COOKIE_SECURE = True
+# Cookies: Secure follows the scheme (None); True forces HTTPS-only cookies, False never sets it
+SESSION_COOKIE_SECURE = None
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 WTF_CSRF_TIME_LIMIT = None  # a token lasts the whole sitting
 MAX_CONTENT_LENGTH = 64 * 1024  # forms only: nothing big is ever uploaded
+
+# Admin security (README, "Deploying a study")
+ADMIN_LOGIN_LIMIT = "5 per 15 minutes"  # failed admin logins per client address, then 429
+ADMIN_SESSION_MINUTES = 8 * 60  # an admin login lasts a working day at most
+
+# Live screening on the admin dashboard (leave-one-out SRoCC, in the background)
+SCREENING_THRESHOLD = 0.6  # the paper's SRoCC threshold
+SCREENING_CONFIDENCE = 0.95  # a viewer is flagged once this interval lies below the threshold
+SCREENING_REFRESH_SECONDS = 30  # recompute at most this often while ratings arrive
+SCREENING_WAIT_SECONDS = 0.1  # a dashboard load waits this long for a fresh result, no longer

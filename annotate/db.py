@@ -25,3 +25,29 @@ def _close(_error: BaseException | None = None) -> None:
     db = g.pop("db", None)
     if db is not None:
         db.close()
+
+
+def check_writable(engine) -> str | None:
+    """Why the study database cannot be written, or None: a rolled-back no-op update.
+
+    ``serve`` calls this before it opens its doors, so a read-only file or a full disk is
+    reported at once instead of as the first viewer's lost rating.
+    """
+    from sqlalchemy import update
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from studydb.schema import StudyInfo
+
+    try:
+        with engine.connect() as connection:
+            transaction = connection.begin()
+            connection.execute(
+                update(StudyInfo)
+                .where(StudyInfo.key == "schema_version")
+                .values(value=StudyInfo.value)
+            )
+            transaction.rollback()
+    except SQLAlchemyError as error:
+        cause = getattr(error, "orig", None) or error
+        return str(cause).strip().splitlines()[0]
+    return None

@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from flask import Config
 from PIL import Image
 from tqdm import tqdm
 from werkzeug.security import generate_password_hash
 
+from annotate.private import PASSWORD_FILE, write_private
 from generate import codec, pixel
 
 DEMO_DATA = Path(__file__).parent / "demo_data"
 CODEC_BPP = (0.08, 0.2, 0.6)  # three bitrates: clearly bad to fairly good
 PIXEL_BLOCK = 32  # the demo images are small; the paper's 64 would leave a 5 × 4 thumbnail
+DEMO_WARMUP_TRIALS = 2  # a 20-image demo needs fewer warm-ups than a 400-image sitting
+OWN_KEYS = ("DATABASE", "SECRET_KEY", "ADMIN_PASSWORD_HASH")
+"""The demo keeps its own database, key and password even when the lab's config sets them."""
 
 
 def build_demo(folder: Path) -> Path:
@@ -58,10 +64,27 @@ def training_order(manifest: Path) -> list[str]:
     return first.sort_values("bits")["id"].tolist()
 
 
+def demo_defaults(manifest: Path, lab_config: Path) -> dict[str, Any]:
+    """The demo's own choices, overridden by every study key of the lab's ``config.py``.
+
+    The result sits *below* the demo instance's own ``config.py`` (see ``create_app``), so a key
+    set in either file wins over the demo's choices; the lab's database, secret key and password
+    are never taken over.
+    """
+    defaults: dict[str, Any] = {
+        "TRAINING_STIMULI": training_order(manifest),
+        "WARMUP_TRIALS": DEMO_WARMUP_TRIALS,
+    }
+    lab = Config(lab_config.parent)
+    lab.from_pyfile(lab_config.name, silent=True)
+    defaults.update({k: v for k, v in lab.items() if k not in OWN_KEYS})
+    return defaults
+
+
 def demo_password(instance: Path) -> str:
     """A fresh random admin password for the demo (there is never a default one)."""
     password = secrets.token_urlsafe(9)
-    (instance / "admin_password_hash").write_text(generate_password_hash(password))
+    write_private(instance / PASSWORD_FILE, generate_password_hash(password))
     return password
 
 

@@ -1,7 +1,11 @@
-"""Exports of a study: a tidy CSV of every trial and a consistent copy of the database.
+"""Exports of a study: a tidy CSV of every trial, one of the viewers, a consistent database copy.
 
-Both are readable by ``python -m mos.compute``: the CSV has its columns (viewer, stimulus, session,
-consistency, perception, nsfw, warmup) and the stimulus metadata, which ``mos`` carries along.
+The trials CSV and the copy are readable by ``python -m mos.compute``: the CSV has its columns
+(viewer, stimulus, session, consistency, perception, nsfw, warmup) and the stimulus metadata,
+which ``mos`` carries along. Every CSV is safe to open in a spreadsheet: a text cell that a
+spreadsheet would run as a formula (OWASP "CSV injection": a leading ``=``, ``+``, ``-``, ``@``,
+tab or carriage return) gets a leading apostrophe, which spreadsheets show as text and which
+``mos`` removes again when it reads the file (:func:`studydb.csvcells.restore`).
 """
 
 from __future__ import annotations
@@ -10,10 +14,15 @@ import sqlite3
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session as OrmSession
 
 from studydb import Rating, Session, Stimulus, Viewer
+from studydb.csvcells import neutralise
+
+VIEWER_COLUMNS = [
+    "viewer", "age", "gender", "vision_screening", "consented_at", "registered_at", "sittings",
+]  # fmt: skip
 
 TRIAL_COLUMNS = [
     "viewer", "session", "group", "position", "stimulus", "consistency", "perception", "nsfw",
@@ -52,6 +61,38 @@ def trials_frame(db: OrmSession) -> pd.DataFrame:
         .order_by(Rating.id)
     ).all()
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+
+
+def viewers_frame(db: OrmSession) -> pd.DataFrame:
+    """One row per registered viewer: what staff entered at registration, and their sittings."""
+    sittings = (
+        select(Session.viewer_id, func.count().label("sittings"))
+        .group_by(Session.viewer_id)
+        .subquery()
+    )
+    rows = db.execute(
+        select(
+            Viewer.code,
+            Viewer.age,
+            Viewer.gender,
+            Viewer.vision_screening,
+            Viewer.consented_at,
+            Viewer.created_at,
+            func.coalesce(sittings.c.sittings, 0),
+        )
+        .outerjoin(sittings, sittings.c.viewer_id == Viewer.id)
+        .order_by(Viewer.id)
+    ).all()
+    return pd.DataFrame(rows, columns=VIEWER_COLUMNS)
+
+
+def to_safe_csv(frame: pd.DataFrame) -> str:
+    """``frame`` as CSV text with every formula-like text cell neutralised."""
+    safe = frame.copy()
+    for column in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[column]):
+            safe[column] = safe[column].map(lambda v: neutralise(v) if isinstance(v, str) else v)
+    return safe.to_csv(index=False)
 
 
 def copy_database(engine: Engine, target: Path) -> Path:

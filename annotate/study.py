@@ -1,5 +1,5 @@
 """The viewer's side: consent → registration → viewing environment → instructions → training →
-trials (with enforced breaks) → done, and the images themselves.
+trials (with enforced breaks) → done. The images are served by :mod:`annotate.media`.
 
 Which viewer and which sitting a request belongs to comes only from the signed session cookie,
 never from the form, so nobody can rate in someone else's sitting.
@@ -18,7 +18,6 @@ from flask import (
     current_app,
     redirect,
     render_template,
-    send_file,
     session,
     url_for,
 )
@@ -34,6 +33,7 @@ from annotate.forms import (
     ResumeForm,
     TrialForm,
 )
+from annotate.media import media_url, send_image
 from annotate.practice import PracticePair, practice_pairs
 from studydb import Session, Stimulus, Viewer
 
@@ -206,10 +206,7 @@ def practice_image(step: int, which: str):
     pairs = _practice_pairs()
     if which not in ("distorted", "reference") or step >= len(pairs):
         abort(404)
-    path = Path(getattr(pairs[step], f"{which}_path"))
-    if not path.is_file():
-        abort(404)
-    return send_file(path, max_age=3600)
+    return send_image(Path(getattr(pairs[step], f"{which}_path")), etag=f"practice-{step}-{which}")
 
 
 @bp.route("/trial", methods=["GET", "POST"])
@@ -336,25 +333,6 @@ def done():
     )
 
 
-@bp.route("/media/<int:stimulus_id>/<which>")
-def media(stimulus_id: int, which: str):
-    """Images of registered stimuli only, to a viewer or the admin: the path comes from the
-    database, never from the URL, so nothing else on disk can be reached."""
-    if session.get("viewer_id") is None and not session.get("admin"):
-        abort(403)
-    if which not in ("distorted", "reference"):
-        abort(404)
-    stimulus = get_db().get(Stimulus, stimulus_id)
-    if stimulus is None:
-        abort(404)
-    path = Path(stimulus.distorted_path if which == "distorted" else stimulus.reference_path)
-    if not path.is_file():
-        abort(404, description=f"image file missing on the server for stimulus {stimulus.key}")
-    response = send_file(path, max_age=3600)
-    response.headers["Cache-Control"] = "private, max-age=3600"
-    return response
-
-
 def _practice_pairs() -> list[PracticePair]:
     return practice_pairs(
         get_db(),
@@ -368,7 +346,7 @@ def _pair_urls(pair: Stimulus | PracticePair, step: int | None = None) -> dict[s
     stimulus_id = pair.id if isinstance(pair, Stimulus) else pair.stimulus_id
     if stimulus_id is None:
         return {w: url_for("study.practice_image", step=step, which=w) for w in IMAGES}
-    return {w: url_for("study.media", stimulus_id=stimulus_id, which=w) for w in IMAGES}
+    return {w: media_url(stimulus_id, w) for w in IMAGES}
 
 
 IMAGES = ("distorted", "reference")

@@ -14,7 +14,14 @@ from mos.estimators import MeanEstimator, P910Estimator
 from mos.pipeline import MosPipeline, StudyResult
 from mos.ratings import DEFAULT_DIMENSIONS, SCORE_MAX, SCORE_MIN, InputError, load_ratings
 from mos.scale import SCALES
-from mos.screening import SCREENINGS, Bt500Screening, NoScreening, Screening, SroccScreening
+from mos.screening import (
+    SCREENINGS,
+    Bt500Screening,
+    NoScreening,
+    Screening,
+    SroccScreening,
+    loo_note,
+)
 
 EXIT_INPUT_ERROR = 2
 
@@ -76,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--srocc-reference",
         choices=("global", "loo"),
         default="global",
-        help="srocc: compare with the mean of all viewers (paper) or of the others (leave-one-out)",
+        help="srocc: compare with the mean of all viewers (paper) or of the others (leave-one-out, "
+        "which a viewer cannot pull towards themselves; it matters when few viewers rated each "
+        "image). With the paper's default, viewers.csv also holds srocc_loo and rejected_loo, and "
+        "the command and the report say when leave-one-out would reject a different set",
     )
     method.add_argument(
         "--bt500-variant",
@@ -144,7 +154,11 @@ def run(args: argparse.Namespace) -> Path | None:
     pipeline.reliability_rounds = 0 if args.no_report else args.reliability_rounds
     result = pipeline.fit(table)
     out = args.out if args.out is not None else _default_out(args.input)
-    return write_outputs(result, out, source=str(args.input), report=not args.no_report)
+    written = write_outputs(result, out, source=str(args.input), report=not args.no_report)
+    if not args.quiet:
+        for line in loo_note(result.viewers_frame()):
+            print(f"note: {line}")
+    return written
 
 
 def pipeline_from_args(args: argparse.Namespace) -> MosPipeline:

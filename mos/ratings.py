@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from studydb import Rating, Session, Stimulus, Viewer, make_engine, missing_tables
+from studydb.csvcells import RESTORE_PATTERN
 from studydb.schema import SCORE_MAX, SCORE_MIN
 
 __all__ = ["SCORE_MAX", "SCORE_MIN", "InputError", "RatingTable", "load_ratings"]
@@ -318,7 +319,7 @@ def _read_csv(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
         options = pacsv.ConvertOptions(
             column_types={c: t for c, t in ids_as_text.items() if c in _csv_header(path)}
         )
-        table = pacsv.read_csv(path, convert_options=options)
+        table = _restore_text_cells(pacsv.read_csv(path, convert_options=options))
     except (pa.ArrowInvalid, UnicodeDecodeError) as error:
         raise InputError(f"{path}: not a readable CSV of ratings ({_first_line(error)})") from error
     columns = table.column_names
@@ -362,6 +363,18 @@ def _read_csv(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
         n_sessions=len(session_ids),
         metadata=_per_stimulus_metadata(table, metadata_columns, stimulus, stimulus_ids),
     )
+
+
+def _restore_text_cells(table: pa.Table) -> pa.Table:
+    """Undo the exports' spreadsheet-formula escape (:mod:`studydb.csvcells`) in text columns."""
+    for index, name in enumerate(table.column_names):
+        column = table.column(index)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            restored = pc.replace_substring_regex(
+                column, RESTORE_PATTERN, r"\1", max_replacements=1
+            )
+            table = table.set_column(index, name, restored)
+    return table
 
 
 def _csv_header(path: Path) -> list[str]:

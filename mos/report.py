@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from mos.pipeline import StudyResult  # noqa: E402
+from mos.screening import loo_note  # noqa: E402
 
 GROUPING_COLUMNS = ("model", "mode", "content_type")
 MAX_PLOTTED = 20_000
@@ -50,6 +51,7 @@ def write_report(
     lines += ["", "## MOS distribution", "", f"![MOS histograms]({_histograms(result, mos, out)})"]
     lines += ["", "## Viewer screening", "", f"![screening]({_screening(result, viewers, out)})"]
     lines += _rejected_list(viewers)
+    lines += [f"\n**Note.** {line}" for line in loo_note(viewers)]
     lines += ["", "## Confidence intervals", "", f"![CI95 widths]({_ci_widths(result, mos, out)})"]
     lines += _by_metadata(result, mos, out)
     lines += _nsfw(mos)

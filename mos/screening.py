@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from mos import grouped
 from mos.observations import Observations
@@ -52,7 +53,9 @@ class SroccScreening(Screening):
     included, exactly as the paper says. ``reference="loo"`` (leave-one-out) excludes the viewer's
     own score from the mean they are compared with, which matters in small panels, where a viewer
     pulls the average towards themselves. A viewer whose SRoCC is undefined (every score the same)
-    carries no ranking information and is rejected.
+    carries no ranking information and is rejected. With the paper's ``global`` reference, the
+    statistics also hold ``srocc_loo`` and ``rejected_loo``, so that ``mos.compute`` can say when
+    leave-one-out would reject a different set of viewers.
     """
 
     name = "srocc"
@@ -64,21 +67,19 @@ class SroccScreening(Screening):
         self.reference = reference
 
     def fit(self, obs: Observations) -> ScreeningResult:
-        total = np.bincount(obs.stimulus, weights=obs.score, minlength=obs.n_stimuli)
-        count = obs.stimulus_counts
         if self.reference == "global":
-            stimulus_mean = total / np.maximum(count, 1)
+            total = np.bincount(obs.stimulus, weights=obs.score, minlength=obs.n_stimuli)
+            stimulus_mean = total / np.maximum(obs.stimulus_counts, 1)
             srocc = self._spearman_with_stimulus_values(obs, stimulus_mean)
-        else:
-            others = count[obs.stimulus] - 1
-            keep = others > 0
-            with np.errstate(invalid="ignore", divide="ignore"):
-                reference = (total[obs.stimulus] - obs.score) / others
-            srocc = grouped.spearman(
-                obs.viewer[keep], obs.score[keep], reference[keep], obs.n_viewers
+            loo, _ = leave_one_out_srocc(obs)
+            stats_frame = pd.DataFrame(
+                {"srocc": srocc, "srocc_loo": loo, "rejected_loo": ~(loo >= self.threshold)}
             )
+        else:
+            srocc, _ = leave_one_out_srocc(obs)
+            stats_frame = pd.DataFrame({"srocc": srocc})
         rejected = ~(srocc >= self.threshold)  # NaN (undefined) counts as rejected
-        return ScreeningResult(rejected=rejected, stats=pd.DataFrame({"srocc": srocc}))
+        return ScreeningResult(rejected=rejected, stats=stats_frame)
 
     @staticmethod
     def _spearman_with_stimulus_values(obs: Observations, values: np.ndarray) -> np.ndarray:
@@ -150,6 +151,86 @@ class Bt500Screening(Screening):
             {"bt500_p": p, "bt500_q": q, "bt500_ratio": ratio_flagged, "bt500_balance": balance}
         )
         return ScreeningResult(rejected=rejected, stats=stats)
+
+
+def leave_one_out_srocc(obs: Observations) -> tuple[np.ndarray, np.ndarray]:
+    """Each viewer's SRoCC with the mean of the *other* viewers, and how many images it rests on.
+
+    Only images that at least one other viewer rated count (``shared``); a viewer with fewer than
+    two such images gets NaN.
+    """
+    total = np.bincount(obs.stimulus, weights=obs.score, minlength=obs.n_stimuli)
+    others = obs.stimulus_counts[obs.stimulus] - 1
+    keep = others > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reference = (total[obs.stimulus] - obs.score) / others
+    shared = np.bincount(obs.viewer[keep], minlength=obs.n_viewers)
+    srocc = grouped.spearman(obs.viewer[keep], obs.score[keep], reference[keep], obs.n_viewers)
+    srocc = np.where(shared >= 2, srocc, np.nan)
+    return srocc, shared
+
+
+@dataclass
+class LiveScreening:
+    """Screening while a study runs: leave-one-out SRoCC with its uncertainty, and a verdict.
+
+    While few viewers have rated each image, a viewer's own scores weigh heavily in a "running
+    average" that includes them, so even a random rater correlates well with it (five uniformly
+    random raters scored 0.70–0.77 that way). Here each viewer is compared with the mean of the
+    others over the images they share (``shared``), and the SRoCC gets a confidence interval from
+    Fisher's z with the Bonett–Wright standard error for Spearman's rho, √((1 + ρ²/2)/(n − 3)).
+    The verdict is ``reject`` as soon as the whole interval lies below ``threshold`` (enough
+    evidence of a bad rater), ``keep`` once it lies at or above it, and ``undecided`` until then;
+    a viewer whose scores never vary (no ranking at all) is rejected once ``min_shared`` images
+    are shared. The MOS itself keeps the paper's definition (:class:`SroccScreening`).
+    """
+
+    threshold: float = 0.6
+    confidence: float = 0.95
+    min_shared: int = 10
+
+    def fit(self, obs: Observations) -> pd.DataFrame:
+        """One row per viewer: srocc, shared, low, high, verdict."""
+        srocc, shared = leave_one_out_srocc(obs)
+        z = stats.norm.ppf(0.5 + self.confidence / 2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho = np.clip(srocc, -0.9999, 0.9999)
+            se = np.sqrt((1 + rho**2 / 2) / (shared - 3))
+            low = np.tanh(np.arctanh(rho) - z * se)
+            high = np.tanh(np.arctanh(rho) + z * se)
+        enough = shared > 3
+        low = np.where(enough, low, np.nan)
+        high = np.where(enough, high, np.nan)
+        verdict = np.full(obs.n_viewers, "undecided", dtype=object)
+        verdict[enough & (high < self.threshold)] = "reject"
+        verdict[enough & (low >= self.threshold)] = "keep"
+        verdict[np.isnan(srocc) & (shared >= self.min_shared)] = "reject"
+        return pd.DataFrame(
+            {"srocc": srocc, "shared": shared, "low": low, "high": high, "verdict": verdict}
+        )
+
+
+def loo_note(viewers: pd.DataFrame) -> list[str]:
+    """Sentences, one per dimension, where leave-one-out would reject another set than the paper.
+
+    ``viewers`` is ``viewers.csv`` (one row per viewer and dimension); empty when the screening
+    was not the paper's global SRoCC or when both rules agree.
+    """
+    if "rejected_loo" not in viewers.columns:
+        return []
+    lines = []
+    for name, rows in viewers.groupby("dimension", sort=False):
+        rejected = rows["rejected"].astype(bool).to_numpy()
+        loo = rows["rejected_loo"].astype(bool).to_numpy()
+        if (rejected == loo).all():
+            continue
+        only_loo = ", ".join(map(str, rows["viewer"][loo & ~rejected].head(20))) or "none"
+        only_paper = ", ".join(map(str, rows["viewer"][rejected & ~loo].head(20))) or "none"
+        lines.append(
+            f"{name}: leave-one-out screening (--srocc-reference loo) would reject a different "
+            f"set of viewers — it would also reject: {only_loo}; it would keep: {only_paper}."
+        )
+    return lines
 
 
 SCREENINGS = {"srocc": SroccScreening, "bt500": Bt500Screening, "none": NoScreening}

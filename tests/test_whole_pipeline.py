@@ -4,17 +4,16 @@ the generator's encoders) → the lab app, rated by simulated viewers → ``mos.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
 from annotate.db import get_db
 from annotate.demo import build_demo
 from annotate.importer import import_manifest
 from mos.compute import main as mos_main
-from studydb import Stimulus
+from studydb import Session, Stimulus, Trial
 from studydb.manifest import read_manifest
 from tests.annotate_helpers import Browser, make_app
 from train_iqa.__main__ import main as train_main
@@ -35,11 +34,17 @@ def demo_mos(tmp_path_factory):
         viewer = Browser(app)
         viewer.register()
         bias = rng.normal(0, 0.3)
+        with viewer.client.session_transaction() as cookie:
+            viewer_id = cookie["viewer_id"]
         while (position := viewer.current_position()) is not None:
-            page = viewer.get("/trial").get_data(as_text=True)
-            stimulus = int(re.search(r'id="distorted"[^>]*src="/media/(\d+)/', page).group(1))
-            with app.app_context():
-                key = get_db().get(Stimulus, stimulus).key
+            with app.app_context():  # media URLs are opaque: the plan comes from the server
+                key = get_db().scalar(
+                    select(Stimulus.key)
+                    .join(Trial, Trial.stimulus_id == Stimulus.id)
+                    .join(Session, Trial.session_id == Session.id)
+                    .where(Session.viewer_id == viewer_id, Session.closed_reason.is_(None))
+                    .where(Trial.position == position)
+                )
             quality = np.clip(1 + 8 * bits[key] + bias + rng.normal(0, 0.3), 0, 5)
             viewer.rate(position, round(float(quality), 1), round(float(quality * 0.9), 1))
     assert mos_main([str(folder / "instance" / "ratings.db"), "--out", str(folder / "mos"),

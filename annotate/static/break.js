@@ -1,11 +1,10 @@
-// Counts the enforced rest down, then returns to the trials (the server decides when it ends).
-(function () {
-  "use strict";
-  const countdown = document.getElementById("countdown");
-  let left = parseInt(countdown.dataset.seconds, 10);
+// The break page's countdown (a static file: the Content-Security-Policy allows no inline script).
+(() => {
+  const counter = document.getElementById("countdown");
+  let left = Number(counter.dataset.seconds);
   setInterval(() => {
     left = Math.max(0, left - 1);
-    countdown.textContent = left;
-    if (left === 0) location.href = countdown.dataset.next;
+    counter.textContent = left;
+    if (left === 0) location.href = counter.dataset.next;
   }, 1000);
 })();
