@@ -252,6 +252,10 @@ def _write_database(study: SimulatedStudy, out: Path) -> None:
                     "viewer_id": viewer_id[row.viewer],
                     "group_id": int(row.group) + 1,
                     "started_at": start,
+                    # A simulated study is over: every sitting is closed (the database allows
+                    # one open sitting per viewer, and an open one would be expired as idle).
+                    "ended_at": start,
+                    "closed_reason": "completed",
                 }
                 for row in sessions.itertuples()
             ],
