@@ -39,7 +39,7 @@ from sqlalchemy import func, select
 from werkzeug.security import check_password_hash
 
 from annotate import live, sittings
-from annotate.checks import file_problems
+from annotate.checks import FileCheckCache
 from annotate.db import get_db
 from annotate.export import copy_database, to_safe_csv, trials_frame, viewers_frame
 from annotate.forms import ActionForm, LoginForm
@@ -48,6 +48,7 @@ from studydb import Rating, Session, Stimulus, StudyGroup, Trial, Viewer
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 log = logging.getLogger("annotate")
+MISSING_FILES_SHOWN = 50  # the dashboard lists this many; `python -m annotate check` lists all
 MAX_ID = 2**63 - 1  # larger ids cannot be in the database (and would overflow SQLite): 404
 
 
@@ -58,6 +59,9 @@ def init_app(app: Flask) -> None:
         parse(app.config["ADMIN_LOGIN_LIMIT"]),
     )
     live.init_app(app)
+    app.extensions["file_check"] = FileCheckCache(
+        app.extensions["study_engine"], app.config["FILE_CHECK_SECONDS"]
+    )
 
 
 def password_hash() -> str | None:
@@ -157,7 +161,11 @@ def dashboard():
         live=cache.screening,
         flagged=_flagged(db),
         sittings=_sittings(db),
-        missing_files=file_problems(db),
+        files=current_app.extensions["file_check"].latest(
+            wait=current_app.config["SCREENING_WAIT_SECONDS"]
+        ),
+        files_error=current_app.extensions["file_check"].error,
+        files_shown=MISSING_FILES_SHOWN,
         action=ActionForm(),
         target=target,
     )

@@ -7,15 +7,22 @@ starts.
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session as OrmSession
 from tqdm import tqdm
 
 from studydb import Stimulus
+
+log = logging.getLogger("annotate")
+FIRST_WAIT = 5.0  # seconds: the first dashboard load waits this long for the first check
 
 
 @dataclass(frozen=True)
@@ -64,3 +71,67 @@ def _problem(path: Path, decode: bool) -> str | None:
     except (OSError, UnidentifiedImageError, ValueError) as error:
         return f"unreadable ({error})"
     return None
+
+
+@dataclass
+class FileCheck:
+    """One pass of :func:`file_problems` over the study, with when it ran and how long it took."""
+
+    problems: list[FileProblem]
+    files: int
+    checked_at: dt.datetime
+    seconds: float
+
+
+class FileCheckCache:
+    """The dashboard's list of missing files, checked in a background thread.
+
+    One stat per stimulus file is 8,000 file-system calls at the paper's size (more on a
+    network share): too slow for every load of ``/admin/``. A load reads the latest check and
+    starts a new one when it is older than ``every_seconds``; a check that took at most
+    ``wait`` seconds last time is waited for (a small study is always current), a longer one
+    runs behind the page, whose freshness line says when the files were last checked.
+    """
+
+    def __init__(self, engine: Engine, every_seconds: float) -> None:
+        self.engine = engine
+        self.every_seconds = every_seconds
+        self.result: FileCheck | None = None
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+
+    def latest(self, wait: float = 0.0) -> FileCheck | None:
+        current = self.result
+        if current is None:
+            self.refresh(wait=FIRST_WAIT)
+        elif (dt.datetime.now(dt.UTC) - current.checked_at).total_seconds() >= self.every_seconds:
+            self.refresh(wait=wait if current.seconds <= wait else 0)
+        return self.result
+
+    def refresh(self, wait: float | None = None) -> None:
+        """Start a check unless one is running; ``wait``: join it that many seconds (None: all)."""
+        with self._lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._run, daemon=True, name="file-check")
+                self._worker.start()
+            worker = self._worker
+        if wait is None or wait > 0:
+            worker.join(wait)
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        try:
+            with OrmSession(self.engine) as db:
+                files = len(
+                    set(db.scalars(select(Stimulus.distorted_path)))
+                    | set(db.scalars(select(Stimulus.reference_path)))
+                )
+                problems = file_problems(db)
+            self.result = FileCheck(
+                problems, files, dt.datetime.now(dt.UTC), time.perf_counter() - started
+            )
+            self.error = None
+        except Exception as error:  # shown on the dashboard, never a crash of the server
+            log.exception("file check failed")
+            self.error = f"{type(error).__name__}: {error}"

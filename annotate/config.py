@@ -55,4 +55,7 @@ ADMIN_SESSION_MINUTES = 8 * 60  # an admin login lasts a working day at most
 SCREENING_THRESHOLD = 0.6  # the paper's SRoCC threshold
 SCREENING_CONFIDENCE = 0.95  # a viewer is flagged once this interval lies below the threshold
 SCREENING_REFRESH_SECONDS = 30  # recompute at most this often while ratings arrive
+FILE_CHECK_SECONDS = (
+    60  # the dashboard's missing-file list is re-checked (in the background) this often
+)
 SCREENING_WAIT_SECONDS = 0.1  # a dashboard load waits this long for a fresh result, no longer

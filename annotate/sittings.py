@@ -150,6 +150,7 @@ class Assignment:
 
     group: StudyGroup
     stimuli: list[Stimulus]
+    coverage: dict[int, int]  # stimulus id → viewers who rate it as a test item (so far)
 
 
 def next_assignment(db: OrmSession, viewer: Viewer, design: Design) -> Assignment | None:
@@ -168,7 +169,8 @@ def next_assignment(db: OrmSession, viewer: Viewer, design: Design) -> Assignmen
             .where(Session.viewer_id == viewer.id, Rating.is_warmup.is_(False))
         )
     )
-    for group in _candidate_groups(db, viewer, design):
+    coverage = stimulus_coverage(db)
+    for group in _candidate_groups(db, viewer, design, coverage):
         stimuli = [
             s
             for s in db.scalars(
@@ -179,8 +181,31 @@ def next_assignment(db: OrmSession, viewer: Viewer, design: Design) -> Assignmen
             if s.id not in rated and s.key not in design.practice_keys
         ]
         if stimuli:
-            return Assignment(group, stimuli)
+            return Assignment(group, stimuli, {s.id: coverage.get(s.id, 0) for s in stimuli})
     return None
+
+
+def stimulus_coverage(db: OrmSession) -> dict[int, int]:
+    """Per stimulus, the viewers who rated it as a test item or have it planned as one in an
+    open sitting (warm-ups do not count: they are left out of the MOS)."""
+    rated = (
+        select(Rating.stimulus_id, Session.viewer_id)
+        .join(Session, Rating.session_id == Session.id)
+        .where(Rating.is_warmup.is_(False))
+    )
+    planned = (
+        select(Trial.stimulus_id, Session.viewer_id)
+        .join(Session, Trial.session_id == Session.id)
+        .where(Session.closed_reason.is_(None), Trial.is_warmup.is_(False))
+    )
+    both = rated.union(planned).subquery()
+    return dict(
+        db.execute(
+            select(both.c.stimulus_id, func.count(func.distinct(both.c.viewer_id))).group_by(
+                both.c.stimulus_id
+            )
+        ).all()
+    )
 
 
 def start_sitting(
@@ -224,16 +249,25 @@ def start_sitting(
         if existing is None:
             raise
         return existing
-    for trial in _plan(assignment.stimuli, design, rng):
+    for trial in _plan(assignment.stimuli, design, rng, assignment.coverage):
         trial.session_id = sitting.id
         db.add(trial)
     db.commit()
     return sitting
 
 
-def _candidate_groups(db: OrmSession, viewer: Viewer, design: Design) -> list[StudyGroup]:
+def _candidate_groups(
+    db: OrmSession, viewer: Viewer, design: Design, coverage: dict[int, int]
+) -> list[StudyGroup]:
     """Groups in the order they should be offered: the viewer's unfinished ones, then open ones
-    with the fewest viewers."""
+    with the fewest viewers.
+
+    A group is open while fewer than ``viewers_per_stimulus`` viewers completed it or are rating
+    it — or, once that many have and none is rating it now, while one of its images still has
+    fewer test ratings than that: each viewer's warm-ups are drawn from the group and not shown
+    to them again as test items, so without this top-up those images would silently end the
+    study short of the target.
+    """
     completed = select(Session.group_id, Session.viewer_id).where(
         Session.closed_reason == "completed"
     )
@@ -255,23 +289,58 @@ def _candidate_groups(db: OrmSession, viewer: Viewer, design: Design) -> list[St
         g for g in db.scalars(select(StudyGroup).order_by(StudyGroup.id)) if g.id not in finished
     ]
     unfinished = [g for g in groups if g.id in started]
+    target = design.viewers_per_stimulus
+    running = set(db.scalars(select(Session.group_id).where(Session.closed_reason.is_(None))))
+    short = _groups_short_of_target(
+        db,
+        [g.id for g in groups if viewers_per_group.get(g.id, 0) >= target and g.id not in running],
+        coverage,
+        design,
+    )
     open_groups = sorted(
         (
             g
             for g in groups
-            if g.id not in started and viewers_per_group.get(g.id, 0) < design.viewers_per_stimulus
+            if g.id not in started and (viewers_per_group.get(g.id, 0) < target or g.id in short)
         ),
         key=lambda g: (viewers_per_group.get(g.id, 0), g.id),
     )
     return unfinished + open_groups
 
 
-def _plan(stimuli: list[Stimulus], design: Design, rng: np.random.Generator) -> list[Trial]:
+def _groups_short_of_target(
+    db: OrmSession, group_ids: list[int], coverage: dict[int, int], design: Design
+) -> set[int]:
+    """Those of ``group_ids`` with a shown image (not withheld, not a practice stimulus) that
+    fewer than ``viewers_per_stimulus`` viewers rate as a test item."""
+    if not group_ids:
+        return set()
+    found = db.execute(
+        select(Stimulus.group_id, Stimulus.id, Stimulus.key).where(
+            Stimulus.group_id.in_(group_ids), Stimulus.withheld.is_(False)
+        )
+    )
+    return {
+        group_id
+        for group_id, stimulus_id, key in found
+        if key not in design.practice_keys
+        and coverage.get(stimulus_id, 0) < design.viewers_per_stimulus
+    }
+
+
+def _plan(
+    stimuli: list[Stimulus],
+    design: Design,
+    rng: np.random.Generator,
+    coverage: dict[int, int] | None = None,
+) -> list[Trial]:
     """Warm-ups, then a random order without back-to-back references, with planted repeats.
 
     Warm-up images are drawn from the sitting's images and left out of its test order, so no
-    picture is first met as a stabilizing item and then rated again as a test item (other
-    viewers, who draw other warm-ups, cover it).
+    picture is first met as a stabilizing item and then rated again as a test item. They are
+    drawn among the images with the most test ratings so far (``coverage``), so the viewers of a
+    group skip different images, and the ones it leaves short are topped up by a further viewer
+    (:func:`_candidate_groups`).
     """
     ids = np.array([s.id for s in stimuli])
     reference_of = {s.id: (s.reference or s.reference_path) for s in stimuli}
@@ -279,8 +348,10 @@ def _plan(stimuli: list[Stimulus], design: Design, rng: np.random.Generator) -> 
     reference = np.zeros(ids.max() + 1, dtype=np.int64)
     for stimulus_id, name in reference_of.items():
         reference[stimulus_id] = references[name]
-    n_warmups = min(design.warmup_trials, ids.size - 1)
-    warmups = [int(i) for i in rng.choice(ids, size=max(0, n_warmups), replace=False)]
+    n_warmups = max(0, min(design.warmup_trials, ids.size - 1))
+    shuffled = rng.permutation(ids)
+    covered = np.array([(coverage or {}).get(int(i), 0) for i in shuffled])
+    warmups = [int(i) for i in shuffled[np.argsort(-covered, kind="stable")[:n_warmups]]]
     tests = ids[~np.isin(ids, warmups)]
     order = [int(i) for i in order_without_repeats(tests, reference, rng)]
     planned = [(i, True, False) for i in warmups] + [(i, False, False) for i in order]

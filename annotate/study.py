@@ -238,6 +238,7 @@ def trial():
     missing = sittings.missing_images(upcoming.stimulus)
     if missing:
         current_app.logger.error("stimulus %s: missing %s", upcoming.stimulus.key, missing)
+        current_app.extensions["file_check"].refresh(wait=0)  # the dashboard lists it soon
         return render_template("error.html", message=IMAGE_FAILED, broken=True), 503
     sittings.serve(db, sitting, upcoming, moment)
     done, total = sittings.progress(db, sitting)
