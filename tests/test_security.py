@@ -391,3 +391,42 @@ def test_every_demo_start_revokes_the_admin_sessions_of_the_last(tmp_path, monke
     assert (instance / "demo" / "admin_password_hash").stat().st_mode & 0o077 == 0
     start_demo()
     assert admin.get("/admin/").status_code == 302
+
+
+# --------------------------------------------------------------------------- the two merged
+
+
+def test_practice_images_are_opaque_for_viewers_only(tmp_path, manifest):
+    made = study_app(tmp_path / "made", manifest)
+    viewer = Browser(made)
+    viewer.register(practise=False)
+    page = viewer.get("/training/0").get_data(as_text=True)
+    urls = re.findall(r'src="(/practice/[^"]+)"', page)
+    assert urls and ".png" not in page and "level" not in page
+    response = viewer.get(urls[0])
+    assert response.status_code == 200 and "Content-Disposition" not in response.headers
+    assert Browser(made).get(urls[0]).status_code == 302  # not a viewer: back to the start
+    configured = study_app(tmp_path / "configured", manifest, TRAINING_STIMULI=["r0_d0", "r1_d3"])
+    viewer = Browser(configured)
+    viewer.register(practise=False)
+    page = viewer.get("/training/0").get_data(as_text=True)
+    urls = media_urls(page)
+    assert urls and all(re.fullmatch(r"/media/[0-9a-f]{32}", url) for url in urls)
+    assert "r0_d0" not in page and viewer.get(urls[0]).status_code == 200
+    assert Browser(configured).get(urls[0]).status_code == 404
+
+
+def test_the_dashboard_shows_sittings_missing_files_and_screening_and_closes_with_csrf(study):
+    viewer = Browser(study)
+    viewer.register()
+    admin = login(study)
+    page = admin.get("/admin/").get_data(as_text=True)
+    for block in ('id="sittings-table"', 'id="missing-files"', 'id="screening"', "close</button>"):
+        assert block in page, block
+    assert admin.post("/admin/sittings/1/close", {}, with_token=False).status_code == 400
+    stranger = Browser(study)
+    stranger.get("/")  # a valid CSRF token, but no admin session
+    assert stranger.post("/admin/sittings/1/close", {}).status_code == 302
+    assert admin.post("/admin/sittings/1/close", {}).status_code == 303
+    assert "closed by experimenter" in admin.get("/admin/").get_data(as_text=True)
+    assert viewer.current_position() is None  # the viewer's sitting is over
