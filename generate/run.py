@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from generate import codec, hints, pixel, restoration
 from generate.captions import Captioner, text_bits
-from generate.decode import Decoder, Request
+from generate.decode import Decoder, Request, instruct_image_guidance
 from generate.registry import CAPTIONED_MODES, CODED_MODES, DecoderSpec
 
 MANIFEST = "manifest.csv"
@@ -289,6 +289,9 @@ def _decode(
             "steps": result.steps,
             "denoising_steps": result.denoising_steps,
             "guidance_scale": restoration.guidance(decoder.spec),
+            "image_guidance_scale": instruct_image_guidance(float(row.strength))
+            if decoder.spec.family == "instruct-pix2pix"
+            else "",
             "decoder_weights": decoder.spec.weights or decoder.spec.command,
             "nsfw_detected": result.nsfw,
         }
