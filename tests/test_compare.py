@@ -13,12 +13,11 @@ from scipy.interpolate import PchipInterpolator
 
 from compare.__main__ import main as compare_main
 from compare.bd import Curve, delta
-from generate import codec
 from generate.__main__ import main as generate_main
+from tests.compare_helpers import write_ladder
 from tests.tiny_models import save_sd
 
 DEMO_NAMES = ("coffee.png", "rocket.png", "chelsea.png")
-LADDER = {"HEVC": ("hevc", (24, 32, 40, 48)), "AV1": ("av1", (30, 40, 50, 60))}
 TINY_CLIP = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
@@ -44,23 +43,7 @@ def refs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ladder(refs, tmp_path_factory):
-    """A codec ladder made with generate's real encoders: every reference at four QPs per codec,
-    bits = the raw bitstream, in the manifest contract (mode Codec, codec_qp)."""
-    out = tmp_path_factory.mktemp("ladder")
-    rows = []
-    for model, (name, qps) in LADDER.items():
-        for qp in qps:
-            for ref in sorted(refs.iterdir()):
-                image = np.asarray(Image.open(ref))
-                coded = codec.encode(image, qp, name)
-                path = out / f"{model}_{qp}_{ref.name}"
-                Image.fromarray(coded.image).save(path)
-                rows.append({"id": path.stem, "distorted_path": path.name,
-                             "reference_path": str(ref), "reference": ref.stem, "model": model,
-                             "mode": "Codec", "codec_qp": qp, "bits": coded.bits,
-                             "bpp": coded.bits / (128 * 96)})  # fmt: skip
-    pd.DataFrame(rows).to_csv(out / "manifest.csv", index=False)
-    return out / "manifest.csv"
+    return write_ladder(sorted(refs.iterdir()), tmp_path_factory.mktemp("ladder"))
 
 
 def psnr(a: Image.Image, b: Image.Image) -> float:
@@ -286,3 +269,16 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, ladder, capsys):
     assert "is not NAME=PATH" in _error(capsys, [*args, "--label", "nolabel", "--metric", "psnr"])
     assert "no manifest given" in _error(capsys, ["--metric", "psnr", "--out", str(tmp_path / "o")])
     assert "no column 'codec'" in _error(capsys, [*args, "--metric", "psnr", "--curve-by", "codec"])
+
+
+def test_fid_in_the_span_of_the_samples_is_pyiqas_fid():
+    from pyiqa.archs.fid_arch import frechet_distance as pyiqa_fid
+
+    from compare.metrics import frechet_distance
+
+    rng = np.random.default_rng(0)
+    for n, m, d in ((40, 30, 8), (6, 5, 16)):  # more samples than dimensions, and fewer
+        a, b = rng.normal(size=(n, d)), rng.normal(0.3, 1.5, size=(m, d))
+        expected = pyiqa_fid(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+        assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-9)
