@@ -282,3 +282,36 @@ def test_fid_in_the_span_of_the_samples_is_pyiqas_fid():
         expected = pyiqa_fid(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
         assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
     assert frechet_distance(a, a) == pytest.approx(0, abs=1e-9)
+
+
+def test_a_fine_tuned_checkpoint_is_scored_and_a_foreign_one_refused(tmp_path, refs, capsys):
+    """``NAME:WEIGHTS`` loads train_iqa-style checkpoints strictly: the column is the score of
+    exactly those weights (recomputed here with pyiqa), and another metric's file is refused."""
+    import pyiqa
+    import torch
+
+    from train_iqa.model import create
+
+    torch.manual_seed(1)
+    net = create("topiq_nr", False, None, "cpu", as_loss=False).net
+    torch.save({"model": net.state_dict()}, tmp_path / "best.pt")
+    small = tmp_path / "small.png"
+    Image.open(sorted(refs.iterdir())[0]).resize((64, 48)).save(small)
+    rows = [{"id": f"q{q}", "distorted_path": str(small), "reference_path": str(small),
+             "model": "HEVC", "mode": "Codec", "codec_qp": q, "bpp": 0.1 * q} for q in (1, 2)]  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "m.csv"), "--out", str(out), "--quiet", "--device", "cpu"]
+    assert compare_main([*args, "--metric", f"mine=topiq_nr:{tmp_path / 'best.pt'}"]) == 0
+    reference = pyiqa.create_metric(
+        "topiq_nr", pretrained=False, backbone_pretrain=False, device="cpu"
+    )
+    reference.net.load_state_dict(net.state_dict())
+    expected = float(reference(str(small)))
+    assert pd.read_csv(out / "scores.csv")["mine"].to_list() == pytest.approx(
+        [expected] * 2, rel=1e-5
+    )
+    torch.save({"model": {"fc.weight": torch.zeros(1)}}, tmp_path / "other.pt")
+    assert "does not match this metric" in _error(
+        capsys, [*args, "--metric", f"topiq_nr:{tmp_path / 'other.pt'}"]
+    )
