@@ -4,6 +4,7 @@ and sizes torch's CPU thread pool from the CPU quota — with the same images as
 from __future__ import annotations
 
 import os
+import re
 import threading
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 from generate.decode import Decoded, Decoder, DeviceImage, Request, working_size
 from generate.registry import load_registry
 from generate.run import cgroup_cpu_quota, cpu_share, torch_threads
-from tests.test_generate import DEMO, tiny  # noqa: F401  (the tiny-weights fixture)
+from tests.test_generate import DEMO, bench, tiny  # noqa: F401  (tiny: the weights fixture)
 
 REFERENCE = (80, 60)
 """Not the working size (64 × 48 at long side 64): the result is resized back, as in a study."""
@@ -166,3 +167,11 @@ def test_the_thread_pool_is_this_ranks_share_of_the_quota(tmp_path, monkeypatch)
             torch_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_decoder_host_cost_benchmark_runs():
+    printed = bench("decode_host.py", "--reference", "80x60", "--long-side", "64", "--batch", "1",
+                    "--calls", "1")  # fmt: skip
+    assert "references 80×60, long side 64, 1 calls × 1 images" in printed
+    assert re.search(r"host work on the decoding thread: \d+ ms/image", printed)
+    assert re.search(r"left to the writer thread \(Decoded.image\): \d+ ms/image", printed)
