@@ -25,18 +25,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionImg2ImgPipeline
 from PIL import Image
+from transformers import CLIPTextModel
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: see --help
 from generate.decode import Decoder, Request  # noqa: E402
+from generate.offline import clip_tokenizer  # noqa: E402
 from generate.registry import DecoderSpec  # noqa: E402
-from tests.tiny_models import save_sd  # noqa: E402
+from tests.tiny_models import _text_config, _unet  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "annotate" / "demo_data"
 
@@ -57,6 +59,22 @@ class ModelClock:
         self.seconds += time.thread_time() - self._began
 
 
+def tiny_pipeline() -> StableDiffusionImg2ImgPipeline:
+    """SD's layout at a fraction of the cost: the tests' tiny UNet and text encoder, and a VAE
+    of four 8-channel levels (SD's 8× latent downsampling: 128² latents at 1024²)."""
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=[8] * 4, in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+        norm_num_groups=8, layers_per_block=1,
+    )  # fmt: skip
+    return StableDiffusionImg2ImgPipeline(
+        unet=_unet(), vae=vae, text_encoder=CLIPTextModel(_text_config()),
+        tokenizer=clip_tokenizer(), scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    ).to(torch.float32)  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", default="1024x1024", help="references' WIDTHxHEIGHT")
@@ -69,10 +87,9 @@ def main() -> int:
     size = tuple(int(v) for v in args.reference.split("x"))
     photo = np.asarray(Image.open(DEMO / "chelsea.png").convert("RGB").resize(size))
     requests = [Request("a cat", photo, 0.5, seed, size) for seed in range(args.batch)]
-    with tempfile.TemporaryDirectory() as folder:
-        spec = DecoderSpec("SD15", str(save_sd(Path(folder) / "sd")), "sd")
-        decoder = Decoder(spec, "cpu", long_side=args.long_side, steps=args.steps)
-        decoder.load()
+    decoder = Decoder(DecoderSpec("SD15", "tiny random weights", "sd"), "cpu",
+                      long_side=args.long_side, steps=args.steps)  # fmt: skip
+    decoder.use(tiny_pipeline())
     pipe = decoder._image2image
     vae = pipe.vae
     clock = ModelClock([pipe.unet, pipe.text_encoder, vae.encoder, vae.decoder]
