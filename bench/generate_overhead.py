@@ -56,7 +56,7 @@ def main() -> int:
 
         # The codec hints, timed in line and with a worker process per CPU; the second set is
         # the run's cache, as a study's hints are made once and serve 40 images a reference.
-        references = dict(zip(plan["reference"], plan["reference_path"].map(Path), strict=True))
+        references = [(Path(p), None) for p in dict.fromkeys(plan["reference_path"])]
         hint_seconds = {}
         for workers, hints in ((1, work / "scratch"), (cpu_share(), work / "out" / "hints")):
             hints.mkdir(parents=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from PIL import Image
@@ -41,13 +42,77 @@ class Request:
 
 @dataclass
 class Decoded:
-    image: np.ndarray
+    pixels: np.ndarray | DeviceImage
+    """The decoded uint8 RGB image (height × width × 3): on the host, or still on the decoder's
+    device, on its way to the host (see :class:`DeviceImage`)."""
     steps: int
     """``num_inference_steps`` passed (raised so that strength × steps ≥ 1)."""
     denoising_steps: int
     """Steps the sampler actually ran: int(steps × strength) in img2img, all of them in Text."""
     nsfw: bool
     """The pipeline's safety checker flagged the output (SD-1.5-family checkpoints carry one)."""
+    size: tuple[int, int] | None = None
+    """The reference's (width, height), to resize ``pixels`` to when :attr:`image` is first read
+    (None: they have it already)."""
+
+    @cached_property
+    def image(self) -> np.ndarray:
+        """The image on the host at the reference's size. Reading it the first time waits for the
+        copy from the device and resizes: ``generate run`` does that in its writer thread, so
+        the decoding thread goes on to the next call at once."""
+        pixels = self.pixels if isinstance(self.pixels, np.ndarray) else self.pixels.numpy()
+        self.pixels = pixels  # the device memory can go
+        return pixels if self.size is None else _resize(pixels, self.size)
+
+
+class DeviceImage:
+    """One image of a batch that the pipeline left on its device as uint8 (B × H × W × 3).
+
+    On a CUDA device the batch's copy to pinned host memory is queued at once, behind the call's
+    kernels only, and an event marks its end; :meth:`numpy` waits for that event alone. (A plain
+    ``.cpu()`` in the writer thread would also wait for every kernel the decoding thread had
+    queued since — the next batch's.) Elsewhere the copy is made when asked for: on the CPU
+    there is nothing to copy.
+    """
+
+    def __init__(self, batch, index: int) -> None:
+        self._batch, self._index = batch, index
+
+    @staticmethod
+    def of(images) -> list[DeviceImage]:
+        """Each image of ``images`` (a B × 3 × H × W float tensor in [0, 1], as the pipeline's
+        ``output_type="pt"`` gives), quantized on the device exactly as diffusers' own PIL
+        output does (× 255, round half to even, to uint8)."""
+        import torch
+
+        quantized = (images.float() * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+        batch = _HostCopy(quantized.contiguous())
+        return [DeviceImage(batch, i) for i in range(len(quantized))]
+
+    def numpy(self) -> np.ndarray:
+        return self._batch.wait()[self._index]
+
+
+class _HostCopy:
+    """A batch's way from the device to the host (see :class:`DeviceImage`)."""
+
+    def __init__(self, images) -> None:
+        import torch
+
+        self._event = None
+        if images.device.type == "cuda":
+            host = torch.empty(images.shape, dtype=images.dtype, pin_memory=True)
+            host.copy_(images, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+            images = host
+        self._images = images
+
+    def wait(self) -> np.ndarray:
+        if self._event is not None:
+            self._event.synchronize()
+            self._event = None
+        return self._images.cpu().numpy()
 
 
 def working_size(width: int, height: int, long_side: int) -> tuple[int, int]:
@@ -208,7 +273,7 @@ class Decoder:
         if self.spec.family == "external":
             image = restoration.run(self.spec, first.start, first.prompt, first.strength, steps,
                                     first.seed)  # fmt: skip
-            return [Decoded(_resize(image, first.size), steps, denoised, False)]
+            return [Decoded(image, steps, denoised, False, first.size)]
         import torch
 
         self.load()
@@ -220,38 +285,54 @@ class Decoder:
         }
         if mode == "Text":
             images, flags = self._text_to_image(common, width, height, steps)
-        else:
-            starts = [
-                Image.fromarray(r.start).resize((width, height), Image.Resampling.BICUBIC)
-                for r in requests
-            ]
+        elif self.spec.family == "animatediff":  # a video of one frame: PIL in, as before
+            starts = [Image.fromarray(_resize(r.start, (width, height))) for r in requests]
             images, flags = self._image_to_image(common, starts, first.strength, steps)
+        else:
+            images, flags = self._image_to_image(common, self._starts(requests, width, height),
+                                                 first.strength, steps)  # fmt: skip
         return [
-            Decoded(_resize(np.asarray(image.convert("RGB")), r.size), steps, denoised, flag)
-            for r, image, flag in zip(requests, images, flags, strict=True)
+            Decoded(image, steps, denoised, flag, r.size)
+            for r, image, flag in zip(requests, DeviceImage.of(images), flags, strict=True)
         ]
+
+    def _starts(self, requests: Sequence[Request], width: int, height: int):
+        """The start images as one B × 3 × H × W float tensor in [0, 1] on the decoder's device.
+
+        Only the uint8 pixels are handled on the host (resized to the working size, as PIL
+        did before, when they are not at it already); the pipeline's own conversion of a PIL
+        image — to float32 numpy, to a tensor, normalized, 12 MiB per 1024² image on the host —
+        becomes a few kernels. Same values: x / 255 is correctly rounded on either side (the
+        divisor is a device tensor, since CUDA turns division by a host scalar into a
+        multiplication by its reciprocal).
+        """
+        import torch
+
+        pixels = np.stack([_resize(r.start, (width, height)) for r in requests])
+        on_device = torch.from_numpy(pixels).to(self.device).permute(0, 3, 1, 2)
+        return on_device.float() / torch.tensor(255.0, device=on_device.device)
 
     def _text_to_image(self, common: dict, width: int, height: int, steps: int):
         if self.spec.family == "animatediff":
             result = self._text2image(**common, num_frames=1, height=height, width=width,
-                                      num_inference_steps=steps)  # fmt: skip
-            return [result.frames[0][0]], [False]
-        result = self._text2image(**common, height=height, width=width, num_inference_steps=steps)
+                                      num_inference_steps=steps, output_type="pt")  # fmt: skip
+            return result.frames[0], [False]
+        result = self._text2image(**common, height=height, width=width, num_inference_steps=steps,
+                                  output_type="pt")  # fmt: skip
         return result.images, _flags(result)
 
-    def _image_to_image(self, common: dict, starts: list[Image.Image], strength: float, steps: int):
+    def _image_to_image(self, common: dict, starts, strength: float, steps: int):
+        """One img2img call; the images come back as a B × 3 × H × W tensor in [0, 1], left on
+        the device (``output_type="pt"``) instead of converted to PIL on the host."""
+        common = {**common, "num_inference_steps": steps, "output_type": "pt"}
         if self.spec.family == "instruct-pix2pix":
-            result = self._image2image(
-                **common, image=starts, num_inference_steps=steps,
-                image_guidance_scale=instruct_image_guidance(strength),
-            )  # fmt: skip
+            result = self._image2image(**common, image=starts,
+                                       image_guidance_scale=instruct_image_guidance(strength))  # fmt: skip
             return result.images, _flags(result)
         if self.spec.family == "animatediff":
-            result = self._image2image(**common, video=starts, strength=strength,
-                                       num_inference_steps=steps)  # fmt: skip
-            return [result.frames[0][0]], [False]
-        result = self._image2image(**common, image=starts, strength=strength,
-                                   num_inference_steps=steps)  # fmt: skip
+            result = self._image2image(**common, video=starts, strength=strength)
+            return result.frames[0], [False]
+        result = self._image2image(**common, image=starts, strength=strength)
         return result.images, _flags(result)
 
 
@@ -272,6 +353,7 @@ def _flags(result) -> list[bool]:
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` at ``size`` = (width, height), bicubic (PIL's), or itself if it is already."""
     if (image.shape[1], image.shape[0]) == size:
         return image
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))

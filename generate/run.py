@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from generate import codec, hints, pixel, restoration
 from generate.captions import Captioner, text_bits
-from generate.decode import Decoder, Request
+from generate.decode import Decoded, Decoder, Request, instruct_image_guidance
 from generate.registry import CAPTIONED_MODES, CODED_MODES, DecoderSpec
 
 MANIFEST = "manifest.csv"
@@ -88,9 +88,87 @@ def launcher_rank() -> tuple[int, int, int]:
 
 
 def cpu_share() -> int:
-    """The CPUs this process may use, divided among the ranks on this machine."""
+    """The CPUs this process may use, divided among the ranks on this machine: the fewer of its
+    affinity mask and its cgroup's CPU quota. A container limited to 16 CPUs on a 200-core host
+    sees 200 cores in ``os.cpu_count()`` and the affinity mask, and so does torch."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cpus or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    quota = cgroup_cpu_quota()
+    cpus = min(cpus or 1, quota or cpus or 1)
+    return max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
+def cgroup_cpu_quota(
+    proc: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")
+) -> int | None:  # fmt: skip
+    """Whole CPUs the cgroup quota allows this process (at least 1; rounded down, so that the
+    threads are never throttled), or None where there is no quota or no cgroup file system.
+
+    cgroup v2 (``cpu.max``) and v1 (``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``); every level
+    from the process's own cgroup up to the mount point counts, and the tightest wins. Inside a
+    container, /proc/self/cgroup may name the host's path, which is not mounted: then the mount
+    point's own files are the container's.
+    """
+    try:
+        lines = proc.read_text().splitlines()
+    except OSError:
+        return None
+    quotas = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        names = controllers.split(",")
+        if controllers == "":  # v2
+            folder, read = root, _v2_quota
+        elif "cpu" in names:
+            folder, read = root / controllers, _v1_quota
+            if not folder.is_dir():
+                folder = root / "cpu"
+        else:
+            continue
+        parts = [part for part in path.split("/") if part]
+        for depth in range(len(parts), -1, -1):
+            quota = read(folder.joinpath(*parts[:depth]))
+            if quota is not None:
+                quotas.append(quota)
+    return max(1, int(min(quotas))) if quotas else None
+
+
+def _v2_quota(folder: Path) -> float | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _v1_quota(folder: Path) -> float | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def torch_threads() -> int:
+    """Size torch's intra-op thread pool for this rank, and return the size.
+
+    torch sizes it from the cores it sees, which in a container are the host's: a rank limited
+    to a few CPUs then runs dozens of threads, and each small host op (the images' conversions,
+    the scheduler's arithmetic) waits on throttled threads (issue 15's first lead). An
+    ``OMP_NUM_THREADS`` in the environment is kept: the user's choice, or torchrun's (one
+    thread per rank when it starts several). Otherwise: :func:`cpu_share`.
+    """
+    import torch
+
+    chosen = os.environ.get("OMP_NUM_THREADS")
+    if chosen is None:
+        threads = cpu_share()
+    elif chosen.strip().isdigit() and int(chosen) > 0:
+        threads = int(chosen)
+    else:
+        raise RunError(f"OMP_NUM_THREADS must be a positive integer, got {chosen!r}")
+    torch.set_num_threads(threads)
+    return threads
 
 
 def run_plan(
@@ -113,6 +191,7 @@ def run_plan(
     for model in todo["model"].unique():
         if registry[model].family == "external":
             restoration.require_command(registry[model])
+    torch_threads()
     hints = Hints(out / "hints", settings, captioner)
     # Each rank makes its share of the plan's codec hints up front; one another rank has not
     # finished yet is made when first needed (the files are written atomically, so a hint made
@@ -250,8 +329,9 @@ class Hints:
 
 def _decode(
     batch: list, decoder: Decoder, hints: Hints, settings: RunSettings
-) -> list[tuple[str, np.ndarray, dict]]:  # fmt: skip
-    """Encode and decode one batch of rows: (id, image, metadata) for each, nothing written."""
+) -> list[tuple[str, Decoded, dict]]:  # fmt: skip
+    """Encode and decode one batch of rows: (id, decoded image, metadata) for each, nothing
+    written."""
     items = [_encode(row, hints, settings, decoder.spec) for row in batch]
     requests = [
         Request(item["prompt"], item["start"], float(row.strength), int(row.seed), item["size"])
@@ -289,10 +369,13 @@ def _decode(
             "steps": result.steps,
             "denoising_steps": result.denoising_steps,
             "guidance_scale": restoration.guidance(decoder.spec),
+            "image_guidance_scale": instruct_image_guidance(float(row.strength))
+            if decoder.spec.family == "instruct-pix2pix"
+            else "",
             "decoder_weights": decoder.spec.weights or decoder.spec.command,
             "nsfw_detected": result.nsfw,
         }
-        done.append((row.id, result.image, meta))
+        done.append((row.id, result, meta))  # its pixels stay on the device until written
     return done
 
 
@@ -305,10 +388,12 @@ def _words(row, hints: Hints) -> int | str:
     return "" if words is None else words
 
 
-def _write(out: Path, done: list[tuple[str, np.ndarray, dict]], progress: tqdm) -> None:
-    """Each image, then its metadata (which marks it finished), each atomically."""
-    for row_id, image, meta in done:
-        _write_png(out / "images" / f"{row_id}.png", image)
+def _write(out: Path, done: list[tuple[str, Decoded, dict]], progress: tqdm) -> None:
+    """Each image, then its metadata (which marks it finished), each atomically. Runs in the
+    writer thread: reading ``Decoded.image`` there waits for the copy from the device and
+    resizes to the reference's size, off the decoding thread."""
+    for row_id, decoded, meta in done:
+        _write_png(out / "images" / f"{row_id}.png", decoded.image)
         _write_json(out / "meta" / f"{row_id}.json", meta)
         progress.update(1)
 

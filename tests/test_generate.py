@@ -271,6 +271,9 @@ def test_every_mode_end_to_end_with_honest_bits(tmp_path, tiny, study_inputs):
         assert row.compression_ratio == pytest.approx(24 / row.bpp)
     assert set(manifest.loc[manifest["mode"] == "Image", "prompt"]) == {""}  # the paper's
     assert manifest.loc[manifest["reference"] == "SCI_b", "caption"].iloc[0] == "Ünïcode café text"
+    instruct = manifest[manifest["model"] == "InstructPix"]  # the guidance it actually used
+    assert set(instruct["image_guidance_scale"].astype(float)) == {2.0}
+    assert set(instruct["guidance_scale"].astype(float)) == {7.5}
 
 
 def test_the_manifest_imports_into_the_lab_app_as_is(tmp_path, tiny, study_inputs):

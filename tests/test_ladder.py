@@ -65,6 +65,13 @@ def test_bpp_targets_leave_the_qp_empty_and_record_the_target(tmp_path, refs):
     assert ((manifest["bpp"] - 0.5).abs() / 0.5 < 0.25).all()
 
 
+def test_the_ladder_explains_itself(capsys):
+    with pytest.raises(SystemExit) as done:
+        generate_main(["ladder", "--help"])
+    assert done.value.code == 0
+    assert "mode = Codec" in " ".join(capsys.readouterr().out.split())
+
+
 def test_ladder_errors_are_one_line(tmp_path, refs, capsys, monkeypatch):
     out = tmp_path / "out"
     one_line_error(capsys, ladder(refs, out, "--qps", "37,52"), "hevc QP must be 0–51, got 52")

@@ -24,32 +24,11 @@ class Metric:
     """A pyiqa architecture with what training needs: the network, FR or NR, and its direction."""
 
     def __init__(self, name: str, pretrained: bool, weights: Path | None, device: str) -> None:
-        import pyiqa
-
-        if name not in pyiqa.list_models():
-            raise MetricError(f"unknown pyiqa metric '{name}'")
-        # With a checkpoint, every weight comes from it: nothing needs downloading first.
-        pretrained = pretrained and weights is None
-        options = {} if pretrained else {"pretrained": False}
-        if not pretrained and name.startswith("topiq"):
-            options["backbone_pretrain"] = False
-        try:
-            wrapper = pyiqa.create_metric(name, as_loss=True, device=device, **options)
-        except Exception as error:  # downloads fail in many ways offline
-            first = (
-                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            )
-            raise MetricError(
-                f"{name}: cannot build the metric ({first}). Its pretrained weights go in pyiqa's "
-                "cache (~/.cache/torch/hub/pyiqa/, or $PYIQA_CACHE_DIR); give a checkpoint with "
-                "--weights, or train from scratch with --no-pretrained"
-            ) from error
+        wrapper = create(name, pretrained, weights, device, as_loss=True)
         self.name = name
         self.net = wrapper.net
         self.full_reference = wrapper.metric_mode == "FR"
         self.lower_better = bool(wrapper.lower_better)
-        if weights is not None:
-            load_weights(self.net, weights)
         trainable = [p for p in self.net.parameters() if p.requires_grad]
         if not trainable:
             raise MetricError(
@@ -94,6 +73,56 @@ def read_checkpoint(path: Path) -> dict:
     if not isinstance(state, dict):
         raise MetricError(f"{path}: not a checkpoint (holds a {type(state).__name__})")
     return state
+
+
+def create(name: str, pretrained: bool, weights: Path | None, device: str, as_loss: bool):
+    """The pyiqa wrapper for ``name``, offline-able and with a checkpoint loaded strictly.
+
+    Shared by training (``as_loss=True``: gradients flow) and scoring (``compare``: inference).
+    Without ``pretrained`` the architecture is built at random (its backbone too, for TOPIQ),
+    so it builds offline; metrics without weights (PSNR, SSIM) take no such option.
+    """
+    import pyiqa
+
+    if name not in pyiqa.list_models():
+        raise MetricError(f"unknown pyiqa metric '{name}'")
+    # With a checkpoint, every weight comes from it: nothing needs downloading first.
+    pretrained = pretrained and weights is None
+    options = {} if pretrained else {"pretrained": False}
+    if not pretrained and name.startswith("topiq"):
+        options["backbone_pretrain"] = False
+    try:
+        wrapper = _create_metric(pyiqa, name, as_loss, device, options)
+    except Exception as error:  # downloads fail in many ways offline
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise MetricError(
+            f"{name}: cannot build the metric ({first}). Its pretrained weights go in pyiqa's "
+            "cache (~/.cache/torch/hub/pyiqa/, or $PYIQA_CACHE_DIR); give a checkpoint with "
+            "--weights, or build it at random with --no-pretrained"
+        ) from error
+    if weights is not None:
+        load_weights(wrapper.net, weights)
+    return wrapper
+
+
+def _create_metric(pyiqa, name: str, as_loss: bool, device: str, options: dict):
+    """``pyiqa.create_metric`` with only the options its architecture declares: PSNR and SSIM
+    have no ``pretrained`` (no weights to skip), and PSNR would pass it on to its formula."""
+    import inspect
+
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+    from pyiqa.utils.registry import ARCH_REGISTRY
+
+    arch = DEFAULT_CONFIGS.get(name, {}).get("metric_opts", {}).get("type")
+    try:
+        from pyiqa.archs import _lazy_import_arch  # registers the class on first use
+
+        _lazy_import_arch(arch)
+        declared = inspect.signature(ARCH_REGISTRY.get(arch).__init__).parameters
+        options = {key: value for key, value in options.items() if key in declared}
+    except Exception:  # another pyiqa layout: pass the options as they are
+        pass
+    return pyiqa.create_metric(name, as_loss=as_loss, device=device, **options)
 
 
 def load_weights(net: torch.nn.Module, path: Path) -> None:

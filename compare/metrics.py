@@ -1,0 +1,243 @@
+"""The metrics ``compare`` scores with: any pyiqa metric, CLIPSIM, and FID over a set.
+
+Each metric says whether it measures *consistency* (full-reference: how faithful the decoded
+image is to the original) or *perception* (no-reference: how good it looks on its own; FID,
+which compares the distributions of the two sets, is counted here as in the paper), and whether
+lower is better, so the report can orient every curve the same way.
+
+Real weights are used when they are where the libraries look (pyiqa's cache, open_clip's /
+Hugging Face's cache, or a file given on the command line); ``pretrained=False`` builds every
+network at random, which works offline and is only good for smoke runs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from train_iqa.model import MetricError, create
+
+CONSISTENCY, PERCEPTION = "consistency", "perception"
+FID_DIMS = (64, 192, 768, 2048)
+SPEC = re.compile(r"^(?:(?P<label>[^=:]+)=)?(?P<name>[A-Za-z0-9_+.-]+)(?::(?P<weights>.+))?$")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """``[LABEL=]NAME[:WEIGHTS]`` from the command line: a fine-tuned TOPIQ is
+    ``topiq_fr:runs/topiq_fr/best.pt``; the label tells two checkpoints of one metric apart."""
+
+    label: str
+    name: str
+    weights: Path | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> MetricSpec:
+        match = SPEC.match(text.strip())
+        if not match:
+            raise MetricError(f"metric '{text}' is not NAME, NAME:WEIGHTS or LABEL=NAME[:WEIGHTS]")
+        name, weights = match["name"].lower(), match["weights"]
+        label = match["label"] or (f"{name}:{Path(weights).stem}" if weights else name)
+        return cls(label.strip(), name, Path(weights) if weights else None)
+
+
+@dataclass
+class Settings:
+    """How every metric is built: where it runs, and which weights it starts from."""
+
+    device: str = "cpu"
+    pretrained: bool = True
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str = "openai"
+    fid_dims: int = 2048
+
+
+class ImageMetric:
+    """A score per (distorted, reference) pair; subclasses say how."""
+
+    set_level = False
+
+    def __init__(self, label: str, kind: str, lower_better: bool) -> None:
+        self.label, self.kind, self.lower_better = label, kind, lower_better
+
+    def __call__(self, distorted: Image.Image, reference: Image.Image) -> float:
+        raise NotImplementedError
+
+
+class PyiqaMetric(ImageMetric):
+    """Any metric of pyiqa's registry (PSNR, SSIM, LPIPS, TOPIQ-FR/NR, CLIP-IQA, LIQE, …), built
+    by train_iqa's code so fine-tuned checkpoints load the same strict way as in training."""
+
+    def __init__(self, spec: MetricSpec, settings: Settings) -> None:
+        wrapper = create(spec.name, settings.pretrained, spec.weights, settings.device, False)
+        full_reference = wrapper.metric_mode == "FR"
+        super().__init__(
+            spec.label, CONSISTENCY if full_reference else PERCEPTION, bool(wrapper.lower_better)
+        )
+        self.wrapper, self.full_reference, self.device = wrapper, full_reference, settings.device
+
+    @torch.no_grad()
+    def __call__(self, distorted: Image.Image, reference: Image.Image) -> float:
+        d = to_tensor(distorted, self.device)
+        score = (
+            self.wrapper(d, to_tensor(reference, self.device))
+            if self.full_reference
+            else (self.wrapper(d))
+        )
+        return float(torch.as_tensor(score).reshape(-1)[0])
+
+
+class ClipSim(ImageMetric):
+    """CLIPSIM: the cosine between the CLIP image embeddings of the two images (open_clip).
+
+    ``model`` is an open_clip architecture name (``ViT-B-32``) or a JSON config file (how the
+    tests build a tiny one offline); ``pretrained`` an open_clip tag (``openai``), a checkpoint
+    file, or ``none`` for random weights.
+    """
+
+    def __init__(self, label: str, settings: Settings) -> None:
+        super().__init__(label, CONSISTENCY, lower_better=False)
+        import open_clip
+
+        model = settings.clip_model
+        if model.endswith(".json"):
+            if not Path(model).is_file():
+                raise MetricError(f"clipsim: {model}: no such CLIP config file")
+            open_clip.add_model_config(model)
+            model = Path(model).stem
+        if model not in open_clip.list_models():
+            raise MetricError(
+                f"clipsim: unknown CLIP model '{model}' (see open_clip.list_models())"
+            )
+        tag = settings.clip_pretrained if settings.pretrained else "none"
+        try:
+            net, _, self.preprocess = open_clip.create_model_and_transforms(
+                model, pretrained=None if tag.lower() in ("none", "") else tag,
+                device=settings.device,
+            )  # fmt: skip
+        except Exception as error:  # downloads and bad files fail in many ways
+            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise MetricError(
+                f"clipsim: cannot load CLIP {model} '{tag}' ({first[:200]}); put the weights in "
+                "the Hugging Face cache, give --clip-pretrained FILE, or --no-pretrained"
+            ) from error
+        self.net, self.device = net.eval(), settings.device
+
+    @torch.no_grad()
+    def __call__(self, distorted: Image.Image, reference: Image.Image) -> float:
+        batch = torch.stack([self.preprocess(distorted), self.preprocess(reference)])
+        features = F.normalize(self.net.encode_image(batch.to(self.device)).float(), dim=-1)
+        return float(features[0] @ features[1])
+
+
+class Fid:
+    """FID between a point's distorted images and the references they came from.
+
+    Features are pyiqa's FID Inception (the TensorFlow FID weights, from pyiqa's cache) at the
+    pooling layer of ``fid_dims`` (2048: the standard FID), spatially averaged; at random it is
+    the same architecture, untrained. Each image's features are computed once and kept, since a
+    reference serves every point. FID needs two images or more per set; the paper's sets hold
+    hundreds, and with few images it is dominated by the covariance estimate.
+    """
+
+    set_level = True
+
+    def __init__(self, label: str, settings: Settings) -> None:
+        from pyiqa.archs import inception
+
+        if settings.fid_dims not in FID_DIMS:
+            raise MetricError(f"fid: --fid-dims must be one of {', '.join(map(str, FID_DIMS))}")
+        self.label, self.kind, self.lower_better = label, PERCEPTION, True
+        block = [inception.InceptionV3.BLOCK_INDEX_BY_DIM[settings.fid_dims]]
+        try:
+            if settings.pretrained:
+                net = inception.InceptionV3(output_blocks=block)
+            else:  # the same network, its weights left at their random initialisation
+                with mock.patch.object(inception, "load_pretrained_network", _keep_random):
+                    net = inception.InceptionV3(output_blocks=block)
+        except Exception as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise MetricError(
+                f"fid: cannot load the FID Inception weights ({first[:200]}); put "
+                "pt_inception-2015-12-05-6726825d.pth in pyiqa's cache (~/.cache/torch/hub/pyiqa/"
+                ", or $PYIQA_CACHE_DIR), or use --no-pretrained"
+            ) from error
+        self.net, self.device = net.eval().to(settings.device), settings.device
+        self._features: dict[str, np.ndarray] = {}
+
+    @torch.no_grad()
+    def features(self, key: str, image: Image.Image) -> np.ndarray:
+        """The image's feature vector, computed once per key (its path)."""
+        if key not in self._features:
+            x = to_tensor(image, self.device)
+            out = self.net(x, resize_input=True, normalize_input=True)[0]
+            self._features[key] = out.mean(dim=(2, 3)).reshape(-1).cpu().double().numpy()
+        return self._features[key]
+
+    def distance(self, distorted: list[str], references: list[str]) -> float:
+        """FID between the two sets of already-featurised images (NaN under two images)."""
+        if len(distorted) < 2 or len(set(references)) < 2:
+            return float("nan")
+        a = np.stack([self._features[k] for k in distorted])
+        b = np.stack([self._features[k] for k in dict.fromkeys(references)])
+        return frechet_distance(a, b)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """The Fréchet distance between Gaussians fitted to the rows of ``a`` and ``b``.
+
+    Exact, but computed in the span of the samples: with centred ``A`` (n × d) and ``B``
+    (m × d), the non-zero eigenvalues of C_a·C_b are those of the small PSD matrix
+    A·Bᵀ·B·Aᵀ / ((n−1)(m−1)), so Tr √(C_a·C_b) needs no d × d square root. pyiqa's version
+    (``scipy.linalg.sqrtm`` of a 2048² product) takes seconds per point and warns about the
+    singular covariances a point of a few hundred images always has; the tests check both agree.
+    """
+    a_c, b_c = a - a.mean(0), b - b.mean(0)
+    n, m = len(a) - 1, len(b) - 1
+    cross = a_c @ b_c.T
+    eigenvalues = np.linalg.eigvalsh(cross @ cross.T / (n * m))
+    trace_sqrt = np.sqrt(np.clip(eigenvalues, 0, None)).sum()
+    mean_term = float(np.sum((a.mean(0) - b.mean(0)) ** 2))
+    return float(mean_term + (a_c**2).sum() / n + (b_c**2).sum() / m - 2 * trace_sqrt)
+
+
+def _keep_random(net: torch.nn.Module, *args, **kwargs) -> None:
+    """Stands in for pyiqa's weight download when the network is wanted at random."""
+
+
+def build(spec: MetricSpec, settings: Settings) -> ImageMetric | Fid:
+    """The metric a spec names: ``clipsim`` and ``fid`` are ours, any other name is pyiqa's."""
+    if spec.name == "clipsim":
+        if spec.weights is not None:
+            raise MetricError("clipsim: give CLIP's weights with --clip-pretrained, not NAME:FILE")
+        return ClipSim(spec.label, settings)
+    if spec.name == "fid":
+        if spec.weights is not None:
+            raise MetricError("fid: the Inception weights come from pyiqa's cache, not NAME:FILE")
+        return Fid(spec.label, settings)
+    if spec.weights is not None and not spec.weights.is_file():
+        raise MetricError(f"{spec.label}: {spec.weights}: no such weights file")
+    return PyiqaMetric(spec, settings)
+
+
+def build_all(texts: list[str], settings: Settings) -> list[ImageMetric | Fid]:
+    """Every metric of the command line, refusing two with one label (they would share a column)."""
+    specs = [MetricSpec.parse(text) for text in texts]
+    labels = [spec.label for spec in specs]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise MetricError(f"metric label '{repeated[0]}' is given twice: name one LABEL=NAME")
+    return [build(spec, settings) for spec in specs]
+
+
+def to_tensor(image: Image.Image, device: str) -> torch.Tensor:
+    """(1, 3, H, W) float in [0, 1], as pyiqa's metrics take."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1)[None].to(device)

@@ -1,0 +1,317 @@
+"""``compare``: Bjøntegaard deltas checked against independent computations, the report files,
+the CLI on a real codec ladder and two CMC runs on tiny pipelines, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy.interpolate import PchipInterpolator
+
+from compare.__main__ import main as compare_main
+from compare.bd import Curve, delta
+from generate.__main__ import main as generate_main
+from tests.compare_helpers import write_ladder
+from tests.tiny_models import save_sd
+
+DEMO_NAMES = ("coffee.png", "rocket.png", "chelsea.png")
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no retries against an unreachable hub
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory):
+    """Three demo photographs at 128×96, the references of every manifest here."""
+    from tests.test_generate import DEMO
+
+    folder = tmp_path_factory.mktemp("refs")
+    for name in DEMO_NAMES:
+        Image.open(DEMO / name).convert("RGB").resize((128, 96)).save(folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ladder(refs, tmp_path_factory):
+    return write_ladder(sorted(refs.iterdir()), tmp_path_factory.mktemp("ladder"))
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    """PSNR on RGB in [0, 1], written here independently of pyiqa."""
+    x = np.asarray(a, dtype=np.float64) / 255
+    y = np.asarray(b, dtype=np.float64) / 255
+    return float(10 * np.log10(1 / np.mean((x - y) ** 2)))
+
+
+def bd_independent(rate_a, q_a, rate_t, q_t):
+    """BD-rate (%) and BD-quality by scipy's PCHIP directly, over the overlap of the curves."""
+    a, t = np.argsort(rate_a), np.argsort(rate_t)
+    rate_a, q_a, rate_t, q_t = rate_a[a], np.asarray(q_a)[a], rate_t[t], np.asarray(q_t)[t]
+    la, lt = np.log10(rate_a), np.log10(rate_t)
+    lo, hi = max(la.min(), lt.min()), min(la.max(), lt.max())
+    bd_q = (PchipInterpolator(lt, q_t).integrate(lo, hi)
+            - PchipInterpolator(la, q_a).integrate(lo, hi)) / (hi - lo)  # fmt: skip
+    qa, qt = np.argsort(q_a), np.argsort(q_t)
+    lo, hi = max(min(q_a), min(q_t)), min(max(q_a), max(q_t))
+    log_d = (PchipInterpolator(np.asarray(q_t)[qt], lt[qt]).integrate(lo, hi)
+             - PchipInterpolator(np.asarray(q_a)[qa], la[qa]).integrate(lo, hi)) / (hi - lo)  # fmt: skip
+    return (10**log_d - 1) * 100, bd_q
+
+
+# --- Bjøntegaard deltas on known curves ----------------------------------------------------------
+
+
+def test_bd_of_a_curve_against_itself_is_zero():
+    rate = np.array([0.02, 0.05, 0.1, 0.3])
+    quality = np.array([0.41, 0.55, 0.62, 0.8])
+    d = delta(Curve("a", rate, quality), Curve("b", rate, quality), lower_better=False)
+    assert d.bd_rate == pytest.approx(0, abs=1e-9) and d.bd_quality == pytest.approx(0, abs=1e-9)
+    assert d.rate_overlap == 1 and d.notes == []
+
+
+@pytest.mark.parametrize("lower_better", [False, True])
+@pytest.mark.parametrize("factor", [0.5, 1.3])
+def test_a_ladder_shifted_by_a_known_rate_gives_that_rate(lower_better, factor):
+    rate = np.array([0.02, 0.05, 0.1, 0.3])
+    quality = 30 + 6 * np.log2(rate) + np.array([0, 0.4, 0.1, 0.3])  # concave, not a straight line
+    quality = -quality if lower_better else quality
+    d = delta(Curve("t", rate * factor, quality), Curve("a", rate, quality), lower_better)
+    assert d.bd_rate == pytest.approx((factor - 1) * 100, abs=1e-9)
+    expected_rate, expected_quality = bd_independent(rate, quality, rate * factor, quality)
+    assert expected_rate == pytest.approx((factor - 1) * 100)
+    assert d.bd_quality == pytest.approx(expected_quality, rel=1e-9)
+    # less rate for the same quality is a gain: higher, or lower for a lower-is-better metric
+    gain = d.bd_quality * (-1 if lower_better else 1)
+    assert (gain > 0) == (factor < 1)
+    assert d.rate_overlap == pytest.approx(
+        np.log10(0.3 * min(1, factor) / (0.02 * max(1, factor))) / np.log10(0.3 * max(1, factor) / (0.02 * min(1, factor)))
+    )  # fmt: skip
+
+
+def test_what_bd_cannot_compute_is_reported_not_extrapolated():
+    rate = np.array([0.02, 0.05, 0.1, 0.3])
+    quality = np.array([0.4, 0.5, 0.6, 0.7])
+    apart = delta(Curve("t", rate * 100, quality + 1), Curve("a", rate, quality), False)
+    assert np.isnan(apart.bd_rate) and np.isnan(apart.bd_quality)
+    assert any("rate ranges do not overlap" in n for n in apart.notes)
+    assert any("quality ranges do not overlap" in n for n in apart.notes)
+    bumpy = delta(
+        Curve("t", rate, np.array([0.4, 0.6, 0.5, 0.7])), Curve("a", rate, quality), False
+    )
+    assert np.isnan(bumpy.bd_rate) and not np.isnan(bumpy.bd_quality)
+    assert bumpy.notes == ["t: quality does not rise with rate between 0.05 and 0.1 bpp: BD-rate undefined"]  # fmt: skip
+    single = delta(Curve("t", rate[:1], quality[:1]), Curve("a", rate, quality), False)
+    assert np.isnan(single.bd_rate) and "t: 1 point(s), a curve needs 2" in single.notes
+
+
+# --- the CLI on a real codec ladder -------------------------------------------------------------
+
+
+def test_a_codec_against_itself_and_shifted_through_the_cli(tmp_path, ladder):
+    """The ladder's HEVC as a 'CMC method' twice: same bits (BD 0) and half the bits (−50%);
+    PSNR means and BD-quality checked against this test's own PSNR and scipy's PCHIP."""
+    frame = pd.read_csv(ladder)
+    hevc = frame[frame["model"] == "HEVC"].assign(distorted_path=lambda f: str(ladder.parent) + "/" + f["distorted_path"])  # fmt: skip
+    same = hevc.assign(model="Same", mode="Full")
+    half = hevc.assign(model="Half", mode="Full", bpp=hevc["bpp"] / 2)
+    for name, f in (("same", same), ("half", half)):
+        f.to_csv(tmp_path / f"{name}.csv", index=False)
+    out = tmp_path / "out"
+    args = [str(ladder), str(tmp_path / "same.csv"), str(tmp_path / "half.csv"), "--out", str(out),
+            "--metric", "psnr", "--metric", "ssim", "--quiet", "--device", "cpu"]  # fmt: skip
+    assert compare_main(args) == 0
+    bd = pd.read_csv(out / "bd.csv", keep_default_na=False)
+    assert len(bd) == 2 * 2 * 2  # {Same, Half} × {HEVC, AV1} × {psnr, ssim}
+    against_hevc = bd[bd["anchor"] == "HEVC"].set_index(["metric", "test"])
+    for metric in ("psnr", "ssim"):
+        assert float(against_hevc.loc[(metric, "Same"), "bd_rate_percent"]) == pytest.approx(
+            0, abs=1e-6
+        )
+        assert float(against_hevc.loc[(metric, "Same"), "bd_quality"]) == pytest.approx(0, abs=1e-6)
+        assert float(against_hevc.loc[(metric, "Half"), "bd_rate_percent"]) == pytest.approx(
+            -50, abs=1e-6
+        )
+    # independently: mean PSNR per QP from the files, then PCHIP on (log rate, PSNR)
+    hevc = hevc.assign(psnr=[psnr(Image.open(d), Image.open(r))
+                             for d, r in zip(hevc["distorted_path"], hevc["reference_path"], strict=True)])  # fmt: skip
+    per_qp = hevc.groupby("codec_qp")[["bpp", "psnr"]].mean()
+    points = pd.read_csv(out / "points.csv")
+    mine = points[(points["curve"] == "HEVC") & (points["metric"] == "psnr")].set_index("point")
+    for qp, row in per_qp.iterrows():
+        assert mine.loc[f"Codec, QP {qp}", "mean"] == pytest.approx(row["psnr"], abs=1e-3)
+        assert mine.loc[f"Codec, QP {qp}", "bpp"] == pytest.approx(row["bpp"])
+        assert mine.loc[f"Codec, QP {qp}", "n"] == len(DEMO_NAMES)
+    rate, q = per_qp["bpp"].to_numpy(), per_qp["psnr"].to_numpy()
+    _, bd_quality = bd_independent(rate, q, rate / 2, q)
+    assert float(against_hevc.loc[("psnr", "Half"), "bd_quality"]) == pytest.approx(
+        bd_quality, abs=1e-3
+    )
+    report = (out / "report.md").read_text()
+    assert (
+        "![rate–quality curves](figure.png)" in report
+        and "| psnr | Half | HEVC | -50.0 |" in report
+    )
+    with Image.open(out / "figure.png") as figure:
+        assert figure.size[0] > 400 and figure.size[1] > 300
+    scores = pd.read_csv(out / "scores.csv")
+    assert len(scores) == len(frame) + len(same) + len(half) and {
+        "psnr",
+        "ssim",
+        "curve",
+        "point",
+    } <= set(scores.columns)
+    assert (
+        (out / "points.md")
+        .read_text()
+        .startswith("| curve | point | n | bpp | psnr (FR) | ssim (FR) |")
+    )
+
+
+# --- two CMC runs on tiny pipelines against the ladder ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cmc_runs(refs, tmp_path_factory):
+    """Two `generate run`s of tiny random SD-1.5 in every mode, differing only in their steps."""
+    folder = tmp_path_factory.mktemp("cmc")
+    save_sd(folder / "sd")
+    config = folder / "models.toml"
+    config.write_text(f'[SD15]\nweights = "{folder / "sd"}"\n')
+    captions = folder / "captions.csv"
+    pd.DataFrame({"name": list(DEMO_NAMES), "text": ["a cup", "a rocket", "a cat"]}).to_csv(
+        captions
+    )
+    plan = folder / "plan.csv"
+    generate_main(["plan", "--references", str(refs), "--out", str(plan), "--preset", "benchmark",
+                   "--models", "SD15"])  # fmt: skip
+    runs = []
+    for steps in ("2", "4"):
+        out = folder / f"run{steps}"
+        assert generate_main(["run", str(plan), "--out", str(out), "--captions", str(captions),
+                              "--models-config", str(config), "--size", "64", "--steps", steps,
+                              "--target-bpp", "0.1", "--device", "cpu"]) == 0  # fmt: skip
+        runs.append(out / "manifest.csv")
+    return runs
+
+
+def test_two_cmc_runs_against_the_ladder(tmp_path, ladder, cmc_runs, capsys):
+    (tmp_path / "tiny_clip.json").write_text(json.dumps(TINY_CLIP))
+    out = tmp_path / "out"
+    args = [str(ladder), "--label", f"steps2={cmc_runs[0]}", "--label", f"steps4={cmc_runs[1]}",
+            "--out", str(out), "--metric", "psnr", "--metric", "clipsim", "--metric", "fid",
+            "--no-pretrained", "--clip-model", str(tmp_path / "tiny_clip.json"), "--fid-dims", "64",
+            "--quiet", "--device", "cpu", "--title", "tiny"]  # fmt: skip
+    assert compare_main(args) == 0
+    assert "2 CMC and 2 codec curve(s), 3 metric(s)" in capsys.readouterr().out
+    points = pd.read_csv(out / "points.csv")
+    assert set(points["curve"]) == {"steps2 SD15", "steps4 SD15", "HEVC", "AV1"}
+    cmc = points[points["curve"] == "steps2 SD15"]
+    assert set(cmc["point"]) == {"Text", "Pixel", "Image", "Full"}
+    assert (cmc["n"] == len(DEMO_NAMES)).all()
+    manifest = pd.read_csv(cmc_runs[0])
+    text_bpp = manifest.loc[manifest["mode"] == "Text", "bpp"].mean()
+    assert cmc.loc[cmc["point"] == "Text", "bpp"].iloc[0] == pytest.approx(text_bpp)
+    types = points.drop_duplicates("metric").set_index("metric")
+    assert types.loc["fid", "type"] == "perception" and bool(types.loc["fid", "lower_better"])
+    assert types.loc["clipsim", "type"] == "consistency"
+    fid = points[points["metric"] == "fid"]
+    assert fid["mean"].notna().all() and fid["ci_low"].isna().all()
+    assert (points.loc[points["metric"] == "clipsim", "mean"] <= 1 + 1e-6).all()
+    bd = pd.read_csv(out / "bd.csv", keep_default_na=False)
+    assert len(bd) == 2 * 2 * 3
+    undefined = bd[(bd["bd_rate_percent"] == "") | (bd["bd_quality"] == "")]
+    assert (undefined["note"] != "").all()  # every empty cell is explained
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def _error(capsys, args) -> str:
+    assert compare_main([*args, "--quiet", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("compare: error: ") and err.count("\n") == 1
+    return err
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, ladder, capsys):
+    out = ["--out", str(tmp_path / "o"), "--metric", "psnr"]
+    assert "no such file" in _error(capsys, [str(tmp_path / "none.csv"), *out])
+    frame = pd.read_csv(ladder)
+    frame["distorted_path"] = str(ladder.parent) + "/" + frame["distorted_path"]
+    frame.iloc[[0]].assign(distorted_path=str(tmp_path / "gone.png")).to_csv(
+        tmp_path / "m.csv", index=False
+    )
+    assert "1 image file(s) not found" in _error(capsys, [str(tmp_path / "m.csv"), *out])
+    frame.drop(columns="bpp").to_csv(tmp_path / "nobpp.csv", index=False)
+    assert "no bpp column" in _error(capsys, [str(tmp_path / "nobpp.csv"), *out])
+    frame.assign(bpp="").to_csv(tmp_path / "emptybpp.csv", index=False)
+    assert "not a positive number" in _error(capsys, [str(tmp_path / "emptybpp.csv"), *out])
+    (tmp_path / "notes.png").write_text("not an image")
+    frame.iloc[[0]].assign(distorted_path=str(tmp_path / "notes.png")).to_csv(
+        tmp_path / "bad.csv", index=False
+    )
+    assert "not a readable image" in _error(capsys, [str(tmp_path / "bad.csv"), *out])
+    args = [str(ladder), "--out", str(tmp_path / "o")]
+    assert "unknown pyiqa metric 'no_such'" in _error(capsys, [*args, "--metric", "no_such"])
+    assert "given twice" in _error(capsys, [*args, "--metric", "psnr", "--metric", "psnr"])
+    assert "no such weights file" in _error(capsys, [*args, "--metric", "topiq_fr:none.pt"])
+    assert "more than one manifest" in _error(capsys, [*args, str(ladder), "--metric", "psnr"])
+    assert "is not NAME=PATH" in _error(capsys, [*args, "--label", "nolabel", "--metric", "psnr"])
+    assert "no manifest given" in _error(capsys, ["--metric", "psnr", "--out", str(tmp_path / "o")])
+    assert "no column 'codec'" in _error(capsys, [*args, "--metric", "psnr", "--curve-by", "codec"])
+
+
+def test_fid_in_the_span_of_the_samples_is_pyiqas_fid():
+    from pyiqa.archs.fid_arch import frechet_distance as pyiqa_fid
+
+    from compare.metrics import frechet_distance
+
+    rng = np.random.default_rng(0)
+    for n, m, d in ((40, 30, 8), (6, 5, 16)):  # more samples than dimensions, and fewer
+        a, b = rng.normal(size=(n, d)), rng.normal(0.3, 1.5, size=(m, d))
+        expected = pyiqa_fid(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+        assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-9)
+
+
+def test_a_fine_tuned_checkpoint_is_scored_and_a_foreign_one_refused(tmp_path, refs, capsys):
+    """``NAME:WEIGHTS`` loads train_iqa-style checkpoints strictly: the column is the score of
+    exactly those weights (recomputed here with pyiqa), and another metric's file is refused."""
+    import pyiqa
+    import torch
+
+    from train_iqa.model import create
+
+    torch.manual_seed(1)
+    net = create("topiq_nr", False, None, "cpu", as_loss=False).net
+    torch.save({"model": net.state_dict()}, tmp_path / "best.pt")
+    small = tmp_path / "small.png"
+    Image.open(sorted(refs.iterdir())[0]).resize((64, 48)).save(small)
+    rows = [{"id": f"q{q}", "distorted_path": str(small), "reference_path": str(small),
+             "model": "HEVC", "mode": "Codec", "codec_qp": q, "bpp": 0.1 * q} for q in (1, 2)]  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "m.csv"), "--out", str(out), "--quiet", "--device", "cpu"]
+    assert compare_main([*args, "--metric", f"mine=topiq_nr:{tmp_path / 'best.pt'}"]) == 0
+    reference = pyiqa.create_metric(
+        "topiq_nr", pretrained=False, backbone_pretrain=False, device="cpu"
+    )
+    reference.net.load_state_dict(net.state_dict())
+    expected = float(reference(str(small)))
+    assert pd.read_csv(out / "scores.csv")["mine"].to_list() == pytest.approx(
+        [expected] * 2, rel=1e-5
+    )
+    torch.save({"model": {"fc.weight": torch.zeros(1)}}, tmp_path / "other.pt")
+    assert "does not match this metric" in _error(
+        capsys, [*args, "--metric", f"topiq_nr:{tmp_path / 'other.pt'}"]
+    )
