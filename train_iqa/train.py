@@ -124,10 +124,7 @@ def train(
         for name in ("val", "test"):
             if name in sets:
                 scores[name] = predict(metric, sets[name], settings)
-                figures = correlations(
-                    scores[name], sets[name].targets.numpy(), metric.lower_better
-                )
-                record[name] = figures
+                record[name] = _figures(scores[name], sets[name], metric)
         state["history"].append(record)
         chosen = record[settings.select_on]["srcc"]
         if state["best"] is None or chosen > state["best"][settings.select_on]["srcc"] or (
@@ -195,6 +192,14 @@ def to_mos(scores, lower_better: bool) -> np.ndarray:
     what it was trained on (MOS/5, or 1 − MOS/5 for a lower-is-better metric)."""
     scores = np.asarray(scores, float)
     return SCALE * (1.0 - scores if lower_better else scores)
+
+
+def _figures(scores: np.ndarray, data: ImagePairs, metric: Metric) -> dict[str, float]:
+    """Correlations of one split; all NaN if training diverged to non-finite scores (the epoch is
+    then never selected, and the history shows it)."""
+    if not np.isfinite(scores).all():
+        return {"srcc": np.nan, "krcc": np.nan, "plcc": np.nan, "rmse": np.nan}
+    return correlations(scores, data.targets.numpy(), metric.lower_better)
 
 
 def _own_generator(seed: int) -> torch.Generator:

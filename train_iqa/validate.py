@@ -162,6 +162,8 @@ def _evaluate(args, mos: pd.DataFrame, source, only: set[str] | None) -> dict:
         size = args.size or settings.get("size") or DEFAULT_SIZE
         data = ImagePairs(frame, size, args.device)
         frame["score"] = predict(metric, data, TrainSettings(size=size, device=args.device))
+        if not np.isfinite(frame["score"]).all():
+            raise MetricError(f"{name}: the metric gave non-finite scores (a diverged checkpoint?)")
         lower_better = metric.lower_better
     else:
         name, target, lower_better = value.stem, args.target or "consistency_mos", args.lower_better
@@ -181,7 +183,7 @@ def _evaluate(args, mos: pd.DataFrame, source, only: set[str] | None) -> dict:
         frame = _restrict(drop_missing(frame, target), only, args.mos)
         frame["target"] = frame[target].astype(float)
     report_left_out("train_iqa.validate", frame.attrs.get("left_out", []), target)
-    if len(frame) < 5:
+    if len(frame) < 3:  # fewer have no correlation (a small run's test split may hold 4)
         raise DataError(f"{name}: only {len(frame)} stimuli with a score and a '{target}'")
     groups = _groups(frame, args.resample)
     figures = {"all": bootstrap(frame["score"], frame["target"], lower_better, args.rounds,
