@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.security import generate_password_hash
 
-from annotate.private import PASSWORD_FILE, rotate_epoch, write_private
+from annotate.private import PASSWORD_FILE, private_folder, rotate_epoch, write_private
 from studydb.manifest import ManifestError, read_manifest
 
 DEFAULT_INSTANCE = Path("instance")
@@ -237,8 +237,8 @@ def _demo(args: argparse.Namespace) -> int:
     from annotate.demo import build_demo, demo_defaults, demo_password
     from annotate.importer import import_manifest
 
-    instance = args.instance / "demo"
-    instance.mkdir(parents=True, exist_ok=True)
+    private_folder(args.instance)  # it holds the demo's secrets and database, and the lab's own
+    instance = private_folder(args.instance / "demo")
     manifest = instance / "study" / "manifest.csv"
     if not manifest.exists():
         build_demo(manifest.parent)

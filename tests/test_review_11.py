@@ -93,3 +93,14 @@ def test_demo_creates_private_instance_folders(tmp_path):
     assert _mode(folder) == 0o700
     assert _mode(folder / "demo") == 0o700
     assert _mode(folder / "demo" / "ratings.db") == 0o600
+
+
+def test_an_existing_instance_folder_is_made_private(tmp_path):
+    """``instance/`` comes from ``git clone`` (it holds .gitkeep) as 0755; the app that writes the
+    secret key and the database into it makes it 0700, as the README says."""
+    folder = tmp_path / "instance"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    make_app(folder)
+    assert _mode(folder) == 0o700
+    assert _mode(folder / "secret_key") == 0o600
