@@ -216,6 +216,8 @@ def close_sitting(sitting_id: int):
     to the pool, and the viewer continues with what is left in a new sitting."""
     if not ActionForm().validate_on_submit():
         abort(400)
+    if sitting_id > MAX_ID:
+        abort(404)
     db = get_db()
     sitting = db.get(Session, sitting_id) or abort(404)
     sittings.close(db, sitting, "closed by experimenter")

@@ -104,3 +104,14 @@ def test_an_existing_instance_folder_is_made_private(tmp_path):
     make_app(folder)
     assert _mode(folder) == 0o700
     assert _mode(folder / "secret_key") == 0o600
+
+
+def test_closing_an_absurd_sitting_id_is_a_404_not_a_500(app):
+    """Like the withhold button: an id beyond any database integer is simply not there."""
+    admin = Browser(app)
+    admin.get("/admin/login")
+    assert admin.post("/admin/login", {"password": ADMIN_PASSWORD}).status_code == 302
+    admin.get("/admin/")
+    for sitting_id in (2**63, 10**30):
+        response = admin.post(f"/admin/sittings/{sitting_id}/close", {})
+        assert response.status_code == 404, sitting_id
