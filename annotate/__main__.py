@@ -258,6 +258,17 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _set_password(args: argparse.Namespace) -> int:
+    from flask import Config
+
+    lab_config = Config(str(args.instance))
+    lab_config.from_pyfile("config.py", silent=True)
+    if lab_config.get("ADMIN_PASSWORD_HASH"):
+        print(
+            f"annotate: error: {args.instance / 'config.py'} sets ADMIN_PASSWORD_HASH, which "
+            "takes precedence over a stored password: remove it from there first",
+            file=sys.stderr,
+        )
+        return 2
     if args.stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:

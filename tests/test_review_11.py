@@ -115,3 +115,17 @@ def test_closing_an_absurd_sitting_id_is_a_404_not_a_500(app):
     for sitting_id in (2**63, 10**30):
         response = admin.post(f"/admin/sittings/{sitting_id}/close", {})
         assert response.status_code == 404, sitting_id
+
+
+def test_set_password_refuses_while_the_lab_config_pins_a_password_hash(tmp_path, monkeypatch):
+    """A hash in instance/config.py wins over the stored one, so set-password would report a new
+    password that "works at once" while the old one stays in force: it says so instead."""
+    from werkzeug.security import generate_password_hash
+
+    folder = tmp_path / "instance"
+    folder.mkdir()
+    pinned = generate_password_hash("the old password")
+    (folder / "config.py").write_text(f"ADMIN_PASSWORD_HASH = {pinned!r}\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO("a new lab password\n"))
+    assert annotate_main(["--instance", str(folder), "set-password", "--stdin"]) == 2
+    assert not (folder / "admin_password_hash").exists()
