@@ -129,3 +129,49 @@ def test_set_password_refuses_while_the_lab_config_pins_a_password_hash(tmp_path
     monkeypatch.setattr("sys.stdin", io.StringIO("a new lab password\n"))
     assert annotate_main(["--instance", str(folder), "set-password", "--stdin"]) == 2
     assert not (folder / "admin_password_hash").exists()
+
+
+@pytest.fixture
+def served_instance(tmp_path, monkeypatch):
+    """An instance ready to serve (a study and a password), for the CLI's start-up errors."""
+    folder = tmp_path / "instance"
+    manifest = make_study(tmp_path / "images")
+    assert annotate_main(["--instance", str(folder), "import", str(manifest)]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long lab password\n"))
+    assert annotate_main(["--instance", str(folder), "set-password", "--stdin"]) == 0
+    return folder
+
+
+def test_serve_on_a_port_in_use_says_so_instead_of_a_traceback(served_instance, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        code = annotate_main(
+            ["--instance", str(served_instance), "serve", "--host", "127.0.0.1", "--port", port]
+        )
+    captured = capsys.readouterr()
+    assert code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in captured.err
+    assert "serving the study" not in captured.out
+
+
+def test_https_with_swapped_certificate_and_key_says_so(served_instance, tmp_path, capsys):
+    import subprocess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=lab-server", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    code = annotate_main(
+        ["--instance", str(served_instance), "serve", "--host", "127.0.0.1", "--port", "0",
+         "--certfile", str(key), "--keyfile", str(cert)]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "cannot use the certificate" in captured.err
+    assert "serving the study" not in captured.out
