@@ -22,7 +22,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import OperationalError
 
-from annotate.private import create_private, read_optional, write_private
+from annotate.private import create_private, private_folder, read_optional, write_private
 
 csrf = CSRFProtect()
 log = logging.getLogger("annotate")
@@ -81,9 +81,7 @@ def create_app(
     app.config.from_pyfile("config.py", silent=True)
     if test_config:
         app.config.from_mapping(test_config)
-    instance = Path(app.instance_path)
-    if not instance.exists():
-        instance.mkdir(parents=True, mode=0o700)
+    instance = private_folder(Path(app.instance_path))
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _instance_secret(instance)
     if not app.config.get("DATABASE"):

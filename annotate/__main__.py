@@ -6,6 +6,7 @@ import argparse
 import getpass
 import logging
 import socket
+import ssl
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.security import generate_password_hash
 
-from annotate.private import PASSWORD_FILE, rotate_epoch, write_private
+from annotate.private import PASSWORD_FILE, private_folder, rotate_epoch, write_private
 from studydb.manifest import ManifestError, read_manifest
 
 DEFAULT_INSTANCE = Path("instance")
@@ -197,12 +198,32 @@ def _serve(args: argparse.Namespace, app=None) -> int:
         return 2
     for name in app.jinja_env.list_templates():  # compile now, not on the first viewer's click
         app.jinja_env.get_template(name)
+    try:
+        run = _https_server(app, args) if args.certfile else _http_server(app, args)
+    except ssl.SSLError as error:  # before OSError: it is one
+        print(
+            f"annotate: error: cannot use the certificate {args.certfile} with the key "
+            f"{args.keyfile}: {error} (PEM files, certificate first, key second)",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as error:
+        print(
+            f"annotate: error: cannot listen on {args.host}:{args.port}: {error} (another "
+            "server on that port? choose one with --port)",
+            file=sys.stderr,
+        )
+        return 2
     scheme = "https" if args.certfile else "http"
     host = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host
     url = f"{scheme}://{host}:{args.port}/"
     print(f"serving the study at {url} (admin: {url}admin/) — Ctrl+C to stop", flush=True)
-    if args.certfile:
-        return _serve_https(app, args)
+    run()
+    return 0
+
+
+def _http_server(app, args: argparse.Namespace):
+    """waitress, bound now (so a port in use is reported before anything is announced)."""
     import waitress
 
     proxy = {}
@@ -212,24 +233,30 @@ def _serve(args: argparse.Namespace, app=None) -> int:
             trusted_proxy_headers={"x-forwarded-proto", "x-forwarded-for", "x-forwarded-host"},
             clear_untrusted_proxy_headers=True,
         )
-    waitress.serve(
+    server = waitress.create_server(
         app, host=args.host, port=args.port, threads=args.threads, ident="cmc-lab", **proxy
     )
-    return 0
+    server.print_listen("Serving on http://{}:{}")
+    return server.run
 
 
-def _serve_https(app, args: argparse.Namespace) -> int:
+def _https_server(app, args: argparse.Namespace):
     """HTTPS without a proxy: cheroot (CherryPy's WSGI server) with Python's own TLS."""
     from cheroot.ssl.builtin import BuiltinSSLAdapter
     from cheroot.wsgi import Server
 
+    adapter = BuiltinSSLAdapter(str(args.certfile), str(args.keyfile))
     server = Server((args.host, args.port), app, numthreads=args.threads, server_name="cmc-lab")
-    server.ssl_adapter = BuiltinSSLAdapter(str(args.certfile), str(args.keyfile))
-    try:
-        server.start()
-    except KeyboardInterrupt:
-        server.stop()
-    return 0
+    server.ssl_adapter = adapter
+    server.prepare()
+
+    def run() -> None:
+        try:
+            server.serve()
+        except KeyboardInterrupt:
+            server.stop()
+
+    return run
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -237,8 +264,8 @@ def _demo(args: argparse.Namespace) -> int:
     from annotate.demo import build_demo, demo_defaults, demo_password
     from annotate.importer import import_manifest
 
-    instance = args.instance / "demo"
-    instance.mkdir(parents=True, exist_ok=True)
+    private_folder(args.instance)  # it holds the demo's secrets and database, and the lab's own
+    instance = private_folder(args.instance / "demo")
     manifest = instance / "study" / "manifest.csv"
     if not manifest.exists():
         build_demo(manifest.parent)
@@ -258,6 +285,17 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _set_password(args: argparse.Namespace) -> int:
+    from flask import Config
+
+    lab_config = Config(str(args.instance))
+    lab_config.from_pyfile("config.py", silent=True)
+    if lab_config.get("ADMIN_PASSWORD_HASH"):
+        print(
+            f"annotate: error: {args.instance / 'config.py'} sets ADMIN_PASSWORD_HASH, which "
+            "takes precedence over a stored password: remove it from there first",
+            file=sys.stderr,
+        )
+        return 2
     if args.stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 
@@ -52,12 +54,37 @@ MISSING_FILES_SHOWN = 50  # the dashboard lists this many; `python -m annotate c
 MAX_ID = 2**63 - 1  # larger ids cannot be in the database (and would overflow SQLite): 404
 
 
+class AddressLocks:
+    """One lock per client address while it is in use: an address's password checks run one at
+    a time, so guesses posted at once (one per server thread) cannot all pass the throttle before
+    the first failure is counted. Other addresses (the experimenter's) are not held up."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, list] = {}  # address -> [lock, holders and waiters]
+
+    @contextmanager
+    def hold(self, address: str):
+        with self._guard:
+            entry = self._locks.setdefault(address, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[address]
+
+
 def init_app(app: Flask) -> None:
     """Per-app login throttle (in memory: one server process) and live screening."""
     app.extensions["login_throttle"] = (
         MovingWindowRateLimiter(MemoryStorage()),
         parse(app.config["ADMIN_LOGIN_LIMIT"]),
     )
+    app.extensions["login_locks"] = AddressLocks()
     live.init_app(app)
     app.extensions["file_check"] = FileCheckCache(
         app.extensions["study_engine"], app.config["FILE_CHECK_SECONDS"]
@@ -115,23 +142,34 @@ def login():
     address = request.remote_addr or "unknown"
     form = LoginForm()
     if request.method == "POST" and not throttle.test(limit, "admin-login", address):
-        wait = throttle.get_window_stats(limit, "admin-login", address).reset_time - time.time()
-        minutes = max(1, int(np.ceil(wait / 60)))
-        log.warning("admin login refused (locked out): %s", address)
-        response = render_template("admin/locked.html", minutes=minutes)
-        return response, 429, {"Retry-After": str(max(1, int(np.ceil(wait))))}
+        return _locked_out(throttle, limit, address)
     if form.validate_on_submit():
-        if check_password_hash(stored, form.password.data):
+        # Test, check and count as one step per address (see AddressLocks).
+        with current_app.extensions["login_locks"].hold(address):
+            if not throttle.test(limit, "admin-login", address):
+                return _locked_out(throttle, limit, address)
+            right = check_password_hash(stored, form.password.data)
+            if not right:
+                throttle.hit(limit, "admin-login", address)
+        if right:
             session.clear()
             session["admin"] = admin_epoch()
             session["admin_since"] = time.time()
             log.info("admin login from %s", address)
             return redirect(url_for("admin.dashboard"))
-        throttle.hit(limit, "admin-login", address)
         log.warning("failed admin login from %s", address)
         form.password.errors.append("Wrong password.")
         return render_template("admin/login.html", form=form), 403
     return render_template("admin/login.html", form=form)
+
+
+def _locked_out(throttle, limit, address: str):
+    """429 for the rest of the window, with when to try again."""
+    wait = throttle.get_window_stats(limit, "admin-login", address).reset_time - time.time()
+    minutes = max(1, int(np.ceil(wait / 60)))
+    log.warning("admin login refused (locked out): %s", address)
+    response = render_template("admin/locked.html", minutes=minutes)
+    return response, 429, {"Retry-After": str(max(1, int(np.ceil(wait))))}
 
 
 @bp.route("/logout", methods=["POST"])
@@ -178,6 +216,8 @@ def close_sitting(sitting_id: int):
     to the pool, and the viewer continues with what is left in a new sitting."""
     if not ActionForm().validate_on_submit():
         abort(400)
+    if sitting_id > MAX_ID:
+        abort(404)
     db = get_db()
     sitting = db.get(Session, sitting_id) or abort(404)
     sittings.close(db, sitting, "closed by experimenter")

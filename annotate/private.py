@@ -16,13 +16,26 @@ import tempfile
 from pathlib import Path
 
 PRIVATE_MODE = 0o600
+PRIVATE_FOLDER_MODE = 0o700
 EPOCH_FILE = "admin_epoch"
 PASSWORD_FILE = "admin_password_hash"
 
 
+def private_folder(folder: Path) -> Path:
+    """The instance folder, listable by its owner only (0700): created so, or tightened when it
+    already exists with wider rights (``instance/`` comes from ``git clone`` as 0755). A folder
+    owned by someone else is left as it is."""
+    folder.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
+    status = folder.stat()
+    if status.st_mode & 0o077 and status.st_uid == os.getuid():
+        folder.chmod(PRIVATE_FOLDER_MODE)
+    return folder
+
+
 def write_private(path: Path, text: str) -> Path:
-    """Atomically replace ``path`` with ``text``, mode 0600 from the first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Atomically replace ``path`` with ``text``, mode 0600 from the first byte, in a private
+    (0700) folder."""
+    private_folder(path.parent)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(handle, PRIVATE_MODE)
@@ -38,8 +51,9 @@ def write_private(path: Path, text: str) -> Path:
 
 
 def create_private(path: Path) -> None:
-    """Create an empty file with mode 0600 unless it exists (e.g. a new SQLite database)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Create an empty file with mode 0600 unless it exists (e.g. a new SQLite database); a
+    folder made for it is 0700 (an existing one, possibly shared, is left as it is)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
     except FileExistsError:
