@@ -160,13 +160,24 @@ def next_assignment(db: OrmSession, viewer: Viewer, design: Design) -> Assignmen
     viewers, until every group has ``viewers_per_stimulus``. A group's viewers are those who
     completed it or are rating it now — abandoned sittings give their place back. A group the
     viewer began but did not finish (time limit, dropped out) is continued first, with only the
-    images they have not rated yet.
+    images they have not rated yet — nor met as warm-ups: a stabilizing item is never shown to
+    the same viewer again as a test item, in this sitting or a later one.
     """
     rated = set(
         db.scalars(
             select(Rating.stimulus_id)
             .join(Session, Rating.session_id == Session.id)
-            .where(Session.viewer_id == viewer.id, Rating.is_warmup.is_(False))
+            .where(Session.viewer_id == viewer.id)
+        )
+    ) | set(
+        db.scalars(
+            select(Trial.stimulus_id)
+            .join(Session, Trial.session_id == Session.id)
+            .where(
+                Session.viewer_id == viewer.id,
+                Trial.is_warmup.is_(True),
+                Trial.served_at.is_not(None),
+            )
         )
     )
     coverage = stimulus_coverage(db)
