@@ -491,8 +491,6 @@ def record(db: OrmSession, sitting: Session, submission: Submission, design: Des
         raise StudyError(
             f"This sitting is closed ({sitting.closed_reason}); the rating was not stored.", 409
         )
-    if current == "break":
-        raise StudyError("A break is in progress; the rating was not stored.", status=409)
     for name in ("consistency", "perception"):
         value = getattr(submission, name)
         if not SCORE_MIN <= value <= SCORE_MAX:
@@ -504,6 +502,8 @@ def record(db: OrmSession, sitting: Session, submission: Submission, design: Des
     trial = db.get(Trial, (sitting.id, submission.position))
     if trial is None:
         raise StudyError("No such trial in this sitting.")
+    if current == "break" and not _shown_before_break(sitting, trial, moment):
+        raise StudyError("A break is in progress; the rating was not stored.", status=409)
     if db.scalar(
         select(Rating.id).where(
             Rating.session_id == sitting.id, Rating.position == submission.position
@@ -554,6 +554,17 @@ def record(db: OrmSession, sitting: Session, submission: Submission, design: Des
         db.rollback()
         return False
     return True
+
+
+def _shown_before_break(sitting: Session, trial: Trial, moment: dt.datetime) -> bool:
+    """Whether a trial is rated as the break comes due, on a page served before it did and with the
+    rest not begun: the pair was seen, so the rating counts and the rest starts on the next page
+    (at the 30-minute mark a viewer is nearly always in the middle of a trial)."""
+    until = aware(sitting.break_until)
+    if until is not None and moment < until:  # the rest is running
+        return False
+    served, due = aware(trial.served_at), aware(sitting.break_due_at)
+    return served is not None and due is not None and served < due
 
 
 def _checked_scale(scale: float | None, design: Design) -> float:

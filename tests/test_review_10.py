@@ -39,3 +39,23 @@ def test_warm_ups_of_an_earlier_sitting_are_not_rated_again_as_test_items(tmp_pa
         assert len(warm) >= 3
         assert not warm & set(test), "a warm-up image came back as a test item"
         assert len(test) == len(set(test))
+
+
+def test_a_pair_served_before_the_break_came_due_can_still_be_rated(tmp_path, monkeypatch):
+    """The break comes due while a viewer looks at a pair (at the 30-minute mark that is almost
+    always so): their honest rating of a pair shown before it must not be refused with an error
+    page; the break then starts on the next page. Once it runs, nothing is stored."""
+    app = build(tmp_path, BREAK_AFTER_MINUTES=30, BREAK_MINUTES=3, SITTING_IDLE_MINUTES=60)
+    clock = Clock(monkeypatch)
+    viewer = Browser(app)
+    viewer.register()
+    clock.advance(minutes=29, seconds=58)
+    position = viewer.current_position()  # served at 29:58
+    clock.advance(seconds=5)  # rated at 30:03, the break came due at 30:00
+    assert viewer.rate(position).status_code == 303
+    assert viewer.get("/trial").headers["Location"].endswith("/break")
+    clock.advance(seconds=5)
+    refused = viewer.rate(position + 1)  # a scripted post during the running break
+    assert refused.status_code == 409 and b"break" in refused.data
+    with app.app_context():
+        assert [r.position for r in get_db().scalars(select(Rating))] == [position]
