@@ -437,22 +437,28 @@ def serve(db: OrmSession, sitting: Session, trial: Trial, moment: dt.datetime) -
     db.commit()
 
 
-def next_trial(db: OrmSession, sitting: Session) -> Trial | None:
-    """The first planned trial without a rating: where the viewer resumes."""
+def _still_to_rate(sitting: Session):
+    """The sitting's planned trials without a rating, less those of withheld images: withholding
+    (an offensive image, or one whose file is lost) takes effect in open sittings at once."""
     rated = select(Rating.position).where(Rating.session_id == sitting.id)
-    return db.scalar(
-        select(Trial)
-        .where(Trial.session_id == sitting.id, Trial.position.not_in(rated))
-        .order_by(Trial.position)
-        .limit(1)
+    withheld = select(Stimulus.id).where(Stimulus.withheld.is_(True))
+    return select(Trial).where(
+        Trial.session_id == sitting.id,
+        Trial.position.not_in(rated),
+        Trial.stimulus_id.not_in(withheld),
     )
 
 
+def next_trial(db: OrmSession, sitting: Session) -> Trial | None:
+    """The first planned trial still to rate: where the viewer resumes."""
+    return db.scalar(_still_to_rate(sitting).order_by(Trial.position).limit(1))
+
+
 def progress(db: OrmSession, sitting: Session) -> tuple[int, int]:
-    """(trials rated, trials planned) of a sitting."""
+    """(trials rated, trials rated or still to rate) of a sitting."""
     done = db.scalar(select(func.count()).where(Rating.session_id == sitting.id)) or 0
-    total = db.scalar(select(func.count()).where(Trial.session_id == sitting.id)) or 0
-    return done, total
+    left = db.scalar(select(func.count()).select_from(_still_to_rate(sitting).subquery())) or 0
+    return done, done + left
 
 
 def missing_images(stimulus: Stimulus) -> list[str]:

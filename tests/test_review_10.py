@@ -59,3 +59,43 @@ def test_a_pair_served_before_the_break_came_due_can_still_be_rated(tmp_path, mo
     assert refused.status_code == 409 and b"break" in refused.data
     with app.app_context():
         assert [r.position for r in get_db().scalars(select(Rating))] == [position]
+
+
+def test_a_lost_image_file_does_not_strand_the_viewer(tmp_path, monkeypatch):
+    """An image file that is gone for good stops its trial with "please call the experimenter";
+    the experimenter must then be able to let the viewer go on: the dashboard's missing-file list
+    withholds the broken stimuli, which takes effect in the open sitting at once (before, the
+    viewer stayed on the error page, and a new sitting planned the same broken image again)."""
+    from pathlib import Path
+
+    from studydb import Stimulus, Trial
+    from tests.test_annotate import login
+
+    app = build(tmp_path, WARMUP_TRIALS=1)
+    clock = Clock(monkeypatch)
+    viewer = Browser(app)
+    viewer.register()
+    assert viewer.rate(viewer.current_position()).status_code == 303  # the warm-up
+    with app.app_context():
+        sitting = get_db().scalar(select(Session))
+        trial = get_db().get(Trial, (sitting.id, 1))
+        broken = trial.stimulus_id
+        Path(trial.stimulus.distorted_path).unlink()
+    stuck = viewer.get("/trial")
+    assert stuck.status_code == 503 and b"could not be shown" in stuck.data
+    admin = login(app)
+    page = admin.get("/admin/").get_data(as_text=True)
+    assert 'action="/admin/stimuli/withhold-missing"' in page
+    assert admin.post("/admin/stimuli/withhold-missing", {}).status_code == 303
+    with app.app_context():
+        assert get_db().get(Stimulus, broken).withheld
+    clock.advance(seconds=1)
+    rated = 0
+    while (position := viewer.current_position()) is not None:
+        assert viewer.rate(position).status_code == 303
+        rated += 1
+    assert rated == 4  # the six images less the warm-up and the broken one
+    with app.app_context():
+        db = get_db()
+        assert db.scalar(select(Session.closed_reason)) == "completed"
+        assert broken not in set(db.scalars(select(Rating.stimulus_id)))
