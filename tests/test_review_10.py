@@ -99,3 +99,32 @@ def test_a_lost_image_file_does_not_strand_the_viewer(tmp_path, monkeypatch):
         db = get_db()
         assert db.scalar(select(Session.closed_reason)) == "completed"
         assert broken not in set(db.scalars(select(Rating.stimulus_id)))
+
+
+def test_the_trials_export_carries_the_scale_each_pair_was_drawn_at(tmp_path, monkeypatch):
+    """In "scaled" presentation the common factor is stored with each rating; the tidy CSV of every
+    trial (the researcher's export) must carry it too, and mos.compute still reads the file."""
+    import io
+
+    import pandas as pd
+
+    from mos.compute import main as mos_main
+    from tests.test_annotate import login
+
+    app = build(tmp_path, PRESENTATION="scaled", WARMUP_TRIALS=1)
+    Clock(monkeypatch)
+    viewers = [Browser(app) for _ in range(3)]
+    for number, viewer in enumerate(viewers):
+        viewer.register()
+        for step in range(4):
+            score = str((number + 2 * step) % 5 + 0.5)
+            response = viewer.rate(viewer.current_position(), score, score, scale="0.5")
+            assert response.status_code == 303
+    export = login(app).get("/admin/export/trials.csv")
+    frame = pd.read_csv(io.BytesIO(export.data))
+    assert list(frame["scale"]) == [0.5] * 12
+    (tmp_path / "trials.csv").write_bytes(export.data)
+    out = tmp_path / "mos"
+    assert (
+        mos_main([str(tmp_path / "trials.csv"), "--out", str(out), "--quiet", "--no-report"]) == 0
+    )
