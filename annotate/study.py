@@ -177,6 +177,8 @@ def training(step: int):
     if form.is_submitted():
         if not form.validate():
             return _form_error(form)
+        sitting.last_active_at = sittings.now()  # practice is activity: not an idle sitting
+        db.commit()
         session["practice_step"] = step + 1
         return redirect(url_for("study.training", step=step + 1), code=303)
     return render_template(

@@ -128,3 +128,24 @@ def test_the_trials_export_carries_the_scale_each_pair_was_drawn_at(tmp_path, mo
     assert (
         mos_main([str(tmp_path / "trials.csv"), "--out", str(out), "--quiet", "--no-report"]) == 0
     )
+
+
+def test_practice_is_activity_and_keeps_the_sitting_open(tmp_path, monkeypatch):
+    """The sitting opens with the environment form and practice follows: a viewer who answers a
+    practice pair every few minutes (the experimenter explaining the scale) is not idle, so the
+    sitting must not be closed as abandoned under them."""
+    app = build(tmp_path, SITTING_IDLE_MINUTES=20, BREAK_AFTER_MINUTES=45)
+    clock = Clock(monkeypatch)
+    viewer = Browser(app)
+    viewer.register(practise=False)
+    location = "/training/0"
+    while "/training/" in location:  # five pairs, 30 minutes in all, none idle for 20
+        clock.advance(minutes=6)
+        viewer.get(location)
+        response = viewer.post(location, {"consistency": "2.5", "perception": "2.5"})
+        assert response.status_code in (302, 303)
+        location = response.headers["Location"]
+    assert location.endswith("/trial")
+    with app.app_context():
+        assert get_db().scalar(select(Session.closed_reason)) is None
+    assert viewer.current_position() == 0
