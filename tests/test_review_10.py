@@ -149,3 +149,13 @@ def test_practice_is_activity_and_keeps_the_sitting_open(tmp_path, monkeypatch):
     with app.app_context():
         assert get_db().scalar(select(Session.closed_reason)) is None
     assert viewer.current_position() == 0
+
+
+def test_check_help_says_what_the_command_does(capsys):
+    import pytest
+
+    from annotate.__main__ import main as annotate_main
+
+    with pytest.raises(SystemExit):
+        annotate_main(["check", "--help"])
+    assert "missing or unreadable" in capsys.readouterr().out
