@@ -324,6 +324,7 @@ def done():
     plan = design()
     if sittings.open_sitting(db, viewer, plan) is not None:
         return redirect(url_for("study.trial"))
+    sittings.expire(db, plan, sittings.now())  # an abandoned sitting holds no group's place
     last = db.scalar(
         select(Session).where(Session.viewer_id == viewer.id).order_by(Session.id.desc()).limit(1)
     )

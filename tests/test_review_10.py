@@ -159,3 +159,27 @@ def test_check_help_says_what_the_command_does(capsys):
     with pytest.raises(SystemExit):
         annotate_main(["check", "--help"])
     assert "missing or unreadable" in capsys.readouterr().out
+
+
+def test_the_done_page_counts_an_abandoned_sitting_as_gone(tmp_path, monkeypatch):
+    """The done page offers a next sitting when something is left; a sitting idle past
+    SITTING_IDLE_MINUTES no longer holds its group's place there either (before, only starting a
+    sitting closed it, so the page said "nothing left" while the study had a place)."""
+    app = build(tmp_path, group_size=3, VIEWERS_PER_STIMULUS=1, SITTING_IDLE_MINUTES=20)
+    clock = Clock(monkeypatch)
+    dropout, finisher = Browser(app), Browser(app)
+    dropout.register()  # takes one group and leaves
+    finisher.register()  # takes the other
+    rated = 0
+    while (position := finisher.current_position()) is not None:
+        clock.advance(minutes=8)  # the finisher is active; the drop-out idles past 20 minutes
+        assert finisher.rate(position).status_code == 303
+        rated += 1
+    assert rated == 3
+    with app.app_context():
+        assert list(get_db().scalars(select(Session.closed_reason).order_by(Session.id))) == [
+            None,  # idle 24 minutes, but nothing has closed it yet
+            "completed",
+        ]
+    page = finisher.get("/done").get_data(as_text=True)
+    assert 'id="next-sitting"' in page, page
