@@ -56,11 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.set_defaults(run=_import)
 
-    check = commands.add_parser(
-        "check",
-        help="open every stimulus image before the study is served; exit 1 if any is missing or "
-        "unreadable",
+    check_help = (
+        "open (decode) every stimulus image before the study is served; exit 1 listing each "
+        "missing or unreadable file"
     )
+    check = commands.add_parser("check", help=check_help, description=check_help)
     check.set_defaults(run=_check)
 
     serve = commands.add_parser("serve", help="run the study for a lab (waitress WSGI server)")

@@ -41,7 +41,7 @@ from sqlalchemy import func, select
 from werkzeug.security import check_password_hash
 
 from annotate import live, sittings
-from annotate.checks import FileCheckCache
+from annotate.checks import FileCheckCache, file_problems
 from annotate.db import get_db
 from annotate.export import copy_database, to_safe_csv, trials_frame, viewers_frame
 from annotate.forms import ActionForm, LoginForm
@@ -227,7 +227,7 @@ def close_sitting(sitting_id: int):
 @bp.route("/stimuli/<int:stimulus_id>/withhold", methods=["POST"])
 @admin_required
 def withhold(stimulus_id: int):
-    """Toggle: a withheld image is left out of every sitting drawn from now on."""
+    """Toggle: a withheld image is shown in no sitting from now on, open ones included."""
     if not ActionForm().validate_on_submit():
         abort(400)
     if stimulus_id > MAX_ID:
@@ -237,6 +237,23 @@ def withhold(stimulus_id: int):
     stimulus.withheld = not stimulus.withheld
     db.commit()
     return redirect(url_for("admin.dashboard") + "#nsfw", code=303)
+
+
+@bp.route("/stimuli/withhold-missing", methods=["POST"])
+@admin_required
+def withhold_missing():
+    """Withhold every stimulus with a missing image file (checked now): a viewer stopped at one
+    goes on with the next trial, and no later sitting plans it. 'show again' undoes it."""
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    db = get_db()
+    broken = {problem.path for problem in file_problems(db)}
+    for stimulus in db.scalars(select(Stimulus).where(Stimulus.withheld.is_(False))):
+        if stimulus.distorted_path in broken or stimulus.reference_path in broken:
+            stimulus.withheld = True
+    db.commit()
+    current_app.extensions["file_check"].refresh(wait=0)
+    return redirect(url_for("admin.dashboard") + "#missing", code=303)
 
 
 @bp.route("/export/trials.csv")

@@ -26,13 +26,14 @@ VIEWER_COLUMNS = [
 
 TRIAL_COLUMNS = [
     "viewer", "session", "group", "position", "stimulus", "consistency", "perception", "nsfw",
-    "nsfw_reason", "warmup", "repeat", "shown_at", "first_input_at", "submitted_at",
+    "nsfw_reason", "warmup", "repeat", "shown_at", "first_input_at", "submitted_at", "scale",
     "reference", "model", "mode", "strength", "content_type",
 ]  # fmt: skip
 
 
 def trials_frame(db: OrmSession) -> pd.DataFrame:
-    """One row per submitted trial, warm-ups included (flagged), in submission order."""
+    """One row per submitted trial, warm-ups included (flagged), in submission order, with the
+    common factor the pair was drawn at (`scale`: 1 in native presentation)."""
     rows = db.execute(
         select(
             Viewer.code.label("viewer"),
@@ -49,6 +50,7 @@ def trials_frame(db: OrmSession) -> pd.DataFrame:
             Rating.shown_at,
             Rating.first_input_at,
             Rating.submitted_at,
+            Rating.scale,
             Stimulus.reference,
             Stimulus.model,
             Stimulus.mode,

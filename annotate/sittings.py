@@ -160,13 +160,24 @@ def next_assignment(db: OrmSession, viewer: Viewer, design: Design) -> Assignmen
     viewers, until every group has ``viewers_per_stimulus``. A group's viewers are those who
     completed it or are rating it now — abandoned sittings give their place back. A group the
     viewer began but did not finish (time limit, dropped out) is continued first, with only the
-    images they have not rated yet.
+    images they have not rated yet — nor met as warm-ups: a stabilizing item is never shown to
+    the same viewer again as a test item, in this sitting or a later one.
     """
     rated = set(
         db.scalars(
             select(Rating.stimulus_id)
             .join(Session, Rating.session_id == Session.id)
-            .where(Session.viewer_id == viewer.id, Rating.is_warmup.is_(False))
+            .where(Session.viewer_id == viewer.id)
+        )
+    ) | set(
+        db.scalars(
+            select(Trial.stimulus_id)
+            .join(Session, Trial.session_id == Session.id)
+            .where(
+                Session.viewer_id == viewer.id,
+                Trial.is_warmup.is_(True),
+                Trial.served_at.is_not(None),
+            )
         )
     )
     coverage = stimulus_coverage(db)
@@ -426,22 +437,28 @@ def serve(db: OrmSession, sitting: Session, trial: Trial, moment: dt.datetime) -
     db.commit()
 
 
-def next_trial(db: OrmSession, sitting: Session) -> Trial | None:
-    """The first planned trial without a rating: where the viewer resumes."""
+def _still_to_rate(sitting: Session):
+    """The sitting's planned trials without a rating, less those of withheld images: withholding
+    (an offensive image, or one whose file is lost) takes effect in open sittings at once."""
     rated = select(Rating.position).where(Rating.session_id == sitting.id)
-    return db.scalar(
-        select(Trial)
-        .where(Trial.session_id == sitting.id, Trial.position.not_in(rated))
-        .order_by(Trial.position)
-        .limit(1)
+    withheld = select(Stimulus.id).where(Stimulus.withheld.is_(True))
+    return select(Trial).where(
+        Trial.session_id == sitting.id,
+        Trial.position.not_in(rated),
+        Trial.stimulus_id.not_in(withheld),
     )
 
 
+def next_trial(db: OrmSession, sitting: Session) -> Trial | None:
+    """The first planned trial still to rate: where the viewer resumes."""
+    return db.scalar(_still_to_rate(sitting).order_by(Trial.position).limit(1))
+
+
 def progress(db: OrmSession, sitting: Session) -> tuple[int, int]:
-    """(trials rated, trials planned) of a sitting."""
+    """(trials rated, trials rated or still to rate) of a sitting."""
     done = db.scalar(select(func.count()).where(Rating.session_id == sitting.id)) or 0
-    total = db.scalar(select(func.count()).where(Trial.session_id == sitting.id)) or 0
-    return done, total
+    left = db.scalar(select(func.count()).select_from(_still_to_rate(sitting).subquery())) or 0
+    return done, done + left
 
 
 def missing_images(stimulus: Stimulus) -> list[str]:
@@ -480,8 +497,6 @@ def record(db: OrmSession, sitting: Session, submission: Submission, design: Des
         raise StudyError(
             f"This sitting is closed ({sitting.closed_reason}); the rating was not stored.", 409
         )
-    if current == "break":
-        raise StudyError("A break is in progress; the rating was not stored.", status=409)
     for name in ("consistency", "perception"):
         value = getattr(submission, name)
         if not SCORE_MIN <= value <= SCORE_MAX:
@@ -493,6 +508,8 @@ def record(db: OrmSession, sitting: Session, submission: Submission, design: Des
     trial = db.get(Trial, (sitting.id, submission.position))
     if trial is None:
         raise StudyError("No such trial in this sitting.")
+    if current == "break" and not _shown_before_break(sitting, trial, moment):
+        raise StudyError("A break is in progress; the rating was not stored.", status=409)
     if db.scalar(
         select(Rating.id).where(
             Rating.session_id == sitting.id, Rating.position == submission.position
@@ -543,6 +560,17 @@ def record(db: OrmSession, sitting: Session, submission: Submission, design: Des
         db.rollback()
         return False
     return True
+
+
+def _shown_before_break(sitting: Session, trial: Trial, moment: dt.datetime) -> bool:
+    """Whether a trial is rated as the break comes due, on a page served before it did and with the
+    rest not begun: the pair was seen, so the rating counts and the rest starts on the next page
+    (at the 30-minute mark a viewer is nearly always in the middle of a trial)."""
+    until = aware(sitting.break_until)
+    if until is not None and moment < until:  # the rest is running
+        return False
+    served, due = aware(trial.served_at), aware(sitting.break_due_at)
+    return served is not None and due is not None and served < due
 
 
 def _checked_scale(scale: float | None, design: Design) -> float:

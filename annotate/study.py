@@ -177,6 +177,8 @@ def training(step: int):
     if form.is_submitted():
         if not form.validate():
             return _form_error(form)
+        sitting.last_active_at = sittings.now()  # practice is activity: not an idle sitting
+        db.commit()
         session["practice_step"] = step + 1
         return redirect(url_for("study.training", step=step + 1), code=303)
     return render_template(
@@ -322,6 +324,7 @@ def done():
     plan = design()
     if sittings.open_sitting(db, viewer, plan) is not None:
         return redirect(url_for("study.trial"))
+    sittings.expire(db, plan, sittings.now())  # an abandoned sitting holds no group's place
     last = db.scalar(
         select(Session).where(Session.viewer_id == viewer.id).order_by(Session.id.desc()).limit(1)
     )
