@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -38,6 +39,8 @@ from generate.run import (
     write_manifest,
 )
 
+STUDY_COUNT = 100
+"""The paper's references in the subjective set (``--count``'s default under the study preset)."""
 DEFAULT_CAPTIONS = Path(__file__).resolve().parents[1].parent / "shared/data/cmc-bench/gpt4v.csv"
 
 
@@ -72,9 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--count",
         type=int,
-        default=100,
-        help="study: references to sample (40/30/30 NSI/SCI/AIGI); more than the folder has is "
-        "an error",
+        help="study: references to sample (40/30/30 NSI/SCI/AIGI; default 100); more than the "
+        "folder has is an error; the benchmark takes every reference, so a count is refused",
     )
     plan.add_argument(
         "--no-content-mix",
@@ -241,8 +243,18 @@ def _plan(args: argparse.Namespace) -> int:
     registry = load_registry(args.models_config)
     configs = configurations(registry, [m.strip() for m in args.models.split(",") if m.strip()])
     check_seed(args.seed, "--seed")
+    for option, values in (("--sweep-qp", args.sweep_qp),
+                           ("--sweep-caption-words", args.sweep_caption_words)):  # fmt: skip
+        if values == []:  # given, but lists nothing: no sweep would be a quietly other plan
+            raise PlanError(f"{option} lists no value")
+    if args.preset == "benchmark" and args.count is not None:
+        raise PlanError(
+            "--count applies to --preset study; the benchmark takes every reference of the folder"
+        )
     images = list_references(args.references)
-    count = None if args.preset == "benchmark" else args.count
+    count = (
+        None if args.preset == "benchmark" else STUDY_COUNT if args.count is None else args.count
+    )
     references = choose_references(
         images, count, np.random.default_rng(args.seed), args.content_mix
     )
@@ -269,8 +281,8 @@ def _run(args: argparse.Namespace) -> int:
             "--pixel-bits must be 1–8; --pixel-block, --steps, --batch-size and --workers ≥ 1; "
             "--size ≥ 8"
         )
-    if args.target_bpp <= 0:
-        raise PlanError("--target-bpp must be > 0")
+    if not (math.isfinite(args.target_bpp) and args.target_bpp > 0):
+        raise PlanError(f"--target-bpp must be a number > 0, got {args.target_bpp}")
     _check_codec(plan, args.codec, args.codec_qp)
     rank, world, local = launcher_rank()
     needs_caption = plan["mode"].isin(CAPTIONED_MODES).any()

@@ -36,6 +36,15 @@ from generate.decode import Decoded, Decoder, Request, instruct_image_guidance
 from generate.registry import CAPTIONED_MODES, CODED_MODES, DecoderSpec
 
 MANIFEST = "manifest.csv"
+SETTINGS = "settings.json"
+"""The settings that shape an output folder's images, recorded by its first run."""
+IMAGE_SETTINGS = {
+    "codec": "--codec", "target_bpp": "--target-bpp", "codec_qp": "--codec-qp",
+    "pixel_block": "--pixel-block", "pixel_bits": "--pixel-bits", "long_side": "--size",
+    "steps": "--steps", "image_prompt": "--image-prompt",
+}  # fmt: skip
+"""RunSettings fields that change what an image is (and the options that set them); the rest
+(device, batch size, compile, workers) only change how fast it is made."""
 
 
 class RunError(ValueError):
@@ -183,6 +192,7 @@ def run_plan(
     """Make every missing image of this rank's share; return how many were made."""
     for folder in ("images", "meta", "hints"):
         (out / folder).mkdir(parents=True, exist_ok=True)
+    check_settings(out, settings)
     mine = shard(plan, rank, world)
     todo = mine[[not _done(out, row_id) for row_id in mine["id"]]]
     if captioner is not None:  # what would stop the run midway is checked before it starts
@@ -226,6 +236,44 @@ def run_plan(
     if hints.rates:
         tqdm.write(hints.rate_summary(), file=sys.stderr)
     return made
+
+
+def check_settings(out: Path, settings: RunSettings) -> None:
+    """Record the image settings of the folder's first run in ``settings.json``, and refuse a
+    later run (a resume) whose settings differ: it would keep the finished images and make the
+    rest another way, one set with two recipes. A folder made before the record existed gets
+    it now."""
+    current = _image_settings(settings)
+    path = out / SETTINGS
+    if path.exists():
+        try:
+            recorded = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RunError(f"{path}: unreadable ({error})") from None
+        changed = [
+            key for key in IMAGE_SETTINGS if key in recorded and recorded[key] != current[key]
+        ]
+        if changed:
+            was = ", ".join(f"{IMAGE_SETTINGS[k]} {_shown(recorded[k])}" for k in changed)
+            now = ", ".join(f"{IMAGE_SETTINGS[k]} {_shown(current[k])}" for k in changed)
+            raise RunError(
+                f"{out} was made with {was}, this run asks for {now}: resume with the folder's "
+                f"settings (see {SETTINGS}), or give another --out"
+            )
+        if all(key in recorded for key in IMAGE_SETTINGS):
+            return
+    _write_json(path, current)
+
+
+def _image_settings(settings: RunSettings) -> dict:
+    values = {key: getattr(settings, key) for key in IMAGE_SETTINGS}
+    if settings.codec_qp is not None:  # a fixed quantizer: the bpp target is unused
+        values["target_bpp"] = None
+    return values
+
+
+def _shown(value) -> str:
+    return "(none)" if value is None else repr(value) if isinstance(value, str) else str(value)
 
 
 def write_manifest(out: Path) -> Path:
