@@ -194,7 +194,9 @@ def run_plan(
         (out / folder).mkdir(parents=True, exist_ok=True)
     check_settings(out, settings)
     mine = shard(plan, rank, world)
-    todo = mine[[not _done(out, row_id) for row_id in mine["id"]]]
+    finished = [_done(out, row_id) for row_id in mine["id"]]
+    check_finished(out, mine[finished])
+    todo = mine[[not done for done in finished]]
     if captioner is not None:  # what would stop the run midway is checked before it starts
         captioned = todo.loc[todo["mode"].isin(CAPTIONED_MODES), "reference_path"]
         captioner.check([Path(p).name for p in dict.fromkeys(captioned)])
@@ -263,6 +265,37 @@ def check_settings(out: Path, settings: RunSettings) -> None:
         if all(key in recorded for key in IMAGE_SETTINGS):
             return
     _write_json(path, current)
+
+
+PLAN_FIELDS = ("reference_path", "model", "mode", "strength", "seed")
+"""What a plan row says about its image, compared with a finished image's metadata on resume."""
+
+
+def check_finished(out: Path, rows: pd.DataFrame) -> None:
+    """Every finished image (skipped on resume) was made from the row the plan has now: after
+    an edit (another strength or seed, a reference of the same name from another folder) it
+    would be kept by its id alone, an image the plan no longer describes."""
+    for row in rows.itertuples(index=False):
+        path = out / "meta" / f"{row.id}.json"
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RunError(
+                f"{path}: unreadable metadata ({error}); delete it to remake the image"
+            ) from None
+        for field in PLAN_FIELDS:
+            planned, made = getattr(row, field), meta.get(field)
+            same = (
+                float(planned) == float(made)
+                if field == "strength" and made is not None
+                else str(planned) == str(made)
+            )
+            if not same:
+                raise RunError(
+                    f"{row.id}: finished with {field} {made} but the plan now says {planned}: "
+                    f"delete {out / 'images' / row.id}.png and its meta to remake it, or give "
+                    "another --out"
+                )
 
 
 def _image_settings(settings: RunSettings) -> dict:

@@ -97,3 +97,28 @@ def test_a_restoration_command_that_cannot_be_honoured_is_refused_up_front(
     argv = ["plan", "--references", str(refs), "--out", str(tmp_path / "p.csv"), "--preset",
             "benchmark", "--models", "DiffBIR", "--models-config", str(config)]  # fmt: skip
     one_line_error(capsys, argv, expected)
+
+
+def test_a_finished_image_that_no_longer_matches_its_plan_row_is_refused(
+    tmp_path,
+    tiny,  # noqa: F811
+    study_inputs,  # noqa: F811
+    capsys,
+):
+    """Resuming after the plan was edited (another strength or seed, or a reference of the same
+    name from another folder) skipped the finished image by its id alone: the set then held an
+    image the plan no longer describes."""
+    plan, captions = study_inputs
+    rows = sd15_rows(plan)
+    rows = rows[rows["mode"] == "Text"]
+    rows.to_csv(tmp_path / "plan.csv", index=False)
+    out = tmp_path / "out"
+    args = run_args(tmp_path / "plan.csv", out, captions, tiny, "--workers", "1")
+    assert generate_main(args) == 0
+    capsys.readouterr()
+    edited = rows.copy()
+    edited.loc[edited.index[0], "seed"] = 12345
+    edited.to_csv(tmp_path / "plan.csv", index=False)
+    one_line_error(capsys, args, f"{edited['id'].iloc[0]}: finished with seed")
+    rows.to_csv(tmp_path / "plan.csv", index=False)
+    assert generate_main(args) == 0  # the plan it was made from resumes
