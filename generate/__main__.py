@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--count",
         type=int,
+        default=argparse.SUPPRESS,  # absent: STUDY_COUNT; "(default: None)" would mislead
         help="study: references to sample (40/30/30 NSI/SCI/AIGI; default 100); more than the "
         "folder has is an error; the benchmark takes every reference, so a count is refused",
     )
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-content-mix",
         dest="content_mix",
         action="store_false",
+        default=argparse.SUPPRESS,  # "(default: True)" would read as uniform by default
         help="study: sample uniformly, for references not named NSI_…/SCI_…/AIGI_… (by default "
         "such a name is an error, since the paper's 40/30/30 mix cannot be drawn)",
     )
@@ -247,17 +249,18 @@ def _plan(args: argparse.Namespace) -> int:
                            ("--sweep-caption-words", args.sweep_caption_words)):  # fmt: skip
         if values == []:  # given, but lists nothing: no sweep would be a quietly other plan
             raise PlanError(f"{option} lists no value")
-    if args.preset == "benchmark" and args.count is not None:
+    count = getattr(args, "count", None)  # absent (argparse.SUPPRESS): the preset's own
+    content_mix = getattr(args, "content_mix", True)
+    if args.preset == "benchmark" and count is not None:
         raise PlanError(
             "--count applies to --preset study; the benchmark takes every reference of the folder"
         )
     images = list_references(args.references)
-    count = (
-        None if args.preset == "benchmark" else STUDY_COUNT if args.count is None else args.count
-    )
-    references = choose_references(
-        images, count, np.random.default_rng(args.seed), args.content_mix
-    )
+    if args.preset == "benchmark":
+        count = None
+    elif count is None:
+        count = STUDY_COUNT
+    references = choose_references(images, count, np.random.default_rng(args.seed), content_mix)
     plan = make_plan(references, configs, args.preset, args.seed, args.per_reference,
                      args.sweep_qp, args.sweep_caption_words)  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -122,3 +122,15 @@ def test_a_finished_image_that_no_longer_matches_its_plan_row_is_refused(
     one_line_error(capsys, args, f"{edited['id'].iloc[0]}: finished with seed")
     rows.to_csv(tmp_path / "plan.csv", index=False)
     assert generate_main(args) == 0  # the plan it was made from resumes
+
+
+def test_plan_help_does_not_misstate_the_content_mix_and_count_defaults(capsys):
+    """``--no-content-mix … (default: True)`` read as "uniform sampling by default", and
+    ``--count`` must not claim a default of None (it is 100 under the study preset)."""
+    with pytest.raises(SystemExit):
+        generate_main(["plan", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    mix = text[text.index("--no-content-mix study") :].split("--sweep-qp")[0]
+    count = text[text.index("--count COUNT study") :].split("--no-content-mix")[0]
+    assert "(default: True)" not in mix and "(default: None)" not in count
+    assert "default 100" in count
