@@ -243,8 +243,8 @@ def run_plan(
 def check_settings(out: Path, settings: RunSettings) -> None:
     """Record the image settings of the folder's first run in ``settings.json``, and refuse a
     later run (a resume) whose settings differ: it would keep the finished images and make the
-    rest another way, one set with two recipes. A folder made before the record existed gets
-    it now."""
+    rest another way, one set with two recipes. A folder with no finished image yet (a first
+    run that stopped early), or made before the record existed, gets the new record."""
     current = _image_settings(settings)
     path = out / SETTINGS
     if path.exists():
@@ -255,14 +255,14 @@ def check_settings(out: Path, settings: RunSettings) -> None:
         changed = [
             key for key in IMAGE_SETTINGS if key in recorded and recorded[key] != current[key]
         ]
-        if changed:
+        if changed and any((out / "meta").glob("*.json")):  # no image made yet: nothing mixes
             was = ", ".join(f"{IMAGE_SETTINGS[k]} {_shown(recorded[k])}" for k in changed)
             now = ", ".join(f"{IMAGE_SETTINGS[k]} {_shown(current[k])}" for k in changed)
             raise RunError(
                 f"{out} was made with {was}, this run asks for {now}: resume with the folder's "
                 f"settings (see {SETTINGS}), or give another --out"
             )
-        if all(key in recorded for key in IMAGE_SETTINGS):
+        if not changed and all(key in recorded for key in IMAGE_SETTINGS):
             return
     _write_json(path, current)
 

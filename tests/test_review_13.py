@@ -134,3 +134,18 @@ def test_plan_help_does_not_misstate_the_content_mix_and_count_defaults(capsys):
     count = text[text.index("--count COUNT study") :].split("--no-content-mix")[0]
     assert "(default: True)" not in mix and "(default: None)" not in count
     assert "default 100" in count
+
+
+def test_a_folder_without_finished_images_takes_the_new_settings(tmp_path):
+    """A first run that stopped before any image (a missing caption, say) does not pin its
+    settings: the next run records its own."""
+    from generate.run import RunError, RunSettings, check_settings
+
+    out = tmp_path / "out"
+    (out / "meta").mkdir(parents=True)
+    check_settings(out, RunSettings(steps=40))
+    check_settings(out, RunSettings(steps=20))  # nothing made yet
+    (out / "meta" / "x.json").write_text("{}")
+    check_settings(out, RunSettings(steps=20, batch_size=4, workers=3))
+    with pytest.raises(RunError, match="--steps 20, this run asks for --steps 40"):
+        check_settings(out, RunSettings(steps=40))
