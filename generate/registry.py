@@ -140,7 +140,17 @@ def load_registry(overrides: str | Path | None = None) -> dict[str, DecoderSpec]
         else:
             if "weights" not in values and "command" not in values:
                 raise RegistryError(f"{path}: new model [{name}] needs 'weights' (or 'command')")
-            registry[name] = DecoderSpec(name=name, **{"family": "sdxl", **values})
+            if "weights" in values:
+                registry[name] = DecoderSpec(name=name, **{"family": "sdxl", **values})
+            else:  # a command alone: an external restoration model (Full and Image)
+                if values.get("family", "external") != "external":
+                    raise RegistryError(
+                        f"{path}: [{name}] has a command but no 'weights': a diffusers family "
+                        f"({values['family']}) needs weights; leave out 'family' for an external "
+                        "command"
+                    )
+                defaults = {"weights": "", "family": "external", "kind": "restoration"}
+                registry[name] = DecoderSpec(name=name, **{**defaults, **values})
         if registry[name].family not in FAMILIES:
             raise RegistryError(f"{path}: [{name}] family must be one of {', '.join(FAMILIES)}")
         if registry[name].family == "external" and registry[name].command:

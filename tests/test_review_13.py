@@ -149,3 +149,18 @@ def test_a_folder_without_finished_images_takes_the_new_settings(tmp_path):
     check_settings(out, RunSettings(steps=20, batch_size=4, workers=3))
     with pytest.raises(RunError, match="--steps 20, this run asks for --steps 40"):
         check_settings(out, RunSettings(steps=40))
+
+
+def test_a_new_restoration_model_named_by_its_command_alone(tmp_path, capsys):
+    """The TOML's own error says a new model needs 'weights' (or 'command'); one with a command
+    alone raised a TypeError traceback. It is an external restoration model (Full and Image)."""
+    config = tmp_path / "m.toml"
+    config.write_text('[MyRestorer]\ncommand = "x {input} {output}"\n')
+    refs = references(tmp_path / "refs", ["NSI_a.png"])
+    out = tmp_path / "p.csv"
+    argv = ["plan", "--references", str(refs), "--out", str(out), "--preset", "benchmark",
+            "--models", "MyRestorer", "--models-config", str(config)]  # fmt: skip
+    assert generate_main(argv) == 0
+    assert sorted(pd.read_csv(out)["mode"]) == ["Full", "Image"]
+    config.write_text('[MyRestorer]\ncommand = "x {input} {output}"\nfamily = "sd"\n')
+    one_line_error(capsys, argv, "[MyRestorer] has a command but no 'weights'")
