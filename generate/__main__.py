@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -38,6 +39,8 @@ from generate.run import (
     write_manifest,
 )
 
+STUDY_COUNT = 100
+"""The paper's references in the subjective set (``--count``'s default under the study preset)."""
 DEFAULT_CAPTIONS = Path(__file__).resolve().parents[1].parent / "shared/data/cmc-bench/gpt4v.csv"
 
 
@@ -72,14 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--count",
         type=int,
-        default=100,
-        help="study: references to sample (40/30/30 NSI/SCI/AIGI); more than the folder has is "
-        "an error",
+        default=argparse.SUPPRESS,  # absent: STUDY_COUNT; "(default: None)" would mislead
+        help="study: references to sample (40/30/30 NSI/SCI/AIGI; default 100); more than the "
+        "folder has is an error; the benchmark takes every reference, so a count is refused",
     )
     plan.add_argument(
         "--no-content-mix",
         dest="content_mix",
         action="store_false",
+        default=argparse.SUPPRESS,  # "(default: True)" would read as uniform by default
         help="study: sample uniformly, for references not named NSI_…/SCI_…/AIGI_… (by default "
         "such a name is an error, since the paper's 40/30/30 mix cannot be drawn)",
     )
@@ -241,11 +245,22 @@ def _plan(args: argparse.Namespace) -> int:
     registry = load_registry(args.models_config)
     configs = configurations(registry, [m.strip() for m in args.models.split(",") if m.strip()])
     check_seed(args.seed, "--seed")
+    for option, values in (("--sweep-qp", args.sweep_qp),
+                           ("--sweep-caption-words", args.sweep_caption_words)):  # fmt: skip
+        if values == []:  # given, but lists nothing: no sweep would be a quietly other plan
+            raise PlanError(f"{option} lists no value")
+    count = getattr(args, "count", None)  # absent (argparse.SUPPRESS): the preset's own
+    content_mix = getattr(args, "content_mix", True)
+    if args.preset == "benchmark" and count is not None:
+        raise PlanError(
+            "--count applies to --preset study; the benchmark takes every reference of the folder"
+        )
     images = list_references(args.references)
-    count = None if args.preset == "benchmark" else args.count
-    references = choose_references(
-        images, count, np.random.default_rng(args.seed), args.content_mix
-    )
+    if args.preset == "benchmark":
+        count = None
+    elif count is None:
+        count = STUDY_COUNT
+    references = choose_references(images, count, np.random.default_rng(args.seed), content_mix)
     plan = make_plan(references, configs, args.preset, args.seed, args.per_reference,
                      args.sweep_qp, args.sweep_caption_words)  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -269,8 +284,8 @@ def _run(args: argparse.Namespace) -> int:
             "--pixel-bits must be 1–8; --pixel-block, --steps, --batch-size and --workers ≥ 1; "
             "--size ≥ 8"
         )
-    if args.target_bpp <= 0:
-        raise PlanError("--target-bpp must be > 0")
+    if not (math.isfinite(args.target_bpp) and args.target_bpp > 0):
+        raise PlanError(f"--target-bpp must be a number > 0, got {args.target_bpp}")
     _check_codec(plan, args.codec, args.codec_qp)
     rank, world, local = launcher_rank()
     needs_caption = plan["mode"].isin(CAPTIONED_MODES).any()

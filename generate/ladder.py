@@ -12,6 +12,7 @@ so a scorer reads the two alike. Resumable: a point whose image and metadata exi
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -74,7 +75,7 @@ def points(
                     f"{reference.name} is {image.size[0]}×{image.size[1]}: too small to encode "
                     f"(min side {codec.MIN_SIDE})"
                 )
-    if any(b <= 0 for b in bpps or []):
+    if any(not (math.isfinite(b) and b > 0) for b in bpps or []):
         raise codec.CodecError(f"--bpp targets must be > 0, got {bpps}")
     for label, values in (("--codecs", codecs), ("--qps", qps or []), ("--bpp", bpps or [])):
         if len(set(values)) != len(values):

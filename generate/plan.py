@@ -115,6 +115,8 @@ def choose_references(
 
 def configurations(registry: dict[str, DecoderSpec], models: list[str]) -> list[tuple[str, str]]:
     """(model, mode) pairs: every mode a model can decode."""
+    if not models:
+        raise PlanError("--models names no decoder")
     pairs = []
     for name in models:
         if name not in registry:

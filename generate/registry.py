@@ -31,6 +31,7 @@ Add or override entries with a TOML file (``--models models.toml``)::
 
 from __future__ import annotations
 
+import string
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -139,7 +140,52 @@ def load_registry(overrides: str | Path | None = None) -> dict[str, DecoderSpec]
         else:
             if "weights" not in values and "command" not in values:
                 raise RegistryError(f"{path}: new model [{name}] needs 'weights' (or 'command')")
-            registry[name] = DecoderSpec(name=name, **{"family": "sdxl", **values})
+            if "weights" in values:
+                registry[name] = DecoderSpec(name=name, **{"family": "sdxl", **values})
+            else:  # a command alone: an external restoration model (Full and Image)
+                if values.get("family", "external") != "external":
+                    raise RegistryError(
+                        f"{path}: [{name}] has a command but no 'weights': a diffusers family "
+                        f"({values['family']}) needs weights; leave out 'family' for an external "
+                        "command"
+                    )
+                defaults = {"weights": "", "family": "external", "kind": "restoration"}
+                registry[name] = DecoderSpec(name=name, **{**defaults, **values})
         if registry[name].family not in FAMILIES:
             raise RegistryError(f"{path}: [{name}] family must be one of {', '.join(FAMILIES)}")
+        if registry[name].family == "external" and registry[name].command:
+            _check_command(path, registry[name])
     return registry
+
+
+COMMAND_FIELDS = ("input", "output", "prompt", "strength", "steps", "seed", "guidance")
+"""The placeholders an external restoration command may take (generate/restoration.py)."""
+
+
+def _check_command(path: Path, spec: DecoderSpec) -> None:
+    """An external command's placeholders, checked before any image is made: a misspelt one
+    would stop the run midway, a ``{guidance}`` without a ``guidance`` would pass an empty
+    argument, and a ``guidance`` without ``{guidance}`` would never reach the model."""
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(spec.command) if name}
+    except ValueError as error:
+        raise RegistryError(f"{path}: [{spec.name}] cannot read its command ({error})") from None
+    unknown = sorted(fields - set(COMMAND_FIELDS))
+    if unknown:
+        raise RegistryError(
+            f"{path}: [{spec.name}] command has unknown placeholder {{{unknown[0]}}} (it may take "
+            + ", ".join(f"{{{f}}}" for f in COMMAND_FIELDS)
+            + ")"
+        )
+    if not {"input", "output"} <= fields:
+        raise RegistryError(f"{path}: [{spec.name}] command needs {{input}} and {{output}}")
+    if "guidance" in fields and spec.guidance is None:
+        raise RegistryError(
+            f"{path}: [{spec.name}] command takes {{guidance}} but sets no guidance "
+            "(add guidance = … to the entry)"
+        )
+    if "guidance" not in fields and spec.guidance is not None:
+        raise RegistryError(
+            f"{path}: [{spec.name}] sets guidance {spec.guidance} but its command has no "
+            "{guidance}, so the model would never receive it"
+        )

@@ -36,6 +36,15 @@ from generate.decode import Decoded, Decoder, Request, instruct_image_guidance
 from generate.registry import CAPTIONED_MODES, CODED_MODES, DecoderSpec
 
 MANIFEST = "manifest.csv"
+SETTINGS = "settings.json"
+"""The settings that shape an output folder's images, recorded by its first run."""
+IMAGE_SETTINGS = {
+    "codec": "--codec", "target_bpp": "--target-bpp", "codec_qp": "--codec-qp",
+    "pixel_block": "--pixel-block", "pixel_bits": "--pixel-bits", "long_side": "--size",
+    "steps": "--steps", "image_prompt": "--image-prompt",
+}  # fmt: skip
+"""RunSettings fields that change what an image is (and the options that set them); the rest
+(device, batch size, compile, workers) only change how fast it is made."""
 
 
 class RunError(ValueError):
@@ -183,8 +192,11 @@ def run_plan(
     """Make every missing image of this rank's share; return how many were made."""
     for folder in ("images", "meta", "hints"):
         (out / folder).mkdir(parents=True, exist_ok=True)
+    check_settings(out, settings)
     mine = shard(plan, rank, world)
-    todo = mine[[not _done(out, row_id) for row_id in mine["id"]]]
+    finished = [_done(out, row_id) for row_id in mine["id"]]
+    check_finished(out, mine[finished])
+    todo = mine[[not done for done in finished]]
     if captioner is not None:  # what would stop the run midway is checked before it starts
         captioned = todo.loc[todo["mode"].isin(CAPTIONED_MODES), "reference_path"]
         captioner.check([Path(p).name for p in dict.fromkeys(captioned)])
@@ -226,6 +238,75 @@ def run_plan(
     if hints.rates:
         tqdm.write(hints.rate_summary(), file=sys.stderr)
     return made
+
+
+def check_settings(out: Path, settings: RunSettings) -> None:
+    """Record the image settings of the folder's first run in ``settings.json``, and refuse a
+    later run (a resume) whose settings differ: it would keep the finished images and make the
+    rest another way, one set with two recipes. A folder with no finished image yet (a first
+    run that stopped early), or made before the record existed, gets the new record."""
+    current = _image_settings(settings)
+    path = out / SETTINGS
+    if path.exists():
+        try:
+            recorded = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RunError(f"{path}: unreadable ({error})") from None
+        changed = [
+            key for key in IMAGE_SETTINGS if key in recorded and recorded[key] != current[key]
+        ]
+        if changed and any((out / "meta").glob("*.json")):  # no image made yet: nothing mixes
+            was = ", ".join(f"{IMAGE_SETTINGS[k]} {_shown(recorded[k])}" for k in changed)
+            now = ", ".join(f"{IMAGE_SETTINGS[k]} {_shown(current[k])}" for k in changed)
+            raise RunError(
+                f"{out} was made with {was}, this run asks for {now}: resume with the folder's "
+                f"settings (see {SETTINGS}), or give another --out"
+            )
+        if not changed and all(key in recorded for key in IMAGE_SETTINGS):
+            return
+    _write_json(path, current)
+
+
+PLAN_FIELDS = ("reference_path", "model", "mode", "strength", "seed")
+"""What a plan row says about its image, compared with a finished image's metadata on resume."""
+
+
+def check_finished(out: Path, rows: pd.DataFrame) -> None:
+    """Every finished image (skipped on resume) was made from the row the plan has now: after
+    an edit (another strength or seed, a reference of the same name from another folder) it
+    would be kept by its id alone, an image the plan no longer describes."""
+    for row in rows.itertuples(index=False):
+        path = out / "meta" / f"{row.id}.json"
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RunError(
+                f"{path}: unreadable metadata ({error}); delete it to remake the image"
+            ) from None
+        for field in PLAN_FIELDS:
+            planned, made = getattr(row, field), meta.get(field)
+            same = (
+                float(planned) == float(made)
+                if field == "strength" and made is not None
+                else str(planned) == str(made)
+            )
+            if not same:
+                raise RunError(
+                    f"{row.id}: finished with {field} {made} but the plan now says {planned}: "
+                    f"delete {out / 'images' / row.id}.png and its meta to remake it, or give "
+                    "another --out"
+                )
+
+
+def _image_settings(settings: RunSettings) -> dict:
+    values = {key: getattr(settings, key) for key in IMAGE_SETTINGS}
+    if settings.codec_qp is not None:  # a fixed quantizer: the bpp target is unused
+        values["target_bpp"] = None
+    return values
+
+
+def _shown(value) -> str:
+    return "(none)" if value is None else repr(value) if isinstance(value, str) else str(value)
 
 
 def write_manifest(out: Path) -> Path:
