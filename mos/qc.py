@@ -20,10 +20,16 @@ simulated online studies (``mos.online_study``) and in ``mos.compute --exclude``
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import and_, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from mos.ratings import InputError, RatingTable, has_check_column
+from studydb import Rating, Session, Trial, Viewer, make_engine
 
 CHECK_KINDS = ("gold", "attention")
 """Values of a trial's ``check`` column; anything else (empty) is a test trial."""
@@ -207,3 +213,140 @@ def _agreement(
         sy = np.bincount(p, weights=dy * dy, minlength=m)
         r = cov / np.sqrt(sx * sy)
     return np.where(n >= min_shared, r, np.nan)
+
+
+def load_trials(source: str | Path, dimension: str) -> pd.DataFrame:
+    """Every non-warm-up trial of a study, checks included, as :func:`qc_signals` reads them.
+
+    A study database: the check kind and accepted range come from ``trials`` (schema ≥ 4; an older
+    study has no checks), the seconds from the trial's latest serving to the submission. A CSV:
+    the columns viewer, stimulus, ``dimension`` and optionally check, accept_low, accept_high,
+    seconds and warmup. Raises :class:`InputError` for anything unreadable.
+    """
+    text = str(source)
+    path = Path(text).expanduser()
+    if "://" in text or _is_sqlite(path):
+        frame = _trials_from_database(text, dimension)
+    else:
+        frame = _trials_from_csv(path, dimension)
+    frame["stimulus"] = pd.factorize(frame["stimulus"])[0]
+    return frame
+
+
+def exclude_participants(
+    table: RatingTable, trials: pd.DataFrame, rules: ExclusionRules
+) -> tuple[RatingTable, pd.DataFrame]:
+    """Apply ``rules`` to the signals of ``trials``; return the table without the excluded
+    participants' ratings, and the per-participant verdicts (signals, excluded, reasons)."""
+    verdicts = rules.apply(qc_signals(trials, rules.fast_seconds))
+    excluded = set(verdicts.loc[verdicts["excluded"], "participant"].astype(str))
+    drop = np.array([str(code) in excluded for code in table.viewer_ids])
+    keep = ~drop[table.viewer]
+    if not keep.any():
+        raise InputError("the exclusion rules exclude every participant; see --exclude options")
+    return _select_rows(table, keep), verdicts
+
+
+def _select_rows(table: RatingTable, keep: np.ndarray) -> RatingTable:
+    """The table's rows ``keep``, with viewers, stimuli and sessions re-coded densely."""
+
+    def recode(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        present, dense = np.unique(codes[keep], return_inverse=True)
+        return dense.astype(np.intp), present
+
+    viewer, viewers = recode(table.viewer)
+    stimulus, stimuli = recode(table.stimulus)
+    session, sessions = recode(table.session)
+    return replace(
+        table,
+        viewer=viewer,
+        stimulus=stimulus,
+        session=session,
+        scores={k: v[keep] for k, v in table.scores.items()},
+        nsfw=None if table.nsfw is None else table.nsfw[keep],
+        viewer_ids=table.viewer_ids[viewers],
+        stimulus_ids=table.stimulus_ids[stimuli],
+        n_sessions=sessions.size,
+    )
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(16) == b"SQLite format 3\x00"
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read ({error.strerror})") from error
+
+
+def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
+    if dimension not in Rating.__table__.columns:
+        raise InputError(f"unknown score column '{dimension}'")
+    try:
+        engine = make_engine(location, read_only=True)
+        checks = has_check_column(engine)
+        trial = and_(Trial.session_id == Rating.session_id, Trial.position == Rating.position)
+        served = Trial.served_at if checks else Trial.shown_at
+        query = (
+            select(
+                Viewer.code.label("participant"),
+                Rating.stimulus_id.label("stimulus"),
+                Rating.__table__.columns[dimension].label("score"),
+                Rating.submitted_at,
+                served.label("served_at"),
+                *(
+                    (Trial.check_kind.label("check"), Trial.accept_low, Trial.accept_high)
+                    if checks
+                    else ()
+                ),
+            )
+            .join(Session, Session.id == Rating.session_id)
+            .join(Viewer, Viewer.id == Session.viewer_id)
+            .outerjoin(Trial, trial)
+            .where(Rating.is_warmup.is_(False))
+        )
+        with engine.connect() as connection:
+            frame = pd.read_sql(query, connection)
+    except (SQLAlchemyError, ImportError) as error:
+        raise InputError(f"{location}: cannot read the study's trials ({error})") from error
+    finally:
+        if "engine" in locals():
+            engine.dispose()
+    submitted = pd.to_datetime(frame.pop("submitted_at"), utc=True, format="mixed")
+    shown = pd.to_datetime(frame.pop("served_at"), utc=True, format="mixed")
+    frame["seconds"] = (submitted - shown).dt.total_seconds()
+    for column in ("check", "accept_low", "accept_high"):
+        if column not in frame:
+            frame[column] = np.nan
+    return _normalized(frame)
+
+
+def _trials_from_csv(path: Path, dimension: str) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype={"viewer": str, "stimulus": str, "check": str})
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise InputError(f"{path}: not a readable CSV of ratings ({error})") from error
+    missing = {"viewer", "stimulus", dimension} - set(frame.columns)
+    if missing:
+        raise InputError(f"{path}: no column(s) {', '.join(sorted(missing))}")
+    if "warmup" in frame:
+        frame = frame[~frame["warmup"].astype(bool)]
+    frame = frame.rename(columns={"viewer": "participant", dimension: "score"})
+    for column in ("check", "accept_low", "accept_high", "seconds"):
+        if column not in frame:
+            frame[column] = np.nan
+    return _normalized(frame)
+
+
+def _normalized(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame[["participant", "stimulus", "score", "seconds", "check"]].copy()
+    out["check"] = out["check"].fillna("").astype(str)
+    bad = sorted(set(out["check"]) - {"", *CHECK_KINDS})
+    if bad:
+        raise InputError(
+            f"unknown check kind(s): {', '.join(bad)} (known: {', '.join(CHECK_KINDS)})"
+        )
+    out["low"] = pd.to_numeric(frame["accept_low"], errors="coerce").to_numpy()
+    out["high"] = pd.to_numeric(frame["accept_high"], errors="coerce").to_numpy()
+    out["seconds"] = pd.to_numeric(out["seconds"], errors="coerce")
+    out["participant"] = out["participant"].astype(str)
+    return out.reset_index(drop=True)
