@@ -278,46 +278,61 @@ def _is_sqlite(path: Path) -> bool:
         raise InputError(f"{path}: cannot be read ({error.strerror})") from error
 
 
-def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
-    if dimension not in Rating.__table__.columns:
-        raise InputError(f"unknown score column '{dimension}'")
-    try:
-        engine = make_engine(location, read_only=True)
-        checks = has_check_column(engine)
-        trial = and_(Trial.session_id == Rating.session_id, Trial.position == Rating.position)
-        served = Trial.served_at if checks else Trial.shown_at
-        query = (
-            select(
-                Viewer.code.label("participant"),
-                Rating.stimulus_id.label("stimulus"),
-                Rating.__table__.columns[dimension].label("score"),
-                Rating.submitted_at,
-                served.label("served_at"),
-                *(
-                    (Trial.check_kind.label("check"), Trial.accept_low, Trial.accept_high)
-                    if checks
-                    else ()
-                ),
-            )
-            .join(Session, Session.id == Rating.session_id)
-            .join(Viewer, Viewer.id == Session.viewer_id)
-            .outerjoin(Trial, trial)
-            .where(Rating.is_warmup.is_(False))
+def trials_query(has_checks: bool = True):
+    """The SQL of every submitted non-warm-up trial with what quality control needs.
+
+    Shared by ``mos.compute --exclude`` and the app (admin QC page, online allocation), so both
+    judge participants on the same rows. ``has_checks``: schema ≥ 4 (an older study has none).
+    """
+    trial = and_(Trial.session_id == Rating.session_id, Trial.position == Rating.position)
+    served = Trial.served_at if has_checks else Trial.shown_at
+    checks = (
+        (Trial.check_kind.label("check"), Trial.accept_low, Trial.accept_high) if has_checks else ()
+    )
+    return (
+        select(
+            Viewer.code.label("participant"),
+            Rating.stimulus_id.label("stimulus"),
+            Rating.consistency,
+            Rating.perception,
+            Rating.submitted_at,
+            served.label("served_at"),
+            *checks,
         )
-        with engine.connect() as connection:
-            frame = pd.read_sql(query, connection)
-    except (SQLAlchemyError, ImportError) as error:
-        raise InputError(f"{location}: cannot read the study's trials ({error})") from error
-    finally:
-        if "engine" in locals():
-            engine.dispose()
-    submitted = pd.to_datetime(frame.pop("submitted_at"), utc=True, format="mixed")
-    shown = pd.to_datetime(frame.pop("served_at"), utc=True, format="mixed")
-    frame["seconds"] = (submitted - shown).dt.total_seconds()
+        .join(Session, Session.id == Rating.session_id)
+        .join(Viewer, Viewer.id == Session.viewer_id)
+        .outerjoin(Trial, trial)
+        .where(Rating.is_warmup.is_(False))
+    )
+
+
+def trials_frame(raw: pd.DataFrame, dimension: str = "consistency") -> pd.DataFrame:
+    """The rows of :func:`trials_query` as :func:`qc_signals` reads them (stimulus ids kept)."""
+    if dimension not in raw:
+        raise InputError(f"unknown score column '{dimension}'")
+    frame = raw.rename(columns={dimension: "score"})
+    submitted = pd.to_datetime(frame["submitted_at"], utc=True, format="mixed")
+    shown = pd.to_datetime(frame["served_at"], utc=True, format="mixed")
+    frame = frame.assign(seconds=(submitted - shown).dt.total_seconds())
     for column in ("check", "accept_low", "accept_high"):
         if column not in frame:
             frame[column] = np.nan
     return _normalized(frame)
+
+
+def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
+    engine = None
+    try:
+        engine = make_engine(location, read_only=True)
+        query = trials_query(has_check_column(engine))
+        with engine.connect() as connection:
+            raw = pd.read_sql(query, connection)
+    except (SQLAlchemyError, ImportError) as error:
+        raise InputError(f"{location}: cannot read the study's trials ({error})") from error
+    finally:
+        if engine is not None:
+            engine.dispose()
+    return trials_frame(raw, dimension)
 
 
 def _trials_from_csv(path: Path, dimension: str) -> pd.DataFrame:

@@ -8,7 +8,7 @@ database.
 Two policies (:data:`POLICIES`):
 
 - ``uniform`` — the classical design: the images with the fewest ratings first, ties at random, so
-  every image ends with the same count (± 1).
+  the counts stay level (within 2: a sitting's equal shares of the quality bands come first).
 - ``adaptive`` — shrink the widest confidence intervals first: images below the minimum count come
   first (fewest first), then the images whose current 95% CI is still wider than the target, widest
   first, then the rest. An image whose raters disagree (an ambiguous picture) needs more ratings to
@@ -175,31 +175,45 @@ class Allocator:
         if candidates.size <= k:
             chosen = candidates
         else:
-            band = quality_bands(precision.quality, self.quality_bins, rng)[candidates]
-            ranked = candidates[np.argsort(-key[candidates], kind="stable")]
-            ranked_band = band[np.argsort(-key[candidates], kind="stable")]
-            quotas = np.full(self.quality_bins, k // self.quality_bins)
-            quotas[rng.permutation(self.quality_bins)[: k % self.quality_bins]] += 1
-            taken = np.zeros(ranked.size, dtype=bool)
-            for b in range(self.quality_bins):
-                in_band = np.flatnonzero(ranked_band == b)[: quotas[b]]
-                taken[in_band] = True
-            short = k - int(taken.sum())
-            if short:
-                taken[np.flatnonzero(~taken)[:short]] = True
-            chosen = ranked[taken]
+            chosen = self._spanning(k, candidates, key, precision.quality, rng)
         return order_without_repeats(chosen, self.reference, rng)
 
+    def _spanning(
+        self,
+        k: int,
+        candidates: np.ndarray,
+        key: np.ndarray,
+        quality: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """The best ``k`` of ``candidates`` in equal shares of the quality bands.
 
-def quality_bands(quality: np.ndarray, bands: int, rng: np.random.Generator) -> np.ndarray:
-    """Each image's band 0…bands−1 by rank of its current quality (equal-sized bands).
+        Images not rated yet have no quality to place them by: those among the overall best k
+        are taken as they are (early in a study that is most of a sitting, in random order of
+        unknown quality); the remaining places are shared equally among the bands, a short band
+        made up from the best of the rest.
+        """
+        ranked = candidates[np.argsort(-key[candidates], kind="stable")]
+        band = quality_bands(quality, self.quality_bins)[ranked]
+        taken = np.zeros(ranked.size, dtype=bool)
+        taken[:k] = band[:k] < 0
+        left = k - int(taken.sum())
+        quotas = np.full(self.quality_bins, left // self.quality_bins)
+        quotas[rng.permutation(self.quality_bins)[: left % self.quality_bins]] += 1
+        for b in range(self.quality_bins):
+            taken[np.flatnonzero(band == b)[: quotas[b]]] = True
+        short = k - int(taken.sum())
+        if short:
+            taken[np.flatnonzero(~taken)[:short]] = True
+        return ranked[taken]
 
-    Images without an estimate yet (NaN) are spread over the bands at random: before any rating,
-    the bands are a random partition, and the range is covered once the first ratings arrive.
-    """
+
+def quality_bands(quality: np.ndarray, bands: int) -> np.ndarray:
+    """Each image's band 0…bands−1 by rank of its current quality (equal-sized bands); −1 for
+    an image without an estimate yet (NaN)."""
     quality = np.asarray(quality, dtype=float)
     known = np.isfinite(quality)
-    band = rng.integers(0, bands, quality.size)
+    band = np.full(quality.size, -1, dtype=np.int64)
     if known.any():
         ranks = np.empty(int(known.sum()), dtype=np.int64)
         ranks[np.argsort(quality[known], kind="stable")] = np.arange(ranks.size)
