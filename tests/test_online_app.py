@@ -217,7 +217,7 @@ def test_the_allocator_spreads_simultaneous_participants_and_resumes_open_sittin
     del first, second
 
 
-def test_careless_participant_is_flagged_in_the_admin(app):
+def test_careless_participant_is_flagged_in_the_admin(app, tmp_path):
     finish(app, enter(app, "CAREFUL1"), "CAREFUL1")
     finish(app, enter(app, "CARELESS"), "CARELESS", attentive=False)
     admin = Browser(app)
@@ -228,6 +228,19 @@ def test_careless_participant_is_flagged_in_the_admin(app):
     assert "attention check" in rows["CARELESS"] and ">yes<" in rows["CARELESS"]
     assert ">no<" in rows["CAREFUL1"]
     assert 'id="quality-link"' in admin.get("/admin/").get_data(as_text=True)
+    # The trials export carries the checks and timing: mos.compute excludes from it alike.
+    export = tmp_path / "trials.csv"
+    export.write_bytes(admin.get("/admin/export/trials.csv").data)
+    assert {"check", "accept_low", "accept_high", "seconds"} <= set(pd.read_csv(export).columns)
+    rules = ["--min-trials", "3", "--max-fast-share", "off", "--min-agreement", "off"]
+    out = tmp_path / "mos"
+    assert (
+        mos_main([str(export), "--exclude", *rules, "--out", str(out), "--quiet", "--no-report"])
+        == 0
+    )
+    qc = pd.read_csv(out / "participants_qc.csv").set_index("participant")
+    assert qc["excluded"].to_dict() == {"CAREFUL1": False, "CARELESS": True}
+    assert len(pd.read_csv(out / "mos.csv")) <= 12  # test images only, never a gold pair
 
 
 def test_entry_link_is_throttled_per_address(tmp_path):
