@@ -354,7 +354,7 @@ def _trials_from_csv(path: Path, dimension: str) -> pd.DataFrame:
 
 def _normalized(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame[["participant", "stimulus", "score", "seconds", "check"]].copy()
-    out["check"] = out["check"].fillna("").astype(str)
+    out["check"] = out["check"].astype(object).fillna("").astype(str)
     bad = sorted(set(out["check"]) - {"", *CHECK_KINDS})
     if bad:
         raise InputError(

@@ -163,3 +163,29 @@ def test_database_checks_and_timing_come_from_the_trials(tmp_path):
     # Without --exclude the checks still stay out of the MOS.
     assert main([str(db_path), "--out", str(tmp_path / "all"), "--no-report", "--quiet"]) == 0
     assert len(pd.read_csv(tmp_path / "all" / "mos.csv")) == N_IMAGES
+
+
+def test_a_study_from_before_schema_4_is_read_without_checks(tmp_path):
+    """mos reads an older study as it is (read-only, no upgrade): no check columns, no checks."""
+    import sqlite3
+
+    from mos.simulate import SimulationConfig, simulate, write_study
+
+    db_path = tmp_path / "old.db"
+    write_study(simulate(SimulationConfig(stimuli=40, viewers=6, bad_viewers=1)), db_path)
+    with sqlite3.connect(db_path) as db:
+        for table, column in [
+            ("ratings", "check_kind"),
+            ("trials", "check_kind"),
+            ("trials", "accept_low"),
+            ("trials", "accept_high"),
+        ]:
+            db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    out = tmp_path / "mos"
+    rules = ["--max-fast-share", "off"]  # the simulated study has no serving times
+    assert (
+        main([str(db_path), "--exclude", *rules, "--out", str(out), "--no-report", "--quiet"]) == 0
+    )
+    qc = pd.read_csv(out / "participants_qc.csv")
+    assert len(qc) == 6 and (qc["gold_trials"] == 0).all()
+    assert len(pd.read_csv(out / "mos.csv")) == 40
