@@ -271,7 +271,11 @@ def display():
     if sitting is None and _sittings_left(db, viewer) <= 0:
         return _already_taken()
     form = DisplayForm()
+    if form.is_submitted() and session.get("display_tries", 0) >= DISPLAY_TRIES:
+        message = "Too many tries of the screen check; please return the study on your platform."
+        return render_template("error.html", message=message), 429
     if form.validate_on_submit():
+        session["display_tries"] = session.get("display_tries", 0) + 1
         measured = {name: getattr(form, name).data for name in DISPLAY_FIELDS}
         problems = display_problems(measured, form.digits.data, settings())
         if problems:
@@ -293,6 +297,9 @@ def display():
     )
 
 
+DISPLAY_TRIES = 5
+"""Screen checks one browser may try (a new number each time): the contrast test cannot be
+guessed by trying all thousand numbers."""
 DISPLAY_FIELDS = (
     "window_width",
     "window_height",

@@ -154,6 +154,13 @@ def test_unsuitable_screens_are_refused_before_any_rating(app):
         browser.get("/online/display")
     with app.app_context():
         assert get_db().scalar(select(Session)) is None
+    # Four tries so far; the fifth is the last, then the check is closed to this browser.
+    wrong = f"{(int(shown_digits(app, browser)) + 1) % 1000:03d}"
+    assert browser.post("/online/display", {**GOOD_SCREEN, "digits": wrong}).status_code == 403
+    response = browser.post(
+        "/online/display", {**GOOD_SCREEN, "digits": shown_digits(app, browser)}
+    )
+    assert response.status_code == 429
 
 
 def test_an_online_sitting_from_entry_link_to_completion_code(app, tmp_path):
