@@ -255,3 +255,50 @@ def test_entry_link_is_throttled_per_address(tmp_path):
     client = app.test_client()
     codes = [client.get(entry(f"P{i}")).status_code for i in range(4)]
     assert codes == [302, 302, 302, 429]
+
+
+def test_adaptive_allocation_in_the_app_takes_the_most_disputed_image(app):
+    """Six participants rated all 12 images; they disagree only on one: it comes first."""
+    from annotate import sittings as lab
+    from annotate.online import OnlineSettings, allocation_state, start_online_sitting
+    from studydb import Viewer
+
+    rng = np.random.default_rng(5)
+    with app.app_context():
+        db = get_db()
+        stimuli = db.scalars(select(Stimulus).order_by(Stimulus.id)).all()
+        disputed = stimuli[7].id
+        truth = {s.id: 0.5 + 4 * i / len(stimuli) for i, s in enumerate(stimuli)}
+        for person in range(6):
+            viewer = Viewer(code=f"R{person}")
+            db.add(viewer)
+            db.flush()
+            sitting = Session(viewer_id=viewer.id, closed_reason="completed")
+            db.add(sitting)
+            db.flush()
+            for position, s in enumerate(stimuli):
+                spread = 2.0 if s.id == disputed else 0.1
+                score = float(np.clip(truth[s.id] + spread * rng.standard_normal(), 0, 5))
+                db.add(Trial(session_id=sitting.id, position=position, stimulus_id=s.id))
+                db.add(
+                    Rating(
+                        session_id=sitting.id,
+                        stimulus_id=s.id,
+                        position=position,
+                        consistency=round(score, 1),
+                        perception=2.5,
+                    )
+                )
+        db.commit()
+        config = OnlineSettings.from_config({**app.config, "ONLINE_SITTING_PAIRS": 5})
+        config.target_ci = 0.3
+        plan = lab.Design.from_config(app.config)
+        state = allocation_state(db, plan, config)
+        widest = state.stimuli[np.argmax(state.precision.ci95)]
+        assert widest == disputed and not state.signals["excluded"].any()
+        newcomer = Viewer(code="NEW1")
+        db.add(newcomer)
+        db.commit()
+        sitting = start_online_sitting(db, newcomer, plan, config, {}, rng)
+        tests = [t.stimulus_id for t in sitting.trials if not (t.check_kind or t.is_warmup)]
+        assert disputed in tests and len(tests) == 5
