@@ -302,3 +302,28 @@ def test_adaptive_allocation_in_the_app_takes_the_most_disputed_image(app):
         sitting = start_online_sitting(db, newcomer, plan, config, {}, rng)
         tests = [t.stimulus_id for t in sitting.trials if not (t.check_kind or t.is_warmup)]
         assert disputed in tests and len(tests) == 5
+
+
+def test_online_pages_are_valid_html(app):
+    import html5lib
+
+    parser = html5lib.HTMLParser(strict=True)
+    browser = Browser(app)
+    browser.get(entry("MARKUP1"))
+    pages = {"/online/consent": browser.get("/online/consent")}
+    browser.post("/online/consent", {"agree": "y"})
+    pages["/online/display"] = browser.get("/online/display")
+    pages["incomplete form"] = browser.post("/online/display", GOOD_SCREEN)
+    small = {**GOOD_SCREEN, "window_width": 10, "digits": shown_digits(app, browser)}
+    pages["refused"] = browser.post("/online/display", small)
+    browser.get("/online/display")
+    browser.post("/online/display", {**GOOD_SCREEN, "digits": shown_digits(app, browser)})
+    finish(app, browser, "MARKUP1")
+    pages["/online/complete"] = browser.get("/online/complete")
+    admin = Browser(app)
+    admin.get("/admin/login")
+    admin.post("/admin/login", {"password": ADMIN_PASSWORD})
+    pages["/admin/quality"] = admin.get("/admin/quality")
+    for url, response in pages.items():
+        assert response.status_code in (200, 400, 403), url
+        parser.parse(response.get_data(as_text=True))  # raises ParseError on invalid markup
