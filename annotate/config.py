@@ -73,6 +73,7 @@ COMPLETION_URL = ""  # e.g. "https://app.prolific.com/submissions/complete?cc={c
 ALLOCATION = "adaptive"  # "adaptive" (widest CIs first) or "uniform" (fewest ratings first)
 ALLOCATION_MIN_RATINGS = 5  # every image gets this many kept ratings before any gets more
 ALLOCATION_TARGET_CI = 0.4  # an image whose 95% CI half-width is this narrow needs no more
+ONLINE_CLOSE_WHEN_DONE = True  # no new sitting once every image is on target (stop paying)
 QC_RULES: dict = {}  # overrides of mos.qc.ExclusionRules, e.g. {"min_agreement": 0.2}
 DISPLAY_MIN_WINDOW = (1280, 720)  # browser window in device pixels, at least
 DISPLAY_DPR_RANGE = (1.0, 3.0)  # device pixel ratios accepted

@@ -126,6 +126,7 @@ class OnlineSettings:
     min_window: tuple[int, int] = (1280, 720)
     dpr_range: tuple[float, float] = (1.0, 3.0)
     contrast: int = 12
+    close_when_done: bool = True
 
     @classmethod
     def from_config(cls, config) -> OnlineSettings:
@@ -141,6 +142,7 @@ class OnlineSettings:
             min_window=tuple(config["DISPLAY_MIN_WINDOW"]),
             dpr_range=tuple(config["DISPLAY_DPR_RANGE"]),
             contrast=int(config["DISPLAY_CONTRAST"]),
+            close_when_done=bool(config["ONLINE_CLOSE_WHEN_DONE"]),
         )
         if min(settings.pairs, settings.sittings_per_participant) < 1:
             raise ValueError("ONLINE_SITTING_PAIRS and ONLINE_SITTINGS_PER_PARTICIPANT must be ≥ 1")
@@ -400,6 +402,10 @@ def start_online_sitting(
     allocator = Allocator(
         state.reference, config.policy, config.min_ratings, config.target_ci, config.quality_bins
     )
+    if config.close_when_done and allocator.done(state.precision).all():
+        raise sittings.StudyError(
+            "This study has all the ratings it needs: there is no sitting left. Thank you!", 409
+        )
     rated = np.flatnonzero(np.isin(state.stimuli, _rated_by(db, viewer)))
     chosen = allocator.choose(config.pairs, state.precision, rng, already_rated=rated)
     if chosen.size == 0:

@@ -327,3 +327,20 @@ def test_online_pages_are_valid_html(app):
     for url, response in pages.items():
         assert response.status_code in (200, 400, 403), url
         parser.parse(response.get_data(as_text=True))  # raises ParseError on invalid markup
+
+
+def test_no_new_sitting_once_every_image_is_on_target(tmp_path):
+    manifest = make_study(tmp_path / "images", references=3, per_reference=4)
+    settings = {**ONLINE, "ONLINE_SITTING_PAIRS": 12, "ALLOCATION_MIN_RATINGS": 1}
+    app = make_app(tmp_path / "instance", **settings, ALLOCATION_TARGET_CI=100.0)
+    with app.app_context():
+        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    finish(app, enter(app, "FIRST"), "FIRST")  # rates all 12 images: every CI is within 100
+    late = Browser(app)
+    late.get(entry("LATE"))
+    late.get("/online/consent")
+    late.post("/online/consent", {"agree": "y"})
+    late.get("/online/display")
+    response = late.post("/online/display", {**GOOD_SCREEN, "digits": shown_digits(app, late)})
+    assert response.status_code == 409
+    assert "all the ratings it needs" in response.get_data(as_text=True)
