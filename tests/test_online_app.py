@@ -302,6 +302,15 @@ def test_adaptive_allocation_in_the_app_takes_the_most_disputed_image(app):
         sitting = start_online_sitting(db, newcomer, plan, config, {}, rng)
         tests = [t.stimulus_id for t in sitting.trials if not (t.check_kind or t.is_warmup)]
         assert disputed in tests and len(tests) == 5
+        # A one-pair sitting without bands is exactly the widest image (uniform: any of 12).
+        lab.close(db, sitting, "completed")
+        config.pairs, config.quality_bins = 1, 1
+        solo = Viewer(code="NEW2")
+        db.add(solo)
+        db.commit()
+        sitting = start_online_sitting(db, solo, plan, config, {}, rng)
+        tests = [t.stimulus_id for t in sitting.trials if not (t.check_kind or t.is_warmup)]
+        assert tests == [disputed]
 
 
 def test_online_pages_are_valid_html(app):
