@@ -90,12 +90,14 @@ def create_app(
         create_private(Path(app.config["DATABASE"]).expanduser())
     app.session_interface = SchemeAwareSessionInterface()
 
-    from annotate import admin, db, media, study
+    from annotate import admin, db, media, online, study
 
     db.init_app(app)
     csrf.init_app(app)
     admin.init_app(app)
+    online.init_app(app)
     app.register_blueprint(study.bp)
+    app.register_blueprint(online.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(media.bp)
     app.jinja_env.globals["media_url"] = media.media_url

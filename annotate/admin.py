@@ -256,6 +256,17 @@ def withhold_missing():
     return redirect(url_for("admin.dashboard") + "#missing", code=303)
 
 
+@bp.route("/quality")
+@admin_required
+def quality():
+    """Every participant's quality-control signals and whether the rules exclude them (mos.qc)."""
+    from annotate.online import OnlineSettings, signals_table
+
+    config = OnlineSettings.from_config(current_app.config)
+    table = signals_table(get_db(), config)
+    return render_template("admin/quality.html", rows=table.to_dict("records"), rules=config.rules)
+
+
 @bp.route("/export/trials.csv")
 @admin_required
 def export_csv():

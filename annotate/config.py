@@ -59,3 +59,22 @@ FILE_CHECK_SECONDS = (
     60  # the dashboard's missing-file list is re-checked (in the background) this often
 )
 SCREENING_WAIT_SECONDS = 0.1  # a dashboard load waits this long for a fresh result, no longer
+
+# Online studies (README, "Online studies"): crowd participants by a platform's link
+ONLINE = False  # True: the entry link /online/start replaces the lab's consent/registration pages
+ONLINE_SITTING_PAIRS = 56  # test pairs per sitting (+ gold + attention = 60 pages, ~10 minutes)
+ONLINE_GOLD_TRIALS = 2  # alternately a reference against itself and a strongly degraded pair
+ONLINE_ATTENTION_CHECKS = 2  # pages that ask for a given consistency score
+ONLINE_SITTINGS_PER_PARTICIPANT = 1  # a participant id cannot take a sitting twice
+ONLINE_ENTRY_LIMIT = "30 per minute"  # entry-link visits per client address, then 429
+COMPLETION_CODE = ""  # the platform's completion code, shown after a completed sitting
+# where a completed participant is sent; {code} is replaced ("" = show the code, no redirect)
+COMPLETION_URL = ""  # e.g. "https://app.prolific.com/submissions/complete?cc={code}"
+ALLOCATION = "adaptive"  # "adaptive" (widest CIs first) or "uniform" (fewest ratings first)
+ALLOCATION_MIN_RATINGS = 5  # every image gets this many kept ratings before any gets more
+ALLOCATION_TARGET_CI = 0.4  # an image whose 95% CI half-width is this narrow needs no more
+ONLINE_CLOSE_WHEN_DONE = True  # no new sitting once every image is on target (stop paying)
+QC_RULES: dict = {}  # overrides of mos.qc.ExclusionRules, e.g. {"min_agreement": 0.2}
+DISPLAY_MIN_WINDOW = (1280, 720)  # browser window in device pixels, at least
+DISPLAY_DPR_RANGE = (1.0, 3.0)  # device pixel ratios accepted
+DISPLAY_CONTRAST = 12  # grey levels between the contrast test's digits and background

@@ -14,10 +14,10 @@ import sqlite3
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, and_, func, select
 from sqlalchemy.orm import Session as OrmSession
 
-from studydb import Rating, Session, Stimulus, Viewer
+from studydb import Rating, Session, Stimulus, Trial, Viewer
 from studydb.csvcells import neutralise
 
 VIEWER_COLUMNS = [
@@ -28,7 +28,11 @@ TRIAL_COLUMNS = [
     "viewer", "session", "group", "position", "stimulus", "consistency", "perception", "nsfw",
     "nsfw_reason", "warmup", "repeat", "shown_at", "first_input_at", "submitted_at", "scale",
     "reference", "model", "mode", "strength", "content_type",
+    "check", "accept_low", "accept_high", "seconds",
 ]  # fmt: skip
+"""The last four are the online studies' quality control (README, "Online studies"): a check
+trial's kind and accepted range, and the seconds from the page's latest serving to the rating,
+which ``mos.compute --exclude`` reads; check rows never enter a MOS."""
 
 
 def trials_frame(db: OrmSession) -> pd.DataFrame:
@@ -56,13 +60,24 @@ def trials_frame(db: OrmSession) -> pd.DataFrame:
             Stimulus.mode,
             Stimulus.strength,
             Stimulus.content_type,
+            Trial.check_kind,
+            Trial.accept_low,
+            Trial.accept_high,
+            Trial.served_at,
         )
         .join(Session, Rating.session_id == Session.id)
         .join(Viewer, Session.viewer_id == Viewer.id)
         .join(Stimulus, Rating.stimulus_id == Stimulus.id)
+        .outerjoin(
+            Trial, and_(Trial.session_id == Rating.session_id, Trial.position == Rating.position)
+        )
         .order_by(Rating.id)
     ).all()
-    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+    frame = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS[:-1], "served_at"])
+    served = pd.to_datetime(frame.pop("served_at"), utc=True, format="mixed")
+    submitted = pd.to_datetime(frame["submitted_at"], utc=True, format="mixed")
+    frame["seconds"] = (submitted - served).dt.total_seconds().round(3)
+    return frame
 
 
 def viewers_frame(db: OrmSession) -> pd.DataFrame:

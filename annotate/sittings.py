@@ -551,6 +551,7 @@ def record(db: OrmSession, sitting: Session, submission: Submission, design: Des
             first_input_at=first_input,
             scale=scale,
             submitted_at=moment,
+            check_kind=trial.check_kind,
         )
     )
     sitting.last_active_at = moment

@@ -34,6 +34,7 @@ from annotate.forms import (
     TrialForm,
 )
 from annotate.media import media_url, send_image
+from annotate.online import instruction_for
 from annotate.practice import PracticePair, practice_pairs
 from studydb import Session, Stimulus, Viewer
 
@@ -255,6 +256,7 @@ def trial():
         total=total,
         action=url_for("study.trial"),
         form=form,
+        instruction=instruction_for(upcoming),
         **_viewing(sitting),
     )
 
@@ -325,6 +327,8 @@ def done():
     if sittings.open_sitting(db, viewer, plan) is not None:
         return redirect(url_for("study.trial"))
     sittings.expire(db, plan, sittings.now())  # an abandoned sitting holds no group's place
+    if current_app.config["ONLINE"]:
+        return redirect(url_for("online.complete"))
     last = db.scalar(
         select(Session).where(Session.viewer_id == viewer.id).order_by(Session.id.desc()).limit(1)
     )

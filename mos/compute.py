@@ -12,6 +12,7 @@ import pyarrow.csv as pacsv
 
 from mos.estimators import MeanEstimator, P910Estimator
 from mos.pipeline import MosPipeline, StudyResult
+from mos.qc import ExclusionRules, exclude_participants, load_trials
 from mos.ratings import DEFAULT_DIMENSIONS, SCORE_MAX, SCORE_MIN, InputError, load_ratings
 from mos.scale import SCALES
 from mos.screening import (
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("LOW", "HIGH"),
         help="valid score range; a score outside it is an input error",
     )
+    _add_qc_arguments(parser)
     parser.add_argument("--no-report", action="store_true", help="write only the CSV files")
     parser.add_argument(
         "--reliability-rounds",
@@ -150,10 +152,12 @@ def run(args: argparse.Namespace) -> Path | None:
     if not dimensions:
         raise InputError("--dimensions names no score column")
     table = load_ratings(args.input, dimensions, tuple(args.score_range))
+    out = args.out if args.out is not None else _default_out(args.input)
+    if args.exclude:
+        table = _apply_exclusion(args, table, dimensions[0], out)
     pipeline = pipeline_from_args(args)
     pipeline.reliability_rounds = 0 if args.no_report else args.reliability_rounds
     result = pipeline.fit(table)
-    out = args.out if args.out is not None else _default_out(args.input)
     written = write_outputs(result, out, source=str(args.input), report=not args.no_report)
     if not args.quiet:
         for line in loo_note(result.viewers_frame()):
@@ -194,6 +198,79 @@ def write_outputs(result: StudyResult, out: Path, source: str, report: bool) -> 
     from mos.report import write_report  # matplotlib only when a report is wanted
 
     return write_report(result, mos, viewers, out, source)
+
+
+def _add_qc_arguments(parser: argparse.ArgumentParser) -> None:
+    """The exclusion rules of online studies (mos.qc.ExclusionRules); 'off' disables a rule."""
+    rules = ExclusionRules()
+    group = parser.add_argument_group(
+        "quality control of online studies (P.808-style exclusion before the MOS)"
+    )
+    group.add_argument(
+        "--exclude",
+        action="store_true",
+        help="drop the participants who break a rule below and write participants_qc.csv "
+        "(every participant's signals, whether excluded and why)",
+    )
+
+    def rule(flag: str, kind, default, text: str) -> None:
+        def parse(value: str):
+            if value == "off":
+                return None
+            try:
+                return kind(value)
+            except ValueError as error:
+                raise argparse.ArgumentTypeError(f"expected a number or 'off': {value}") from error
+
+        group.add_argument(flag, type=parse, default=default, help=f"{text} ('off' disables)")
+
+    rule("--min-trials", int, rules.min_trials, "exclude participants with fewer test trials")
+    rule("--max-gold-failures", int, rules.max_gold_failures, "failed gold trials allowed")
+    rule(
+        "--max-attention-failures",
+        int,
+        rules.max_attention_failures,
+        "failed attention checks allowed",
+    )
+    group.add_argument(
+        "--fast-seconds",
+        type=float,
+        default=rules.fast_seconds,
+        help="a test trial answered faster than this is too fast to have looked",
+    )
+    rule("--max-fast-share", float, rules.max_fast_share, "largest share of too-fast trials")
+    rule(
+        "--min-agreement",
+        float,
+        rules.min_agreement,
+        "smallest Pearson r with the other participants' mean (leave-one-out)",
+    )
+    rule("--min-score-std", float, rules.min_score_std, "smallest spread of own scores")
+
+
+def _apply_exclusion(args: argparse.Namespace, table, dimension: str, out: Path):
+    """Drop the excluded participants; write their verdicts; print a one-line summary."""
+    rules = ExclusionRules(
+        min_trials=args.min_trials,
+        max_gold_failures=args.max_gold_failures,
+        max_attention_failures=args.max_attention_failures,
+        fast_seconds=args.fast_seconds,
+        max_fast_share=args.max_fast_share,
+        min_agreement=args.min_agreement,
+        min_score_std=args.min_score_std,
+    )
+    trials = load_trials(args.input, dimension)
+    table, verdicts = exclude_participants(table, trials, rules)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the output folder {out}: {error.strerror}") from error
+    _write_csv(verdicts, out / "participants_qc.csv")
+    if not args.quiet:
+        n_out = int(verdicts["excluded"].sum())
+        print(f"quality control: excluded {n_out} of {len(verdicts)} participant(s)", end="")
+        print(f" (see {out / 'participants_qc.csv'})" if n_out else "")
+    return table
 
 
 def _write_csv(frame, path: Path) -> None:

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from studydb import Rating, Session, Stimulus, Viewer, make_engine, missing_tables
@@ -41,7 +41,18 @@ METADATA_COLUMNS = (
 )
 BUSY_TIMEOUT_MS = 30_000
 READ_CHUNK = 1_000_000
-_RESERVED_CSV_COLUMNS = {"viewer", "stimulus", "session", "nsfw", "repetition", "warmup"}
+QC_CSV_COLUMNS = {"check", "accept_low", "accept_high", "seconds"}
+"""Quality-control columns of a raw-ratings CSV (see :mod:`mos.qc`): rows with a ``check`` are
+gold or attention trials and never enter a MOS."""
+_RESERVED_CSV_COLUMNS = {
+    "viewer",
+    "stimulus",
+    "session",
+    "nsfw",
+    "repetition",
+    "warmup",
+    *QC_CSV_COLUMNS,
+}
 
 
 class InputError(Exception):
@@ -108,8 +119,15 @@ def _is_sqlite(path: Path) -> bool:
         return handle.read(16) == b"SQLite format 3\x00"
 
 
-def _ratings_query(dimensions: tuple[str, ...], id_range: tuple[int, int] | None = None):
-    """The one query of the schema's ratings: submitted, non-warm-up trials.
+def _ratings_query(
+    dimensions: tuple[str, ...],
+    id_range: tuple[int, int] | None = None,
+    has_checks: bool = True,
+):
+    """The one query of the schema's ratings: submitted, non-warm-up, non-check trials.
+
+    ``has_checks``: whether the database has ``ratings.check_kind`` (schema ≥ 4; an older study
+    is read as it is, without an upgrade, and has no check trials).
 
     No join: each rating's viewer comes from its session in numpy, which is much cheaper than
     letting SQLite join ten million rows.
@@ -126,6 +144,8 @@ def _ratings_query(dimensions: tuple[str, ...], id_range: tuple[int, int] | None
         Rating.nsfw.label("nsfw"),
         *columns,
     ).where(Rating.is_warmup.is_(False))
+    if has_checks:
+        query = query.where(Rating.check_kind.is_(None))
     if id_range is not None:
         query = query.where(Rating.id.between(*id_range))
     return query
@@ -141,6 +161,11 @@ def _stimuli_query():
 
 def _viewers_query():
     return select(Viewer.id, Viewer.code)
+
+
+def has_check_column(engine) -> bool:
+    """Whether the study records check trials (``ratings.check_kind``, schema ≥ 4)."""
+    return "check_kind" in {c["name"] for c in inspect(engine).get_columns("ratings")}
 
 
 def _check_study(engine, label: str) -> None:
@@ -162,6 +187,7 @@ def _read_sqlite(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
     engine = make_engine(path, read_only=True)
     try:
         _check_study(engine, str(path))
+        has_checks = has_check_column(engine)
         with engine.connect() as connection:
             # Two scalar subqueries: SQLite answers each from the primary key without a scan.
             low, high = connection.execute(
@@ -193,7 +219,10 @@ def _read_sqlite(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(workers) as pool:
             parts = list(
-                pool.map(lambda r: _numpy_columns(fetch(_ratings_query(dimensions, r))), ranges)
+                pool.map(
+                    lambda r: _numpy_columns(fetch(_ratings_query(dimensions, r, has_checks))),
+                    ranges,
+                )
             )
         ratings = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
         del parts
@@ -212,7 +241,7 @@ def _read_database_sqlalchemy(url: str, dimensions: tuple[str, ...]) -> RatingTa
         engine = make_engine(url, read_only=True)
         _check_study(engine, url)
         queries = (
-            _ratings_query(dimensions),
+            _ratings_query(dimensions, has_checks=has_check_column(engine)),
             _sessions_query(),
             _stimuli_query(),
             _viewers_query(),
@@ -333,6 +362,9 @@ def _read_csv(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
         raise InputError(f"{path}: no ratings")
     if "warmup" in columns:
         table = table.filter(pc.invert(pc.cast(table.column("warmup"), pa.bool_())))
+    if "check" in columns:
+        checks = pc.fill_null(pc.not_equal(pc.cast(table.column("check"), pa.string()), ""), False)
+        table = table.filter(pc.invert(checks))
     viewer, viewer_ids = _factorize(table.column("viewer"))
     stimulus, stimulus_ids = _factorize(table.column("stimulus"))
     if "session" in columns:

@@ -295,5 +295,117 @@ def _write_database(study: SimulatedStudy, out: Path) -> None:
     engine.dispose()
 
 
+# --- Online (crowd) participants -----------------------------------------------------------------
+
+PARTICIPANT_KINDS = ("careful", "biased", "noisy", "careless")
+"""Who takes an online sitting: careful raters, raters with a strong personal offset, erratic
+raters (both still looking, so no control should exclude them), and careless clickers (random
+answers, fast) whom the controls must catch."""
+
+GOLD_TRUTH = {"gold_high": 4.8, "gold_low": 0.4}
+"""True quality of the gold trials: a reference against itself, and a strongly degraded pair."""
+GOLD_SPREAD = 0.3
+"""Raters agree on gold trials: their ambiguity is small."""
+
+
+@dataclass
+class OnlineBehaviour:
+    """Shares of participant kinds and how each behaves (see :data:`PARTICIPANT_KINDS`)."""
+
+    careless: float = 0.10
+    biased: float = 0.10
+    noisy: float = 0.10
+    dropout: float = 0.15
+    """Share of participants who leave their sitting early (at a uniformly drawn trial)."""
+    bias: float = 1.0
+    """Offset of a biased rater (sign at random), against N(0, 0.3) for the others."""
+    noise_factor: float = 2.0
+    """How much more erratic a noisy rater is than a careful one."""
+
+    def __post_init__(self) -> None:
+        shares = (self.careless, self.biased, self.noisy, self.dropout)
+        if min(shares) < 0 or self.careless + self.biased + self.noisy > 1 or self.dropout > 1:
+            raise ValueError("participant shares must be ≥ 0 and the kinds must sum to ≤ 1")
+
+
+def online_stimuli(
+    n: int, rng: np.random.Generator, spreads: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Stimuli with a true quality and a per-image *spread* (how much raters disagree on it).
+
+    The true qualities, references and metadata are :func:`simulate`'s. ``spreads``: per-image
+    score standard deviations (0–5 scale) of a real study to resample from — e.g.
+    :func:`spreads_from_dataset` of sureal's public sets; by default uniform on 0.4–1.25, the
+    5th–95th percentile range of those sets. The part of it due to raters' offsets (0.3²) is
+    taken out, since the subject model removes offsets.
+    """
+    truth = _stimuli(n, rng).rename(columns={"true_consistency": "true_quality"})
+    truth = truth.drop(columns=["true_perception"])
+    total = rng.choice(spreads, n) if spreads is not None else rng.uniform(0.4, 1.25, n)
+    truth["spread"] = np.sqrt(np.maximum(np.asarray(total) ** 2 - 0.3**2, 0.05**2))
+    return truth
+
+
+def spreads_from_dataset(path: Path) -> np.ndarray:
+    """Per-stimulus score standard deviations of a sureal-style CSV, rescaled onto 0–5.
+
+    The file has columns viewer, stimulus, score (sureal's public sets in ``../shared/data/sureal``).
+    Raises ``ValueError`` for a file without those columns or with one distinct score.
+    """
+    frame = pd.read_csv(path)
+    if not {"stimulus", "score"} <= set(frame.columns):
+        raise ValueError(f"{path}: needs columns stimulus and score")
+    low, high = frame["score"].min(), frame["score"].max()
+    if not high > low:
+        raise ValueError(f"{path}: every score is the same")
+    spread = frame.groupby("stimulus")["score"].std().dropna().to_numpy()
+    return spread / (high - low) * 5.0
+
+
+def draw_participants(n: int, behaviour: OnlineBehaviour, rng: np.random.Generator) -> pd.DataFrame:
+    """``n`` online participants: kind, offset, noise factor, response speed and drop-out point.
+
+    ``leaves_at`` is the fraction of their sitting after which a drop-out leaves (1: stays).
+    """
+    shares = np.array([behaviour.biased, behaviour.noisy, behaviour.careless])
+    kind = rng.choice(
+        PARTICIPANT_KINDS, size=n, p=np.concatenate([[1 - shares.sum()], shares]).clip(0)
+    )
+    bias = rng.normal(0.0, 0.3, n)
+    biased = kind == "biased"
+    bias[biased] = behaviour.bias * rng.choice([-1.0, 1.0], int(biased.sum()))
+    noise = rng.uniform(0.8, 1.2, n) * np.where(kind == "noisy", behaviour.noise_factor, 1.0)
+    careless = kind == "careless"
+    # Median seconds per trial: careful people look (≈ 6 s), careless ones click (≈ 0.9 s).
+    speed = np.where(careless, 0.9, 6.0) * rng.lognormal(0.0, 0.2, n)
+    leaves = np.where(rng.random(n) < behaviour.dropout, rng.uniform(0.05, 0.95, n), 1.0)
+    return pd.DataFrame(
+        {"kind": kind, "bias": bias, "noise": noise, "speed": speed, "leaves_at": leaves}
+    )
+
+
+def rate_online(
+    participant: pd.Series | object,
+    quality: np.ndarray,
+    spread: np.ndarray,
+    asked: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One participant's scores and seconds on a sitting's trials.
+
+    ``quality``/``spread``: the true quality and spread of each trial's pair; ``asked``: for an
+    attention check the score the page asks for (NaN elsewhere). A careless participant answers
+    uniformly at random; everyone else rates q + offset + noise × spread × ε (on an attention check:
+    the asked score ± 0.1). Scores are clipped to 0–5 and rounded to the slider's 0.1 step.
+    """
+    k = quality.size
+    careless = participant.kind == "careless"
+    honest = quality + participant.bias + participant.noise * spread * rng.standard_normal(k)
+    honest = np.where(np.isnan(asked), honest, asked + 0.1 * rng.standard_normal(k))
+    score = rng.uniform(0.0, 5.0, k) if careless else honest
+    seconds = participant.speed * rng.lognormal(0.0, 0.5, k)
+    return np.clip(np.round(score, 1), 0.0, 5.0), seconds
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,13 +28,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bumped whenever a table changes, so an old study database can be recognised and upgraded.
 
 2: ``trials`` (the per-viewer order kept on the server) and the break/closing fields of sessions.
 3: the sitting lifecycle — ``sessions.last_active_at`` / ``trained_at``, one open sitting per
 viewer (a partial unique index), ``trials.served_at`` and ``ratings.scale``.
+4: quality control of online studies — ``trials.check_kind`` / ``accept_low`` / ``accept_high``
+(gold trials and attention checks with their accepted score range) and ``ratings.check_kind``
+(so that readers leave check trials out of every MOS without a join).
 """
+
+CHECK_KINDS = ("gold", "attention")
+"""Values of ``check_kind``: a trial with a known answer, or one that asks for a given score.
+NULL is an ordinary test trial."""
 
 CLOSED_REASONS = ("completed", "time limit", "abandoned", "closed by experimenter")
 """Why a sitting closed (``sessions.closed_reason``); NULL while it is open."""
@@ -181,6 +188,13 @@ class Trial(Base):
     served_at: Mapped[dt.datetime | None] = mapped_column(
         DateTime(timezone=True), doc="latest serving: the minimum viewing time runs from here"
     )
+    check_kind: Mapped[str | None] = mapped_column(
+        String(16), doc="one of CHECK_KINDS for a quality-control trial, NULL for a test trial"
+    )
+    accept_low: Mapped[float | None] = mapped_column(
+        Float, doc="a check trial passes when its score lies in [accept_low, accept_high]"
+    )
+    accept_high: Mapped[float | None] = mapped_column(Float)
 
     session: Mapped[Session] = relationship(back_populates="trials")
     stimulus: Mapped[Stimulus] = relationship()
@@ -220,6 +234,9 @@ class Rating(Base):
         Float, doc="common factor both images were drawn at (1 = one image pixel per screen pixel)"
     )
     submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    check_kind: Mapped[str | None] = mapped_column(
+        String(16), doc="copied from the trial: check trials never enter a MOS"
+    )
 
     session: Mapped[Session] = relationship(back_populates="ratings")
     stimulus: Mapped[Stimulus] = relationship()

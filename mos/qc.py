@@ -1,0 +1,367 @@
+"""Quality control of online participants: per-participant signals and the exclusion rules.
+
+After ITU-T P.808 (crowdsourced listening tests, clause 8 and Annex): a participant's ratings are
+dropped when they fail the study's built-in controls, and the report says who was dropped and why.
+The signals, all per participant:
+
+- **gold trials** — pairs with a known answer (a reference against itself must score high, a
+  strongly degraded pair low); a gold trial *fails* when its score lies outside its accepted range;
+- **attention checks** — a page that asks for a given score ("set the slider to 1"); fails
+  outside the accepted range;
+- **timing** — test trials answered faster than ``fast_seconds`` (too fast to have looked);
+- **agreement** — Pearson correlation of the participant's scores with the other participants'
+  (bias-corrected) mean of the same images, over images that at least two others rated;
+- **spread** — the standard deviation of the participant's own scores (a straight-liner's is ~0).
+
+:class:`ExclusionRules` holds the thresholds (defaults documented on each field); :meth:`apply`
+returns each participant's decision with every reason. The same code runs live in the app, in the
+simulated online studies (``mos.online_study``) and in ``mos.compute --exclude``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import and_, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from mos.ratings import InputError, RatingTable, has_check_column
+from studydb import Rating, Session, Trial, Viewer, make_engine
+
+CHECK_KINDS = ("gold", "attention")
+"""Values of a trial's ``check`` column; anything else (empty) is a test trial."""
+
+SIGNAL_COLUMNS = (
+    "participant",
+    "trials",
+    "gold_trials",
+    "gold_failures",
+    "attention_trials",
+    "attention_failures",
+    "fast_trials",
+    "agreement",
+    "score_std",
+)
+
+
+@dataclass(frozen=True)
+class ExclusionRules:
+    """When a participant's ratings are excluded; a rule set to None is off.
+
+    Defaults follow P.808's practice of zero tolerance on gold and attention trials, and its
+    correlation floor, loosened where a careful but erratic rater would otherwise be lost.
+    """
+
+    min_trials: int | None = 10
+    """Fewer test trials than this (a drop-out in the first minute): too little to judge or use."""
+    max_gold_failures: int | None = 0
+    """Any failed gold trial excludes (a careful rater passes them: they are unambiguous)."""
+    max_attention_failures: int | None = 0
+    """Any failed attention check excludes."""
+    fast_seconds: float = 1.5
+    """A test trial answered within this many seconds counts as too fast."""
+    max_fast_share: float | None = 0.2
+    """More than this share of too-fast test trials excludes."""
+    min_agreement: float | None = 0.3
+    """A correlation with the others below this excludes (when it is known: ≥ 5 shared images)."""
+    min_score_std: float | None = 0.15
+    """Scores this constant (a straight-liner) exclude."""
+
+    def apply(self, signals: pd.DataFrame) -> pd.DataFrame:
+        """``signals`` (one row per participant, :data:`SIGNAL_COLUMNS`) with ``excluded`` and
+        ``reasons`` (semicolon-separated, empty for a kept participant) added."""
+        reasons = [[] for _ in range(len(signals))]
+
+        def rule(mask: np.ndarray, text: str) -> None:
+            for i in np.flatnonzero(mask):
+                reasons[i].append(text)
+
+        s = signals
+        if self.min_trials is not None:
+            rule(s["trials"].to_numpy() < self.min_trials, f"fewer than {self.min_trials} trials")
+        if self.max_gold_failures is not None:
+            rule(
+                s["gold_failures"].to_numpy() > self.max_gold_failures,
+                f"failed more than {self.max_gold_failures} gold trial(s)",
+            )
+        if self.max_attention_failures is not None:
+            rule(
+                s["attention_failures"].to_numpy() > self.max_attention_failures,
+                f"failed more than {self.max_attention_failures} attention check(s)",
+            )
+        if self.max_fast_share is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                share = s["fast_trials"].to_numpy() / s["trials"].to_numpy()
+            rule(
+                np.nan_to_num(share) > self.max_fast_share,
+                f"over {self.max_fast_share:.0%} of trials faster than {self.fast_seconds:g} s",
+            )
+        if self.min_agreement is not None:
+            agreement = s["agreement"].to_numpy(dtype=float)
+            rule(
+                np.isfinite(agreement) & (agreement < self.min_agreement),
+                f"agreement with others below {self.min_agreement:g}",
+            )
+        if self.min_score_std is not None:
+            spread = s["score_std"].to_numpy(dtype=float)
+            rule(
+                np.isfinite(spread) & (spread < self.min_score_std),
+                f"score spread below {self.min_score_std:g} (straight-lining)",
+            )
+        out = signals.copy()
+        out["excluded"] = [bool(r) for r in reasons]
+        out["reasons"] = ["; ".join(r) for r in reasons]
+        return out
+
+    def describe(self) -> dict[str, object]:
+        """The rules as a plain dict (written into reports, so a result names its rules)."""
+        return asdict(self)
+
+
+def qc_signals(
+    trials: pd.DataFrame,
+    fast_seconds: float = ExclusionRules.fast_seconds,
+    others_quality: np.ndarray | None = None,
+    others_count: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Per-participant signals from per-trial rows.
+
+    ``trials`` columns: participant, stimulus (integer code), score, seconds (NaN if unknown),
+    check (``"gold"``, ``"attention"`` or empty), low and high (a check's accepted score range).
+    Agreement: with ``others_quality`` (and ``others_count``), against those per-image values —
+    the live case, where the others' estimate excludes this participant already; without them,
+    leave-one-out against the mean of every other participant's rating of the same image.
+    """
+    check = trials["check"].fillna("").to_numpy()
+    score = trials["score"].to_numpy(dtype=float)
+    failed = (score < trials["low"].to_numpy(dtype=float)) | (
+        score > trials["high"].to_numpy(dtype=float)
+    )
+    codes, participant = np.unique(trials["participant"].to_numpy(), return_inverse=True)
+    m = codes.size
+    test = ~np.isin(check, CHECK_KINDS)
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(participant[mask], minlength=m)
+
+    seconds = trials["seconds"].to_numpy(dtype=float)
+    n_test = count(test)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(participant[test], weights=score[test], minlength=m) / n_test
+        var = np.bincount(
+            participant[test], weights=(score[test] - mean[participant[test]]) ** 2, minlength=m
+        ) / np.maximum(n_test - 1, 0)
+    frame = pd.DataFrame(
+        {
+            "participant": codes,
+            "trials": n_test,
+            "gold_trials": count(check == "gold"),
+            "gold_failures": count((check == "gold") & failed),
+            "attention_trials": count(check == "attention"),
+            "attention_failures": count((check == "attention") & failed),
+            "fast_trials": count(test & (seconds < fast_seconds)),
+            "agreement": _agreement(
+                participant[test],
+                trials["stimulus"].to_numpy()[test].astype(np.int64),
+                score[test],
+                m,
+                others_quality,
+                others_count,
+            ),
+            "score_std": np.sqrt(var),
+        }
+    )
+    return frame
+
+
+def _agreement(
+    participant: np.ndarray,
+    stimulus: np.ndarray,
+    score: np.ndarray,
+    m: int,
+    others_quality: np.ndarray | None,
+    others_count: np.ndarray | None,
+    min_shared: int = 5,
+) -> np.ndarray:
+    """Per-participant Pearson r between own scores and the others' per-image means (vectorised)."""
+    if others_quality is None:
+        n_images = int(stimulus.max()) + 1 if stimulus.size else 0
+        total = np.bincount(stimulus, weights=score, minlength=n_images)
+        count = np.bincount(stimulus, minlength=n_images)
+        others_n = count[stimulus] - 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            other = (total[stimulus] - score) / others_n
+    else:
+        other = np.asarray(others_quality, dtype=float)[stimulus]
+        others_n = (
+            np.asarray(others_count)[stimulus]
+            if others_count is not None
+            else np.full(stimulus.size, 2)
+        )
+    use = (others_n >= 2) & np.isfinite(other)
+    p, x, y = participant[use], score[use], other[use]
+    n = np.bincount(p, minlength=m).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = np.bincount(p, weights=x, minlength=m) / n
+        my = np.bincount(p, weights=y, minlength=m) / n
+        dx, dy = x - mx[p], y - my[p]
+        cov = np.bincount(p, weights=dx * dy, minlength=m)
+        sx = np.bincount(p, weights=dx * dx, minlength=m)
+        sy = np.bincount(p, weights=dy * dy, minlength=m)
+        r = cov / np.sqrt(sx * sy)
+    return np.where(n >= min_shared, r, np.nan)
+
+
+def load_trials(source: str | Path, dimension: str) -> pd.DataFrame:
+    """Every non-warm-up trial of a study, checks included, as :func:`qc_signals` reads them.
+
+    A study database: the check kind and accepted range come from ``trials`` (schema ≥ 4; an older
+    study has no checks), the seconds from the trial's latest serving to the submission. A CSV:
+    the columns viewer, stimulus, ``dimension`` and optionally check, accept_low, accept_high,
+    seconds and warmup. Raises :class:`InputError` for anything unreadable.
+    """
+    text = str(source)
+    path = Path(text).expanduser()
+    if "://" in text or _is_sqlite(path):
+        frame = _trials_from_database(text, dimension)
+    else:
+        frame = _trials_from_csv(path, dimension)
+    frame["stimulus"] = pd.factorize(frame["stimulus"])[0]
+    return frame
+
+
+def exclude_participants(
+    table: RatingTable, trials: pd.DataFrame, rules: ExclusionRules
+) -> tuple[RatingTable, pd.DataFrame]:
+    """Apply ``rules`` to the signals of ``trials``; return the table without the excluded
+    participants' ratings, and the per-participant verdicts (signals, excluded, reasons)."""
+    verdicts = rules.apply(qc_signals(trials, rules.fast_seconds))
+    excluded = set(verdicts.loc[verdicts["excluded"], "participant"].astype(str))
+    drop = np.array([str(code) in excluded for code in table.viewer_ids])
+    keep = ~drop[table.viewer]
+    if not keep.any():
+        raise InputError("the exclusion rules exclude every participant; see --exclude options")
+    return _select_rows(table, keep), verdicts
+
+
+def _select_rows(table: RatingTable, keep: np.ndarray) -> RatingTable:
+    """The table's rows ``keep``, with viewers, stimuli and sessions re-coded densely."""
+
+    def recode(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        present, dense = np.unique(codes[keep], return_inverse=True)
+        return dense.astype(np.intp), present
+
+    viewer, viewers = recode(table.viewer)
+    stimulus, stimuli = recode(table.stimulus)
+    session, sessions = recode(table.session)
+    return replace(
+        table,
+        viewer=viewer,
+        stimulus=stimulus,
+        session=session,
+        scores={k: v[keep] for k, v in table.scores.items()},
+        nsfw=None if table.nsfw is None else table.nsfw[keep],
+        viewer_ids=table.viewer_ids[viewers],
+        stimulus_ids=table.stimulus_ids[stimuli],
+        n_sessions=sessions.size,
+    )
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(16) == b"SQLite format 3\x00"
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read ({error.strerror})") from error
+
+
+def trials_query(has_checks: bool = True):
+    """The SQL of every submitted non-warm-up trial with what quality control needs.
+
+    Shared by ``mos.compute --exclude`` and the app (admin QC page, online allocation), so both
+    judge participants on the same rows. ``has_checks``: schema ≥ 4 (an older study has none).
+    """
+    trial = and_(Trial.session_id == Rating.session_id, Trial.position == Rating.position)
+    served = Trial.served_at if has_checks else Trial.shown_at
+    checks = (
+        (Trial.check_kind.label("check"), Trial.accept_low, Trial.accept_high) if has_checks else ()
+    )
+    return (
+        select(
+            Viewer.code.label("participant"),
+            Rating.stimulus_id.label("stimulus"),
+            Rating.consistency,
+            Rating.perception,
+            Rating.submitted_at,
+            served.label("served_at"),
+            *checks,
+        )
+        .join(Session, Session.id == Rating.session_id)
+        .join(Viewer, Viewer.id == Session.viewer_id)
+        .outerjoin(Trial, trial)
+        .where(Rating.is_warmup.is_(False))
+    )
+
+
+def trials_frame(raw: pd.DataFrame, dimension: str = "consistency") -> pd.DataFrame:
+    """The rows of :func:`trials_query` as :func:`qc_signals` reads them (stimulus ids kept)."""
+    if dimension not in raw:
+        raise InputError(f"unknown score column '{dimension}'")
+    frame = raw.rename(columns={dimension: "score"})
+    submitted = pd.to_datetime(frame["submitted_at"], utc=True, format="mixed")
+    shown = pd.to_datetime(frame["served_at"], utc=True, format="mixed")
+    frame = frame.assign(seconds=(submitted - shown).dt.total_seconds())
+    for column in ("check", "accept_low", "accept_high"):
+        if column not in frame:
+            frame[column] = np.nan
+    return _normalized(frame)
+
+
+def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
+    engine = None
+    try:
+        engine = make_engine(location, read_only=True)
+        query = trials_query(has_check_column(engine))
+        with engine.connect() as connection:
+            raw = pd.read_sql(query, connection)
+    except (SQLAlchemyError, ImportError) as error:
+        raise InputError(f"{location}: cannot read the study's trials ({error})") from error
+    finally:
+        if engine is not None:
+            engine.dispose()
+    return trials_frame(raw, dimension)
+
+
+def _trials_from_csv(path: Path, dimension: str) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype={"viewer": str, "stimulus": str, "check": str})
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise InputError(f"{path}: not a readable CSV of ratings ({error})") from error
+    missing = {"viewer", "stimulus", dimension} - set(frame.columns)
+    if missing:
+        raise InputError(f"{path}: no column(s) {', '.join(sorted(missing))}")
+    if "warmup" in frame:
+        frame = frame[~frame["warmup"].astype(bool)]
+    frame = frame.rename(columns={"viewer": "participant", dimension: "score"})
+    for column in ("check", "accept_low", "accept_high", "seconds"):
+        if column not in frame:
+            frame[column] = np.nan
+    return _normalized(frame)
+
+
+def _normalized(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame[["participant", "stimulus", "score", "seconds", "check"]].copy()
+    out["check"] = out["check"].astype(object).fillna("").astype(str)
+    bad = sorted(set(out["check"]) - {"", *CHECK_KINDS})
+    if bad:
+        raise InputError(
+            f"unknown check kind(s): {', '.join(bad)} (known: {', '.join(CHECK_KINDS)})"
+        )
+    out["low"] = pd.to_numeric(frame["accept_low"], errors="coerce").to_numpy()
+    out["high"] = pd.to_numeric(frame["accept_high"], errors="coerce").to_numpy()
+    out["seconds"] = pd.to_numeric(out["seconds"], errors="coerce")
+    out["participant"] = out["participant"].astype(str)
+    return out.reset_index(drop=True)

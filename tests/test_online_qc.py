@@ -1,0 +1,191 @@
+"""``mos.compute --exclude``: P.808-style exclusion from a CSV or a study database with checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mos.compute import main
+from studydb import Rating, Session, Stimulus, Trial, Viewer, create_study
+
+N_IMAGES = 30
+CAREFUL = [f"p{i}" for i in range(1, 8)]
+
+
+def _rows(rng: np.random.Generator) -> list[dict]:
+    truth = np.linspace(0.5, 4.5, N_IMAGES)
+    rows = []
+    for person in ["p0", *CAREFUL]:
+        careless = person == "p0"
+        for img in range(N_IMAGES):
+            score = rng.uniform(0, 5) if careless else truth[img] + 0.3 * rng.standard_normal()
+            rows.append(
+                dict(
+                    viewer=person,
+                    stimulus=f"img{img:02d}",
+                    consistency=float(np.clip(round(score, 1), 0, 5)),
+                    seconds=0.7 if careless else 5.0,
+                    check="",
+                )
+            )
+        rows.append(
+            dict(
+                viewer=person,
+                stimulus="gold-same",
+                consistency=1.2 if careless else 4.8,
+                seconds=5.0,
+                check="gold",
+                accept_low=3.0,
+                accept_high=5.0,
+            )
+        )
+    return rows
+
+
+def test_csv_exclusion_drops_the_careless_participant_and_says_why(tmp_path, capsys):
+    path = tmp_path / "ratings.csv"
+    pd.DataFrame(_rows(np.random.default_rng(0))).to_csv(path, index=False)
+    out = tmp_path / "mos"
+    code = main([str(path), "--dimensions", "consistency", "--exclude", "--out", str(out)])
+    assert code == 0
+    qc = pd.read_csv(out / "participants_qc.csv").set_index("participant")
+    assert qc["excluded"].tolist() == [True] + [False] * 7
+    reasons = qc.loc["p0", "reasons"]
+    assert "gold" in reasons and "faster than" in reasons and "agreement" in reasons
+    assert "excluded 1 of 8" in capsys.readouterr().out
+    mos = pd.read_csv(out / "mos.csv")
+    assert "gold-same" not in set(mos["stimulus"])  # check trials never enter a MOS
+    assert (mos["consistency_n"] <= 7).all()
+    viewers = pd.read_csv(out / "viewers.csv")
+    assert "p0" not in set(viewers["viewer"])
+
+
+def test_rules_are_configurable_and_off_disables_one(tmp_path):
+    path = tmp_path / "ratings.csv"
+    pd.DataFrame(_rows(np.random.default_rng(1))).to_csv(path, index=False)
+    out = tmp_path / "mos"
+    args = [str(path), "--dimensions", "consistency", "--exclude", "--out", str(out), "--quiet"]
+    off = ["--max-gold-failures", "off", "--max-fast-share", "off", "--min-agreement", "off"]
+    assert main(args + off) == 0
+    assert not pd.read_csv(out / "participants_qc.csv")["excluded"].any()
+    with pytest.raises(SystemExit):
+        main(args + ["--min-agreement", "high"])
+
+
+def test_excluding_everyone_is_a_clear_input_error(tmp_path, capsys):
+    path = tmp_path / "ratings.csv"
+    pd.DataFrame(_rows(np.random.default_rng(2))).to_csv(path, index=False)
+    args = [str(path), "--dimensions", "consistency", "--exclude", "--out", str(tmp_path / "m")]
+    assert main(args + ["--min-trials", "1000"]) == 2
+    assert "exclude every participant" in capsys.readouterr().err
+
+
+def test_unknown_check_kind_is_refused(tmp_path, capsys):
+    rows = _rows(np.random.default_rng(3))
+    rows[0]["check"] = "trap"
+    path = tmp_path / "ratings.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    assert main([str(path), "--dimensions", "consistency", "--exclude", "--quiet"]) == 2
+    assert "unknown check kind" in capsys.readouterr().err
+
+
+def test_database_checks_and_timing_come_from_the_trials(tmp_path):
+    """Gold trials stored as trials with a check kind; seconds from serving to submission."""
+    db_path = tmp_path / "study.db"
+    engine = create_study(db_path)
+    rng = np.random.default_rng(4)
+    start = dt.datetime(2026, 3, 1, 9, tzinfo=dt.UTC)
+    truth = np.linspace(0.5, 4.5, N_IMAGES)
+    with engine.begin() as db:
+        db.execute(
+            Stimulus.__table__.insert(),
+            [
+                {"id": i + 1, "key": f"img{i:02d}", "distorted_path": "d", "reference_path": "r"}
+                for i in range(N_IMAGES + 1)
+            ],
+        )
+        gold = N_IMAGES + 1
+        for v, person in enumerate(["p0", *CAREFUL], start=1):
+            careless = person == "p0"
+            db.execute(Viewer.__table__.insert(), [{"id": v, "code": person, "created_at": start}])
+            db.execute(
+                Session.__table__.insert(),
+                [{"id": v, "viewer_id": v, "started_at": start, "closed_reason": "completed"}],
+            )
+            trials, ratings = [], []
+            for position in range(N_IMAGES + 1):
+                is_gold = position == N_IMAGES
+                stimulus = gold if is_gold else position + 1
+                if is_gold:
+                    score = 0.5 if careless else 4.9
+                elif careless:
+                    score = rng.uniform(0, 5)
+                else:
+                    score = truth[position] + 0.3 * rng.standard_normal()
+                served = start + dt.timedelta(seconds=10 * position)
+                took = dt.timedelta(seconds=0.6 if careless else 6.0)
+                trials.append(
+                    {
+                        "session_id": v,
+                        "position": position,
+                        "stimulus_id": stimulus,
+                        "served_at": served,
+                        "check_kind": "gold" if is_gold else None,
+                        "accept_low": 3.0 if is_gold else None,
+                        "accept_high": 5.0 if is_gold else None,
+                    }
+                )
+                ratings.append(
+                    {
+                        "session_id": v,
+                        "stimulus_id": stimulus,
+                        "position": position,
+                        "consistency": float(np.clip(round(score, 1), 0, 5)),
+                        "perception": float(np.clip(round(score, 1), 0, 5)),
+                        "submitted_at": served + took,
+                        "check_kind": "gold" if is_gold else None,
+                    }
+                )
+            db.execute(Trial.__table__.insert(), trials)
+            db.execute(Rating.__table__.insert(), ratings)
+    engine.dispose()
+    out = tmp_path / "mos"
+    assert main([str(db_path), "--exclude", "--out", str(out), "--no-report", "--quiet"]) == 0
+    qc = pd.read_csv(out / "participants_qc.csv").set_index("participant")
+    assert qc.loc["p0", "excluded"] and not qc.drop(index="p0")["excluded"].any()
+    assert qc.loc["p0", "gold_failures"] == 1 and qc.loc["p0", "fast_trials"] == N_IMAGES
+    assert (qc["gold_trials"] == 1).all() and (qc["trials"] == N_IMAGES).all()
+    mos = pd.read_csv(out / "mos.csv")
+    assert len(mos) == N_IMAGES  # the gold pair is not a stimulus of the MOS
+    # Without --exclude the checks still stay out of the MOS.
+    assert main([str(db_path), "--out", str(tmp_path / "all"), "--no-report", "--quiet"]) == 0
+    assert len(pd.read_csv(tmp_path / "all" / "mos.csv")) == N_IMAGES
+
+
+def test_a_study_from_before_schema_4_is_read_without_checks(tmp_path):
+    """mos reads an older study as it is (read-only, no upgrade): no check columns, no checks."""
+    import sqlite3
+
+    from mos.simulate import SimulationConfig, simulate, write_study
+
+    db_path = tmp_path / "old.db"
+    write_study(simulate(SimulationConfig(stimuli=40, viewers=6, bad_viewers=1)), db_path)
+    with sqlite3.connect(db_path) as db:
+        for table, column in [
+            ("ratings", "check_kind"),
+            ("trials", "check_kind"),
+            ("trials", "accept_low"),
+            ("trials", "accept_high"),
+        ]:
+            db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    out = tmp_path / "mos"
+    rules = ["--max-fast-share", "off"]  # the simulated study has no serving times
+    assert (
+        main([str(db_path), "--exclude", *rules, "--out", str(out), "--no-report", "--quiet"]) == 0
+    )
+    qc = pd.read_csv(out / "participants_qc.csv")
+    assert len(qc) == 6 and (qc["gold_trials"] == 0).all()
+    assert len(pd.read_csv(out / "mos.csv")) == 40
