@@ -221,7 +221,9 @@ def test_two_cmc_runs_against_the_ladder(tmp_path, ladder, cmc_runs, capsys):
     points = pd.read_csv(out / "points.csv")
     assert set(points["curve"]) == {"steps2 SD15", "steps4 SD15", "HEVC", "AV1"}
     cmc = points[points["curve"] == "steps2 SD15"]
-    assert set(cmc["point"]) == {"Text", "Pixel", "Image", "Full"}
+    names = {"Text": "Text", "Pixel": "Pixel", "Image": "Image, target 0.1 bpp",
+             "Full": "Full, target 0.1 bpp"}  # fmt: skip
+    assert set(cmc["point"]) == set(names.values())
     assert (cmc["n"] == len(DEMO_NAMES)).all()
     manifest = pd.read_csv(cmc_runs[0])
     # independently: each mode's mean bpp and mean PSNR, from the manifest and the image files
@@ -230,8 +232,8 @@ def test_two_cmc_runs_against_the_ladder(tmp_path, ladder, cmc_runs, capsys):
     per_mode = manifest.groupby("mode")[["bpp", "psnr"]].mean()
     mine = cmc[cmc["metric"] == "psnr"].set_index("point")
     for mode, row in per_mode.iterrows():
-        assert mine.loc[mode, "bpp"] == pytest.approx(row["bpp"])
-        assert mine.loc[mode, "mean"] == pytest.approx(row["psnr"], abs=1e-3)
+        assert mine.loc[names[mode], "bpp"] == pytest.approx(row["bpp"])
+        assert mine.loc[names[mode], "mean"] == pytest.approx(row["psnr"], abs=1e-3)
     types = points.drop_duplicates("metric").set_index("metric")
     assert types.loc["fid", "type"] == "perception" and bool(types.loc["fid", "lower_better"])
     assert types.loc["clipsim", "type"] == "consistency"
@@ -242,6 +244,23 @@ def test_two_cmc_runs_against_the_ladder(tmp_path, ladder, cmc_runs, capsys):
     assert len(bd) == 2 * 2 * 3
     undefined = bd[(bd["bd_rate_percent"] == "") | (bd["bd_quality"] == "")]
     assert (undefined["note"] != "").all()  # every empty cell is explained
+
+
+def test_a_ladder_made_at_bpp_targets_gives_one_point_per_target(tmp_path, refs):
+    ladder = tmp_path / "ladder"
+    assert generate_main(["ladder", "--references", str(refs), "--out", str(ladder), "--codecs",
+                          "hevc", "--bpp", "0.5,1", "--workers", "1"]) == 0  # fmt: skip
+    out = tmp_path / "out"
+    args = [str(ladder / "manifest.csv"), "--out", str(out), "--metric", "psnr", "--quiet",
+            "--device", "cpu"]  # fmt: skip
+    assert compare_main(args) == 0
+    points = pd.read_csv(out / "points.csv").set_index("point")
+    assert sorted(points.index) == ["Codec, target 0.5 bpp", "Codec, target 1 bpp"]
+    manifest = pd.read_csv(ladder / "manifest.csv")
+    for target, group in manifest.groupby("codec_target_bpp"):
+        assert points.loc[f"Codec, target {target:g} bpp", "bpp"] == pytest.approx(
+            group["bpp"].mean()
+        )
 
 
 def test_sweeps_give_one_point_per_qp_and_per_caption_length(tmp_path, refs, ladder, monkeypatch):
