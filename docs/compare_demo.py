@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     code = compare_main([str(ladder / "manifest.csv"), str(run / "manifest.csv"), "--out", str(report),
                          "--metric", "psnr", "--metric", "clipsim",
                          "--metric", "fid", "--no-pretrained",
-                         "--device", "cpu", "--title", "Demo: 5 references at 768×512, AVC / HEVC / "
-                         "AV1 against two tiny random-weight decoders (no real CMC result)"])  # fmt: skip
+                         "--device", "cpu", "--title", "Demo: AVC / HEVC / AV1 against two tiny "
+                         "random-weight decoders (not a CMC result)"])  # fmt: skip
     if code:
         return code
     shutil.copy(report / "figure.png", args.out)
