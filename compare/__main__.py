@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and the codec ladder's — with any metrics, and report rate–quality curves, every point, "
         "and BD-rate / BD-quality of each CMC curve against each codec curve. A curve is a "
         "manifest's `model` (AVC/HEVC/AV1/VVC for the ladder, whose rows have mode `Codec`); a "
-        "point is its `mode`, `codec_qp` and `caption_words`; its rate is the mean bpp.",
+        "point is its `mode`, `codec_qp`, `codec_target_bpp` and `caption_words`; its rate is the mean bpp.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("manifests", nargs="*", default=[], help="manifest CSVs (generate's)")

@@ -1,8 +1,9 @@
 """Manifests → curves and points: which images make up each rate–quality point.
 
 A curve is grouped by ``model`` (the ladder's AVC/HEVC/AV1/VVC, or a T2I model), prefixed by the
-manifest's label when one is given; a point on it by ``mode``, ``codec_qp`` and
-``caption_words``, whichever exist and are filled in. A point's rate is the mean bpp over its
+manifest's label when one is given; a point on it by ``mode``, ``codec_qp``,
+``codec_target_bpp`` (a ladder or run made with a bpp search) and ``caption_words``, whichever
+exist and are filled in. A point's rate is the mean bpp over its
 images. Curves whose rows all have mode ``Codec`` are the anchors (traditional codecs); every
 other curve is a CMC method, compared against each anchor.
 """
@@ -17,9 +18,13 @@ import pandas as pd
 from studydb.manifest import ManifestError, read_manifest
 
 CURVE_BY = ("model",)
-POINT_BY = ("mode", "codec_qp", "caption_words")
+POINT_BY = ("mode", "codec_qp", "codec_target_bpp", "caption_words")
 CODEC_MODE = "codec"
-POINT_NAMES = {"codec_qp": "QP {}", "caption_words": "{} words"}
+POINT_NAMES = {
+    "codec_qp": "QP {}",
+    "codec_target_bpp": "target {} bpp",
+    "caption_words": "{} words",
+}
 
 
 class InputError(ValueError):

@@ -2,10 +2,14 @@
 
 python docs/compare_demo.py [--work DIR]
 
-The five demo references (annotate/demo_data/*.png) are encoded by HEVC and AV1 at four QPs
-each (high QPs), and decoded in every CMC mode by two *tiny random-weight* decoders (tests/tiny_models.py,
-in the SD-1.5 and SDXL layouts), then scored offline with PSNR, SSIM, a random-weight CLIP
-(CLIPSIM), random-weight TOPIQ-NR and FID on a random Inception. Everything runs on a CPU without
+The five demo photographs (annotate/demo_data/*.png), resized to 768×512 as in
+bench/codec_qp.py, go through the real workflow: ``generate ladder`` codes them with AVC, HEVC
+and AV1 at four target rates (``--bpp``, searched per image, down to CMC's rates: a fixed QP
+cannot bring HEVC or AV1 that low), ``generate run`` decodes them in every CMC mode with two
+*tiny random-weight* decoders (tests/tiny_models.py, in the SD-1.5 and SDXL layouts), and
+``python -m compare`` scores everything offline with PSNR, a random-weight CLIP (CLIPSIM) and
+FID on a random Inception (three metrics only: at 768×512 on a shared 2-core CPU, pyiqa's SSIM
+took 6 s an image and each network 2–3 s). Everything runs on a CPU without
 downloads — so the CMC curves say nothing about CMC: a real study uses real decoders and real
 metric weights, with the same commands.
 """
@@ -19,18 +23,19 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from compare.__main__ import main as compare_main  # noqa: E402
 from generate.__main__ import main as generate_main  # noqa: E402
-from tests.compare_helpers import write_ladder  # noqa: E402
 from tests.tiny_models import save_sd, save_sdxl  # noqa: E402
 
 DEMO = ROOT / "annotate" / "demo_data"
-# the codecs' lowest rates, so their curves reach down towards CMC's 0.002–0.03 bpp
-DEMO_LADDER = {"HEVC": ("hevc", (36, 42, 47, 51)), "AV1": ("av1", (48, 54, 59, 63))}
+SIZE = (768, 512)
+# the codecs' rates reach down to CMC's Image / Full modes (the run's default 0.024 bpp hint)
+LADDER_BPP = "0.008,0.016,0.032,0.064"
 CAPTIONS = {
     "astronaut.png": "An astronaut in a white suit in front of an American flag.",
     "chelsea.png": "A tabby cat lying on a wooden floor.",
@@ -46,8 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "compare.png")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="compare-demo-"))
-    refs = sorted(DEMO.glob("*.png"))
-    ladder = write_ladder(refs, work / "ladder", DEMO_LADDER)
+    refs = work / "refs"
+    refs.mkdir(parents=True, exist_ok=True)
+    for path in sorted(DEMO.glob("*.png")):
+        Image.open(path).convert("RGB").resize(SIZE, Image.Resampling.LANCZOS).save(
+            refs / path.name
+        )
+    ladder = work / "ladder"
+    code = generate_main(["ladder", "--references", str(refs), "--out", str(ladder),
+                          "--codecs", "avc,hevc,av1", "--bpp", LADDER_BPP])  # fmt: skip
+    if code:
+        return code
     save_sd(work / "weights" / "sd")
     save_sdxl(work / "weights" / "sdxl")
     config = work / "weights" / "models.toml"
@@ -56,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     captions = work / "captions.csv"
     pd.DataFrame({"name": list(CAPTIONS), "text": list(CAPTIONS.values())}).to_csv(captions)
     plan = work / "plan.csv"
-    generate_main(["plan", "--references", str(DEMO), "--out", str(plan), "--preset", "benchmark",
+    generate_main(["plan", "--references", str(refs), "--out", str(plan), "--preset", "benchmark",
                    "--models", "SD15,RealVis"])  # fmt: skip
     run = work / "cmc"
     code = generate_main(["run", str(plan), "--out", str(run), "--captions", str(captions),
@@ -65,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     if code:
         return code
     report = work / "report"
-    code = compare_main([str(ladder), str(run / "manifest.csv"), "--out", str(report),
-                         "--metric", "psnr", "--metric", "ssim", "--metric", "clipsim",
-                         "--metric", "topiq_nr", "--metric", "fid", "--no-pretrained",
-                         "--device", "cpu", "--title", "Demo: 5 references, HEVC / AV1 against "
-                         "two tiny random-weight decoders (no real CMC result)"])  # fmt: skip
+    code = compare_main([str(ladder / "manifest.csv"), str(run / "manifest.csv"), "--out", str(report),
+                         "--metric", "psnr", "--metric", "clipsim",
+                         "--metric", "fid", "--no-pretrained",
+                         "--device", "cpu", "--title", "Demo: AVC / HEVC / AV1 against two tiny "
+                         "random-weight decoders (not a CMC result)"])  # fmt: skip
     if code:
         return code
     shutil.copy(report / "figure.png", args.out)

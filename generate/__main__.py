@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         "each QP, or each target bpp (searched per image). Bits are the raw bitstream's bytes × "
         "8. Writes images/, meta/ and manifest.csv with generate run's columns (model = AVC, "
         "HEVC, AV1 or VVC; mode = Codec). Resumable. QP scales differ between codecs (HEVC "
-        "0–51, AVC 0–69, AV1 1–63, VVC 0–63): use --bpp for equal rates.",
+        "0–51, AVC 0–69, AV1 1–63, VVC 0–63): give each codec its own --qps list, or use --bpp "
+        "for equal rates.",
     )
     ladder_.add_argument("--references", type=Path, required=True, help="folder of references")
     ladder_.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
@@ -206,7 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--codecs", default="avc,hevc,av1", help="comma-separated, among avc,hevc,av1,vvc"
     )
     rates = ladder_.add_mutually_exclusive_group(required=True)
-    rates.add_argument("--qps", type=_ints, help="fixed quantizers, e.g. 37,42,47,51")
+    rates.add_argument(
+        "--qps",
+        type=_codec_ints,
+        action="append",
+        help="fixed quantizers for every codec, e.g. 37,42,47,51, or one codec's, repeatable: "
+        "--qps hevc=37,42,47,51 --qps avc=55,60,64,67",
+    )
     rates.add_argument("--bpp", type=_floats, help="target bits per pixel, e.g. 0.024,0.05,0.1")
     ladder_.add_argument(
         "--workers", type=int, help="encoding processes (default: this machine's share of CPUs)"
@@ -230,6 +237,12 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected whole numbers like 51,48,45, got {text!r}"
         ) from None
+
+
+def _codec_ints(text: str) -> tuple[str, list[int]]:
+    """'hevc=37,42' → ('hevc', [37, 42]); '37,42' → ('', [37, 42]), the list of every codec."""
+    name, _, values = text.rpartition("=")
+    return name.strip().lower(), _ints(values)
 
 
 def _floats(text: str) -> list[float]:
@@ -326,7 +339,14 @@ def _ladder(args: argparse.Namespace) -> int:
     names = [c.strip().lower() for c in args.codecs.split(",") if c.strip()]
     references = list_references(args.references)
     check_references(args.references, [str(r) for r in references])  # before any encoding
-    todo = ladder.points(references, names, args.qps, args.bpp)
+    qps = None
+    if args.qps:
+        qps = {}
+        for name, values in args.qps:
+            if name in qps:
+                raise CodecError(f"--qps gives {name or 'the list of every codec'} twice")
+            qps[name] = values
+    todo = ladder.points(references, names, qps, args.bpp)
     if args.workers is not None and args.workers < 1:
         raise PlanError("--workers must be ≥ 1")
     made = ladder.run_ladder(todo, args.out, cpu_share() if args.workers is None else args.workers)

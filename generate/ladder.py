@@ -50,10 +50,15 @@ class Point:
 def points(
     references: list[Path],
     codecs: list[str],
-    qps: list[int] | None = None,
+    qps: list[int] | dict[str, list[int]] | None = None,
     bpps: list[float] | None = None,
 ) -> list[Point]:
-    """Every (reference, codec, rate); refuses what cannot be honoured before any encoding."""
+    """Every (reference, codec, rate); refuses what cannot be honoured before any encoding.
+
+    ``qps`` is one list for every codec, or a list per codec (``{"hevc": [37, 42, 47, 51],
+    "avc": [51, 57, 63, 67]}``; the key ``""`` is the list of every codec not named), since the
+    codecs' QP scales differ.
+    """
     if bool(qps) == bool(bpps):
         raise codec.CodecError("give either --qps or --bpp (one list of rates)")
     for name in codecs:
@@ -66,8 +71,7 @@ def points(
                 f"codec '{name}' is not available here"
                 + (" (needs vvencapp and vvdecapp on PATH)" if name == "vvc" else "")
             )
-        for qp in qps or []:
-            codec.check_qp(name, qp)
+    table = per_codec_qps(codecs, qps) if qps else {}
     for reference in references:  # headers only: a too-small image stops the ladder up front
         with Image.open(reference) as image:
             if min(image.size) < codec.MIN_SIDE:
@@ -77,15 +81,46 @@ def points(
                 )
     if any(not (math.isfinite(b) and b > 0) for b in bpps or []):
         raise codec.CodecError(f"--bpp targets must be > 0, got {bpps}")
-    for label, values in (("--codecs", codecs), ("--qps", qps or []), ("--bpp", bpps or [])):
+    for label, values in (("--codecs", codecs), ("--bpp", bpps or [])):
         if len(set(values)) != len(values):
             raise codec.CodecError(f"{label} lists a value twice")
     return [
         Point(reference, name, qp=qp) if qp is not None else Point(reference, name, target_bpp=b)
         for reference in references
         for name in codecs
-        for qp, b in ([(q, None) for q in qps] if qps else [(None, b) for b in bpps or []])
+        for qp, b in ([(q, None) for q in table[name]] if qps else [(None, b) for b in bpps or []])
     ]
+
+
+def per_codec_qps(codecs: list[str], qps: list[int] | dict[str, list[int]]) -> dict[str, list[int]]:
+    """Each codec's QP list, every QP checked against that codec's scale."""
+    given = {"": list(qps)} if isinstance(qps, list) else qps
+    stray = sorted(set(given) - set(codecs) - {""})
+    if stray:
+        raise codec.CodecError(f"--qps names {stray[0]}, which --codecs does not list")
+    table = {}
+    for name in codecs:
+        values = given.get(name, given.get(""))
+        if not values:
+            raise codec.CodecError(f"no QPs for {name}: add --qps {name}=… or one list for all")
+        if len(set(values)) != len(values):
+            raise codec.CodecError(f"--qps lists a value twice for {name}")
+        for qp in values:
+            try:
+                codec.check_qp(name, qp)
+            except codec.CodecError as error:
+                raise codec.CodecError(
+                    f"{error} (give each codec its own list, e.g. --qps {name}="
+                    f"{','.join(map(str, _in_range(name)))})"
+                ) from None
+        table[name] = list(values)
+    return table
+
+
+def _in_range(name: str) -> tuple[int, ...]:
+    """Four QPs near the top of a codec's scale: an example for the error message."""
+    high = codec.QP_LIMITS[name][1]
+    return (high - 14, high - 9, high - 4, high)
 
 
 def run_ladder(todo: list[Point], out: Path, workers: int = 1) -> int:

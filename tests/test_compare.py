@@ -1,5 +1,6 @@
 """``compare``: Bjøntegaard deltas checked against independent computations, the report files,
-the CLI on a real codec ladder and two CMC runs on tiny pipelines, and one-line errors."""
+the CLI on the codec ladder of ``generate ladder`` and on CMC runs of tiny pipelines (two runs,
+and Table A1 / Figure A4 sweeps), and one-line errors."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from scipy.interpolate import PchipInterpolator
 from compare.__main__ import main as compare_main
 from compare.bd import Curve, delta
 from generate.__main__ import main as generate_main
-from tests.compare_helpers import write_ladder
 from tests.tiny_models import save_sd
 
 DEMO_NAMES = ("coffee.png", "rocket.png", "chelsea.png")
@@ -43,7 +43,12 @@ def refs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ladder(refs, tmp_path_factory):
-    return write_ladder(sorted(refs.iterdir()), tmp_path_factory.mktemp("ladder"))
+    """`generate ladder`: HEVC and AV1, each at four QPs of its own scale; its manifest."""
+    out = tmp_path_factory.mktemp("ladder")
+    assert generate_main(["ladder", "--references", str(refs), "--out", str(out),
+                          "--codecs", "hevc,av1", "--qps", "hevc=24,32,40,48",
+                          "--qps", "av1=30,40,50,60", "--workers", "1"]) == 0  # fmt: skip
+    return out / "manifest.csv"
 
 
 def psnr(a: Image.Image, b: Image.Image) -> float:
@@ -114,7 +119,7 @@ def test_what_bd_cannot_compute_is_reported_not_extrapolated():
     assert np.isnan(single.bd_rate) and "t: 1 point(s), a curve needs 2" in single.notes
 
 
-# --- the CLI on a real codec ladder -------------------------------------------------------------
+# --- the CLI on the codec ladder -------------------------------------------------------------
 
 
 def test_a_codec_against_itself_and_shifted_through_the_cli(tmp_path, ladder):
@@ -216,11 +221,19 @@ def test_two_cmc_runs_against_the_ladder(tmp_path, ladder, cmc_runs, capsys):
     points = pd.read_csv(out / "points.csv")
     assert set(points["curve"]) == {"steps2 SD15", "steps4 SD15", "HEVC", "AV1"}
     cmc = points[points["curve"] == "steps2 SD15"]
-    assert set(cmc["point"]) == {"Text", "Pixel", "Image", "Full"}
+    names = {"Text": "Text", "Pixel": "Pixel", "Image": "Image, target 0.1 bpp",
+             "Full": "Full, target 0.1 bpp"}  # fmt: skip
+    assert set(cmc["point"]) == set(names.values())
     assert (cmc["n"] == len(DEMO_NAMES)).all()
     manifest = pd.read_csv(cmc_runs[0])
-    text_bpp = manifest.loc[manifest["mode"] == "Text", "bpp"].mean()
-    assert cmc.loc[cmc["point"] == "Text", "bpp"].iloc[0] == pytest.approx(text_bpp)
+    # independently: each mode's mean bpp and mean PSNR, from the manifest and the image files
+    manifest["psnr"] = [psnr(Image.open(cmc_runs[0].parent / d), Image.open(r))
+                        for d, r in zip(manifest["distorted_path"], manifest["reference_path"], strict=True)]  # fmt: skip
+    per_mode = manifest.groupby("mode")[["bpp", "psnr"]].mean()
+    mine = cmc[cmc["metric"] == "psnr"].set_index("point")
+    for mode, row in per_mode.iterrows():
+        assert mine.loc[names[mode], "bpp"] == pytest.approx(row["bpp"])
+        assert mine.loc[names[mode], "mean"] == pytest.approx(row["psnr"], abs=1e-3)
     types = points.drop_duplicates("metric").set_index("metric")
     assert types.loc["fid", "type"] == "perception" and bool(types.loc["fid", "lower_better"])
     assert types.loc["clipsim", "type"] == "consistency"
@@ -231,6 +244,65 @@ def test_two_cmc_runs_against_the_ladder(tmp_path, ladder, cmc_runs, capsys):
     assert len(bd) == 2 * 2 * 3
     undefined = bd[(bd["bd_rate_percent"] == "") | (bd["bd_quality"] == "")]
     assert (undefined["note"] != "").all()  # every empty cell is explained
+
+
+def test_a_ladder_made_at_bpp_targets_gives_one_point_per_target(tmp_path, refs):
+    ladder = tmp_path / "ladder"
+    assert generate_main(["ladder", "--references", str(refs), "--out", str(ladder), "--codecs",
+                          "hevc", "--bpp", "0.5,1", "--workers", "1"]) == 0  # fmt: skip
+    out = tmp_path / "out"
+    args = [str(ladder / "manifest.csv"), "--out", str(out), "--metric", "psnr", "--quiet",
+            "--device", "cpu"]  # fmt: skip
+    assert compare_main(args) == 0
+    points = pd.read_csv(out / "points.csv").set_index("point")
+    assert sorted(points.index) == ["Codec, target 0.5 bpp", "Codec, target 1 bpp"]
+    manifest = pd.read_csv(ladder / "manifest.csv")
+    for target, group in manifest.groupby("codec_target_bpp"):
+        assert points.loc[f"Codec, target {target:g} bpp", "bpp"] == pytest.approx(
+            group["bpp"].mean()
+        )
+
+
+def test_sweeps_give_one_point_per_qp_and_per_caption_length(tmp_path, refs, ladder, monkeypatch):
+    """A `generate plan --sweep-qp --sweep-caption-words` run (Table A1, Figure A4) on a tiny
+    SD-1.5: `compare` makes one point per (mode, QP, caption length), each over every reference,
+    its rate the mean bpp of exactly those images."""
+    from tests.test_generate_faithful import WordCounter
+
+    save_sd(tmp_path / "sd")
+    config = tmp_path / "models.toml"
+    config.write_text(f'[SD15]\nweights = "{tmp_path / "sd"}"\n')
+    plan = tmp_path / "plan.csv"
+    assert generate_main(["plan", "--references", str(refs), "--out", str(plan), "--preset",
+                          "benchmark", "--models", "SD15", "--sweep-qp", "51,45",
+                          "--sweep-caption-words", "5,20"]) == 0  # fmt: skip
+    monkeypatch.setattr("generate.__main__.make_captioner", lambda source, words: WordCounter())
+    run = tmp_path / "run"
+    assert generate_main(["run", str(plan), "--out", str(run), "--models-config", str(config),
+                          "--size", "64", "--steps", "2", "--device", "cpu"]) == 0  # fmt: skip
+    out = tmp_path / "out"
+    args = [str(ladder), str(run / "manifest.csv"), "--out", str(out), "--metric", "psnr",
+            "--quiet", "--device", "cpu"]  # fmt: skip
+    assert compare_main(args) == 0
+    points = pd.read_csv(out / "points.csv")
+    sd = points[points["curve"] == "SD15"].set_index("point")
+    assert sorted(sd.index) == sorted(
+        ["Text, 5 words", "Text, 20 words", "Pixel, 5 words", "Pixel, 20 words",
+         "Image, QP 51", "Image, QP 45", "Full, QP 51, 5 words", "Full, QP 51, 20 words",
+         "Full, QP 45, 5 words", "Full, QP 45, 20 words"]
+    )  # fmt: skip
+    assert (sd["n"] == len(DEMO_NAMES)).all()
+    manifest = pd.read_csv(run / "manifest.csv")
+    for (mode, qp, words), group in manifest.groupby(
+        ["mode", manifest["codec_qp"].fillna(-1), manifest["caption_words"].fillna(-1)]
+    ):
+        name = ", ".join([mode] + ([f"QP {qp:.0f}"] if qp >= 0 else [])
+                         + ([f"{words:.0f} words"] if words >= 0 else []))  # fmt: skip
+        assert sd.loc[name, "bpp"] == pytest.approx(group["bpp"].mean())
+    # the swept setting moves the rate the right way: a finer QP and a longer caption cost more
+    assert sd.loc["Image, QP 45", "bpp"] > sd.loc["Image, QP 51", "bpp"]
+    assert sd.loc["Text, 20 words", "bpp"] > sd.loc["Text, 5 words", "bpp"]
+    assert sd.loc["Full, QP 45, 20 words", "bpp"] > sd.loc["Full, QP 51, 5 words", "bpp"]
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -268,7 +340,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, ladder, capsys):
     assert "more than one manifest" in _error(capsys, [*args, str(ladder), "--metric", "psnr"])
     assert "is not NAME=PATH" in _error(capsys, [*args, "--label", "nolabel", "--metric", "psnr"])
     assert "no manifest given" in _error(capsys, ["--metric", "psnr", "--out", str(tmp_path / "o")])
-    assert "no column 'codec'" in _error(capsys, [*args, "--metric", "psnr", "--curve-by", "codec"])
+    assert "no column 'encoder'" in _error(
+        capsys, [*args, "--metric", "psnr", "--curve-by", "encoder"]
+    )
 
 
 def test_fid_in_the_span_of_the_samples_is_pyiqas_fid():

@@ -57,6 +57,21 @@ def test_every_reference_codec_and_qp_with_honest_bits_and_a_run_manifest(tmp_pa
     assert {p.name: p.read_bytes() for p in (out / "images").iterdir()} == before
 
 
+def test_each_codec_can_take_its_own_qps(tmp_path, refs):
+    """HEVC stops at QP 51, AVC at 69: a list per codec reaches each one's coarsest rates."""
+    out = tmp_path / "out"
+    args = ladder(refs, out, "--qps", "hevc=47,51", "--qps", "avc=63,69", codecs="avc,hevc")
+    assert generate_main(args) == 0
+    manifest = pd.read_csv(out / "manifest.csv")
+    qps = manifest.groupby("model")["codec_qp"].agg(lambda q: sorted(set(q)))
+    assert qps.to_dict() == {"AVC": [63, 69], "HEVC": [47, 51]}
+    mixed = tmp_path / "mixed"  # one codec named, the plain list for the others
+    args = ladder(refs, mixed, "--qps", "40", "--qps", "avc=60", codecs="avc,av1")
+    assert generate_main(args) == 0
+    qps = pd.read_csv(mixed / "manifest.csv").groupby("model")["codec_qp"].agg(set)
+    assert qps.to_dict() == {"AVC": {60}, "AV1": {40}}
+
+
 def test_bpp_targets_leave_the_qp_empty_and_record_the_target(tmp_path, refs):
     out = tmp_path / "out"
     assert generate_main(ladder(refs, out, "--bpp", "0.5", codecs="hevc")) == 0
@@ -76,7 +91,11 @@ def test_ladder_errors_are_one_line(tmp_path, refs, capsys, monkeypatch):
     out = tmp_path / "out"
     one_line_error(capsys, ladder(refs, out, "--qps", "37,52"), "hevc QP must be 0–51, got 52")
     one_line_error(capsys, ladder(refs, out, "--qps", "30", codecs="jpeg"), "unknown codec 'jpeg'")
+    one_line_error(capsys, ladder(refs, out, "--qps", "37,52"), "e.g. --qps hevc=37,42,47,51")
     one_line_error(capsys, ladder(refs, out, "--qps", "30,30"), "--qps lists a value twice")
+    one_line_error(capsys, ladder(refs, out, "--qps", "avc=30"), "no QPs for hevc")
+    one_line_error(capsys, ladder(refs, out, "--qps", "vvc=30", "--qps", "30"), "names vvc")
+    one_line_error(capsys, ladder(refs, out, "--qps", "30", "--qps", "31"), "gives the list of")
     monkeypatch.setattr(codec.shutil, "which", lambda name: None)
     one_line_error(capsys, ladder(refs, out, "--qps", "30", codecs="vvc"), "needs vvencapp")
     (refs.parent / "bad").mkdir()
