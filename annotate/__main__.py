@@ -122,7 +122,8 @@ def _app(args: argparse.Namespace, defaults: dict | None = None):
 
 def _import(args: argparse.Namespace) -> int:
     from annotate.db import get_db
-    from annotate.importer import import_manifest, nsfw_flagged
+    from annotate.importer import import_manifest
+    from studydb.manifest import nsfw_flagged
 
     frame = read_manifest(args.manifest)
     app = _app(args)

@@ -11,16 +11,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from studydb import Stimulus, StudyGroup
 from studydb.design import split_into_groups
-from studydb.manifest import METADATA_COLUMNS, REQUIRED_COLUMNS, ManifestError
-
-
-def nsfw_flagged(manifest: pd.DataFrame) -> pd.Series:
-    """Rows the decoder's safety checker blanked (``nsfw_detected`` true): black images that
-    would enter the study as ordinary stimuli. The paper kept the SD safety checker in decoding
-    and let viewers flag offensive images; a blanked image is no stimulus, so it is skipped."""
-    if "nsfw_detected" not in manifest.columns:
-        return pd.Series(False, index=manifest.index)
-    return manifest["nsfw_detected"].map(lambda v: str(v).strip().lower() in ("true", "1", "yes"))
+from studydb.manifest import METADATA_COLUMNS, REQUIRED_COLUMNS, ManifestError, nsfw_flagged
 
 
 def import_manifest(

@@ -27,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sources = [Source(Path(p)) for p in args.manifests] + [_labelled(t) for t in args.label]
         rows = load(sources, _columns(args.curve_by), _columns(args.point_by),
-                    tuple(_columns(args.anchors)))  # fmt: skip
+                    tuple(_columns(args.anchors)), include_nsfw=args.include_nsfw)  # fmt: skip
+        if rows.attrs["nsfw_skipped"]:
+            print(f"compare: skipped {rows.attrs['nsfw_skipped']} image(s) blanked by the safety "
+                  "checker (--include-nsfw scores them)", file=sys.stderr)  # fmt: skip
         if args.bd_method not in METHODS:
             raise InputError(f"unknown --bd-method '{args.bd_method}'")
         settings = Settings(device=args.device, pretrained=not args.no_pretrained,
@@ -79,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "skipped")  # fmt: skip
     parser.add_argument("--anchors", default="",
                         help="curves to treat as the codecs (default: curves whose mode is Codec)")  # fmt: skip
+    parser.add_argument("--include-nsfw", action="store_true",
+                        help="also score images the SD-1.5 safety checker blanked (manifest "
+                        "column nsfw_detected); by default they are left out, with a count")  # fmt: skip
     parser.add_argument("--bd-method", default="pchip", choices=METHODS,
                         help="interpolation of the bjontegaard package (pchip: JVET's CTC)")  # fmt: skip
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")

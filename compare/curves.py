@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from studydb.manifest import ManifestError, read_manifest
+from studydb.manifest import ManifestError, nsfw_flagged, read_manifest
 
 CURVE_BY = ("model",)
 POINT_BY = ("mode", "codec_qp", "codec_target_bpp", "caption_words")
@@ -44,21 +44,31 @@ def load(
     curve_by: tuple[str, ...] = CURVE_BY,
     point_by: tuple[str, ...] = POINT_BY,
     anchors: tuple[str, ...] = (),
+    include_nsfw: bool = False,
 ) -> pd.DataFrame:
     """Every image row of every manifest, with its ``curve``, ``point``, ``kind`` and ``bpp``.
 
     ``anchors`` names the codec curves explicitly; by default a curve is an anchor when all its
     rows have mode ``Codec``. A (curve, point) that two manifests both fill is refused: their
     images would be averaged together silently; a label per manifest keeps them apart.
+    Images the safety checker blanked are left out unless ``include_nsfw``; their number is in
+    ``rows.attrs["nsfw_skipped"]``.
     """
     if not sources:
         raise InputError("no manifest given")
     frames = []
+    skipped = 0
     for number, source in enumerate(sources):
         try:
             frame = read_manifest(source.path)
         except ManifestError as error:
             raise InputError(str(error)) from error
+        if not include_nsfw:
+            blanked = nsfw_flagged(frame)
+            skipped += int(blanked.sum())
+            frame = frame[~blanked]
+            if frame.empty:
+                raise InputError(f"{source.path}: every image was blanked by the safety checker")
         frames.append(_annotate(frame, source, curve_by, point_by).assign(source=number))
     rows = pd.concat(frames, ignore_index=True)
     twice = rows.groupby(["curve", "point"])["source"].nunique()
@@ -77,7 +87,9 @@ def load(
             )
         is_codec = pd.Series({curve: curve in anchors for curve in is_codec.index})
     rows["kind"] = rows["curve"].map(lambda c: "codec" if is_codec[c] else "cmc")
-    return rows.drop(columns=["mode_value", "source"])
+    rows = rows.drop(columns=["mode_value", "source"])
+    rows.attrs["nsfw_skipped"] = skipped
+    return rows
 
 
 def _annotate(

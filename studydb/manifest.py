@@ -57,3 +57,14 @@ def read_manifest(path: str | Path, check_files: bool = True) -> pd.DataFrame:
     if "reference" not in frame.columns:  # distortions of one picture share its reference file
         frame["reference"] = [Path(p).stem for p in frame["reference_path"]]
     return frame
+
+
+def nsfw_flagged(manifest: pd.DataFrame) -> pd.Series:
+    """Rows the decoder's safety checker blanked (``nsfw_detected`` true): black images, no
+    stimuli. The paper kept the SD safety checker in decoding and let viewers flag offensive
+    images; ``annotate import`` leaves blanked images out of the study and ``compare`` out of
+    its curves (a black image would drag a model's quality down for a reason that is not its
+    compression), each saying how many."""
+    if "nsfw_detected" not in manifest.columns:
+        return pd.Series(False, index=manifest.index)
+    return manifest["nsfw_detected"].map(lambda v: str(v).strip().lower() in ("true", "1", "yes"))

@@ -389,3 +389,21 @@ def test_a_fine_tuned_checkpoint_is_scored_and_a_foreign_one_refused(tmp_path, r
     assert "does not match this metric" in _error(
         capsys, [*args, "--metric", f"topiq_nr:{tmp_path / 'other.pt'}"]
     )
+
+
+def test_images_blanked_by_the_safety_checker_are_left_out_with_a_count(tmp_path, ladder, capsys):
+    """A black image the SD-1.5 safety checker put in place of a decoded one says nothing about
+    compression: it is not scored unless asked, and the run says how many it left out."""
+    frame = pd.read_csv(ladder)
+    frame["distorted_path"] = str(ladder.parent) + "/" + frame["distorted_path"]
+    frame["nsfw_detected"] = [i < 2 for i in range(len(frame))]
+    frame.to_csv(tmp_path / "m.csv", index=False)  # reference paths are absolute already
+    args = [str(tmp_path / "m.csv"), "--metric", "psnr", "--quiet", "--device", "cpu"]
+    assert compare_main([*args, "--out", str(tmp_path / "skip")]) == 0
+    assert "skipped 2 image(s) blanked by the safety checker" in capsys.readouterr().err
+    scored = pd.read_csv(tmp_path / "skip" / "scores.csv")
+    assert len(scored) == len(frame) - 2
+    assert not set(frame["id"][:2]) & set(scored["id"])
+    assert compare_main([*args, "--out", str(tmp_path / "all"), "--include-nsfw"]) == 0
+    assert "safety checker" not in capsys.readouterr().err
+    assert len(pd.read_csv(tmp_path / "all" / "scores.csv")) == len(frame)
