@@ -407,3 +407,11 @@ def test_images_blanked_by_the_safety_checker_are_left_out_with_a_count(tmp_path
     assert compare_main([*args, "--out", str(tmp_path / "all"), "--include-nsfw"]) == 0
     assert "safety checker" not in capsys.readouterr().err
     assert len(pd.read_csv(tmp_path / "all" / "scores.csv")) == len(frame)
+
+
+def test_clip_based_pyiqa_metrics_can_be_imported():
+    """CLIP-IQA and LIQE (two of the paper's perception metrics) import OpenAI's `clip`, which
+    needs `pkg_resources`: without `setuptools<81` they fail before any weights are read."""
+    import importlib
+
+    importlib.import_module("pyiqa.archs.clip_imports")
