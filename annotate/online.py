@@ -94,6 +94,12 @@ def init_app(app: Flask) -> None:
         MovingWindowRateLimiter(MemoryStorage()),
         parse(app.config["ONLINE_ENTRY_LIMIT"]),
     )
+    # Failed screen checks per participant id, on the server: the session cookie is client-side,
+    # so a counter kept there is reset by replaying an older cookie or by entering again.
+    app.extensions["online_display_throttle"] = (
+        MovingWindowRateLimiter(MemoryStorage()),
+        parse(f"{DISPLAY_TRIES} per day"),
+    )
 
     @app.before_request
     def _lab_entry_closed():
@@ -273,7 +279,11 @@ def display():
     if sitting is None and _sittings_left(db, viewer) <= 0:
         return _already_taken()
     form = DisplayForm()
-    if form.is_submitted() and session.get("display_tries", 0) >= DISPLAY_TRIES:
+    throttle, limit = current_app.extensions["online_display_throttle"]
+    if form.is_submitted() and (
+        session.get("display_tries", 0) >= DISPLAY_TRIES
+        or not throttle.test(limit, "online-display", str(viewer.id))
+    ):
         message = "Too many tries of the screen check; please return the study on your platform."
         return render_template("error.html", message=message), 429
     if form.validate_on_submit():
@@ -281,6 +291,7 @@ def display():
         measured = {name: getattr(form, name).data for name in DISPLAY_FIELDS}
         problems = display_problems(measured, form.digits.data, settings())
         if problems:
+            throttle.hit(limit, "online-display", str(viewer.id))
             session["display_nonce"] = secrets.token_hex(8)  # a new number for the next try
             return render_template("online_refused.html", problems=problems), 403
         environment = {**measured, "online": _entered()}
@@ -300,8 +311,9 @@ def display():
 
 
 DISPLAY_TRIES = 5
-"""Screen checks one browser may try (a new number each time): the contrast test cannot be
-guessed by trying all thousand numbers."""
+"""Failed screen checks one participant id may have in a day (a new number each time), counted
+on the server: the contrast test cannot be guessed by trying all thousand numbers, neither by
+replaying an older session cookie nor by entering again."""
 DISPLAY_FIELDS = (
     "window_width",
     "window_height",

@@ -1,0 +1,53 @@
+"""Review of issue 16 (online studies): defects found by probing the app as a participant and
+as an attacker, each pinned by a test."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from annotate.db import get_db
+from studydb import Rating, Session
+from tests.annotate_helpers import Browser
+from tests.test_online_app import (  # noqa: F401
+    GOOD_SCREEN,
+    app,
+    enter,
+    entry,
+    finish,
+    shown_digits,
+)
+
+
+def test_display_tries_cannot_be_reset_by_replaying_the_session_cookie(app):  # noqa: F811
+    """The cookie is client-side: an attacker who keeps the cookie from before a failed try and
+    sends it again must not get a fresh allowance of tries (the contrast number is 1 of 1000)."""
+    browser = Browser(app)
+    browser.get(entry("replayer"))
+    browser.get("/online/consent")
+    browser.post("/online/consent", {"agree": "y"})
+    browser.get("/online/display")
+    cookie = browser.client.get_cookie("session").value
+    right = shown_digits(app, browser)
+    statuses = []
+    for guess in range(12):
+        browser.client.set_cookie("session", cookie)  # the cookie as it was before any try
+        wrong = f"{(int(right) + 1 + guess) % 1000:03d}"
+        statuses.append(
+            browser.post("/online/display", {**GOOD_SCREEN, "digits": wrong}).status_code
+        )
+    assert statuses.count(403) <= 5 and statuses[-1] == 429, statuses
+    browser.client.set_cookie("session", cookie)
+    response = browser.post("/online/display", {**GOOD_SCREEN, "digits": right})
+    assert response.status_code == 429
+    with app.app_context():
+        assert get_db().scalar(select(Session)) is None
+
+
+def test_gold_trials_are_shown_and_rated_in_the_app(app):  # noqa: F811
+    """Gold pairs are stored withheld (no design schedules them as test images), but the
+    sitting's own gold trials must still be shown: withholding must not skip them."""
+    browser = enter(app, "goldpid")
+    finish(app, browser, "goldpid")
+    with app.app_context():
+        kinds = [r.check_kind for r in get_db().scalars(select(Rating))]
+    assert kinds.count("gold") == 2 and kinds.count("attention") == 1, kinds
