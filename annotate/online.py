@@ -154,6 +154,13 @@ class OnlineSettings:
             raise ValueError("ONLINE_SITTING_PAIRS and ONLINE_SITTINGS_PER_PARTICIPANT must be ≥ 1")
         if min(settings.gold, settings.attention) < 0 or not 1 <= settings.contrast <= 120:
             raise ValueError("check counts must be ≥ 0 and DISPLAY_CONTRAST within 1–120")
+        floor = (config["GREY_SCREEN_MS"] + config["MIN_VIEWING_MS"]) / 1000
+        if settings.rules.max_fast_share is not None and settings.rules.fast_seconds <= floor:
+            raise ValueError(
+                f"QC_RULES fast_seconds ({settings.rules.fast_seconds:g} s) must exceed "
+                f"GREY_SCREEN_MS + MIN_VIEWING_MS ({floor:g} s): the server refuses faster "
+                "ratings, so the timing check would never fire"
+            )
         return settings
 
 

@@ -3,11 +3,12 @@ as an attacker, each pinned by a test."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from annotate.db import get_db
 from studydb import Rating, Session
-from tests.annotate_helpers import Browser
+from tests.annotate_helpers import Browser, make_app
 from tests.test_online_app import (  # noqa: F401
     GOOD_SCREEN,
     app,
@@ -51,3 +52,38 @@ def test_gold_trials_are_shown_and_rated_in_the_app(app):  # noqa: F811
     with app.app_context():
         kinds = [r.check_kind for r in get_db().scalars(select(Rating))]
     assert kinds.count("gold") == 2 and kinds.count("attention") == 1, kinds
+
+
+def test_timing_check_can_fire_in_the_app_as_configured_by_default(tmp_path):
+    """The server refuses a rating sooner than GREY_SCREEN_MS + MIN_VIEWING_MS (1.6 s by
+    default) after serving, so a 'too fast' threshold at or below that floor never fires: a
+    clicker who submits as soon as the server allows must count as too fast."""
+    import pandas as pd
+
+    from annotate import config as defaults
+    from mos.qc import ExclusionRules, qc_signals
+
+    floor = (defaults.GREY_SCREEN_MS + defaults.MIN_VIEWING_MS) / 1000
+    rules = ExclusionRules()
+    clicker = pd.DataFrame(
+        {
+            "participant": ["p"] * 20,
+            "stimulus": range(20),
+            "score": [1.0, 4.0] * 10,
+            "seconds": [floor + 0.1] * 20,
+            "check": [""] * 20,
+            "low": [float("nan")] * 20,
+            "high": [float("nan")] * 20,
+        }
+    )
+    verdict = rules.apply(qc_signals(clicker, rules.fast_seconds))
+    assert verdict.loc[0, "fast_trials"] == 20 and verdict.loc[0, "excluded"]
+    # A configuration whose threshold the server's floor makes unreachable is refused.
+    with pytest.raises(ValueError, match="fast"):
+        make_app(
+            tmp_path / "dead",
+            ONLINE=True,
+            GREY_SCREEN_MS=600,
+            MIN_VIEWING_MS=1000,
+            QC_RULES={"fast_seconds": 1.5},
+        )
