@@ -106,6 +106,10 @@ def init_app(app: Flask) -> None:
         if request.endpoint in LAB_ENDPOINTS:
             message = "This study is entered through the link on your recruitment platform."
             return render_template("error.html", message=message), 404
+        if request.blueprint == "study" and not session.get("display_passed"):
+            # Every browser passes the screen check before any study page, a resume included:
+            # the entry link alone (from any browser) must not open the trials.
+            return redirect(url_for("online.display"))
         return None
 
 
@@ -302,6 +306,7 @@ def display():
             session["display_nonce"] = secrets.token_hex(8)  # a new number for the next try
             return render_template("online_refused.html", problems=problems), 403
         environment = {**measured, "online": _entered()}
+        session["display_passed"] = True
         if sitting is not None:
             sittings.record_environment(db, sitting, environment)
             return redirect(url_for("study.trial"))

@@ -87,3 +87,26 @@ def test_timing_check_can_fire_in_the_app_as_configured_by_default(tmp_path):
             MIN_VIEWING_MS=1000,
             QC_RULES={"fast_seconds": 1.5},
         )
+
+
+def test_resuming_from_another_browser_cannot_skip_the_display_check(app):  # noqa: F811
+    """An open sitting is resumed from any browser, but only after that browser's screen has
+    passed the check: the entry link alone must not open the trial pages."""
+    first = enter(app, "resumer")
+    first.practise()
+    position = first.current_position()
+    assert first.rate(position, consistency=2.0, perception=2.0).status_code == 303
+    phone = Browser(app)
+    assert phone.get(entry("resumer")).headers["Location"].endswith("/online/display")
+    for url in ("/trial", "/instructions", "/training/0"):
+        response = phone.get(url)
+        assert response.status_code == 302, url
+        assert response.headers["Location"].endswith("/online/display"), url
+    assert phone.rate(position + 1, consistency=2.0, perception=2.0).status_code in (302, 400)
+    with app.app_context():
+        assert len(get_db().scalars(select(Rating)).all()) == 1
+    # Once this browser passes the check, it goes on where the sitting stopped.
+    phone.get("/online/display")
+    response = phone.post("/online/display", {**GOOD_SCREEN, "digits": shown_digits(app, phone)})
+    assert response.status_code == 302 and response.headers["Location"].endswith("/trial")
+    assert phone.current_position() is not None
