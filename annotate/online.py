@@ -29,6 +29,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -158,6 +159,7 @@ class OnlineSettings:
             raise ValueError("ONLINE_SITTING_PAIRS and ONLINE_SITTINGS_PER_PARTICIPANT must be ≥ 1")
         if min(settings.gold, settings.attention) < 0 or not 1 <= settings.contrast <= 120:
             raise ValueError("check counts must be ≥ 0 and DISPLAY_CONTRAST within 1–120")
+        _check_completion_url(str(config.get("COMPLETION_URL") or ""))
         floor = (config["GREY_SCREEN_MS"] + config["MIN_VIEWING_MS"]) / 1000
         if settings.rules.max_fast_share is not None and settings.rules.fast_seconds <= floor:
             raise ValueError(
@@ -166,6 +168,22 @@ class OnlineSettings:
                 "ratings, so the timing check would never fire"
             )
         return settings
+
+
+def _check_completion_url(url: str) -> None:
+    """COMPLETION_URL is formatted only when a participant completes: refuse at start-up one that
+    would fail then (a placeholder other than ``{code}``) or that is no absolute http(s) address."""
+    if not url:
+        return
+    try:
+        formatted = url.format(code="CODE")
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(
+            f"COMPLETION_URL {url!r}: only the placeholder {{code}} is filled in ({error!r})"
+        ) from None
+    parts = urlsplit(formatted)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"COMPLETION_URL {url!r} must be an absolute http(s) address")
 
 
 def settings() -> OnlineSettings:

@@ -110,3 +110,20 @@ def test_resuming_from_another_browser_cannot_skip_the_display_check(app):  # no
     response = phone.post("/online/display", {**GOOD_SCREEN, "digits": shown_digits(app, phone)})
     assert response.status_code == 302 and response.headers["Location"].endswith("/trial")
     assert phone.current_position() is not None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://app.prolific.com/submissions/complete?cc={code}&a={assignmentId}",
+        "https://example.org/done?cc={0}",
+        "javascript:alert(1)//{code}",
+        "//evil.example/{code}",
+    ],
+)
+def test_a_completion_url_that_cannot_work_is_refused_at_start_up(tmp_path, url):
+    """COMPLETION_URL is formatted only when a participant completes: a placeholder other than
+    {code} would be a 500 at the very end of every sitting (no code, no pay), and the redirect
+    must go to an absolute http(s) address."""
+    with pytest.raises(ValueError, match="COMPLETION_URL"):
+        make_app(tmp_path / "bad", ONLINE=True, COMPLETION_CODE="C0DE", COMPLETION_URL=url)
