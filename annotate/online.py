@@ -210,7 +210,7 @@ def start():
         return render_template("error.html", message=message), 400
     viewer = get_db().scalar(select(Viewer).where(Viewer.code == ids["participant"]))
     if viewer is not None and _sittings_left(get_db(), viewer) <= 0:
-        return _already_taken()
+        return _already_taken(viewer)
     session.clear()
     session["online"] = {"platform": platform, **ids}
     if viewer is not None and viewer.consented_at is not None:
@@ -246,9 +246,27 @@ def _sittings_left(db: OrmSession, viewer: Viewer) -> int:
     return settings().sittings_per_participant - int(closed or 0)
 
 
-def _already_taken():
+def _already_taken(viewer: Viewer):
+    """409 for a participant id with no sitting left. One whose last sitting was completed gets
+    the completion code and link again (a closed tab must not cost the pay; the code is the
+    study's one static code, so this reveals nothing a completer does not already know)."""
     message = "You have already taken part in this study; it cannot be taken twice. Thank you!"
-    return render_template("error.html", message=message), 409
+    last = _last_sitting(get_db(), viewer)
+    if last is None or last.closed_reason != "completed":
+        return render_template("error.html", message=message), 409
+    return render_template("online_complete.html", again=message, **_completion(True)), 409
+
+
+def _last_sitting(db: OrmSession, viewer: Viewer) -> Session | None:
+    return db.scalar(
+        select(Session).where(Session.viewer_id == viewer.id).order_by(Session.id.desc()).limit(1)
+    )
+
+
+def _completion(completed: bool) -> dict:
+    code = current_app.config["COMPLETION_CODE"] if completed else ""
+    url = current_app.config["COMPLETION_URL"].format(code=code) if completed else ""
+    return {"completed": completed, "code": code, "url": url}
 
 
 def _entered() -> dict | None:
@@ -306,7 +324,7 @@ def display():
     plan = sittings.Design.from_config(current_app.config)
     sitting = sittings.open_sitting(db, viewer, plan)
     if sitting is None and _sittings_left(db, viewer) <= 0:
-        return _already_taken()
+        return _already_taken(viewer)
     form = DisplayForm()
     throttle, limit = current_app.extensions["online_display_throttle"]
     if form.is_submitted() and (
@@ -630,18 +648,12 @@ def complete():
     plan = sittings.Design.from_config(current_app.config)
     if sittings.open_sitting(db, viewer, plan) is not None:
         return redirect(url_for("study.trial"))
-    last = db.scalar(
-        select(Session).where(Session.viewer_id == viewer.id).order_by(Session.id.desc()).limit(1)
-    )
+    last = _last_sitting(db, viewer)
     completed = last is not None and last.closed_reason == "completed"
-    code = current_app.config["COMPLETION_CODE"] if completed else ""
-    url = current_app.config["COMPLETION_URL"].format(code=code) if completed else ""
     return render_template(
         "online_complete.html",
-        completed=completed,
         reason=last.closed_reason if last is not None else None,
-        code=code,
-        url=url,
+        **_completion(completed),
     )
 
 

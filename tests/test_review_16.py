@@ -127,3 +127,24 @@ def test_a_completion_url_that_cannot_work_is_refused_at_start_up(tmp_path, url)
     must go to an absolute http(s) address."""
     with pytest.raises(ValueError, match="COMPLETION_URL"):
         make_app(tmp_path / "bad", ONLINE=True, COMPLETION_CODE="C0DE", COMPLETION_URL=url)
+
+
+def test_a_completer_who_lost_the_code_page_gets_the_code_again(app):  # noqa: F811
+    """A crowd worker whose tab closed on the completion page must not be left without the
+    code (unpaid): the 'already taken part' answer repeats it, but only after a completed
+    sitting. The code is the study's one static code, so this reveals nothing new."""
+    finish(app, enter(app, "lostcode"), "lostcode")
+    again = Browser(app).get(entry("lostcode"))
+    page = again.get_data(as_text=True)
+    assert again.status_code == 409 and "already taken part" in page
+    assert "C0DE42" in page and "complete?cc=C0DE42" in page
+    # A participant whose sitting closed otherwise gets no code.
+    quitter = enter(app, "quitter")
+    with app.app_context():
+        db = get_db()
+        sitting = db.scalar(select(Session).where(Session.viewer.has(code="quitter")))
+        sitting.closed_reason = "abandoned"
+        db.commit()
+    del quitter
+    refused = Browser(app).get(entry("quitter")).get_data(as_text=True)
+    assert "already taken part" in refused and "C0DE42" not in refused
