@@ -68,7 +68,8 @@ ONLINE_ATTENTION_CHECKS = 2  # pages that ask for a given consistency score
 ONLINE_SITTINGS_PER_PARTICIPANT = 1  # a participant id cannot take a sitting twice
 ONLINE_ENTRY_LIMIT = "30 per minute"  # entry-link visits per client address, then 429
 COMPLETION_CODE = ""  # the platform's completion code, shown after a completed sitting
-# where a completed participant is sent; {code} is replaced ("" = show the code, no redirect)
+# where a completed participant is sent; {code} is replaced ("" = show the code, no redirect);
+# an absolute http(s) address with no other placeholder, checked at start-up
 COMPLETION_URL = ""  # e.g. "https://app.prolific.com/submissions/complete?cc={code}"
 ALLOCATION = "adaptive"  # "adaptive" (widest CIs first) or "uniform" (fewest ratings first)
 ALLOCATION_MIN_RATINGS = 5  # every image gets this many kept ratings before any gets more

@@ -29,6 +29,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -94,12 +95,22 @@ def init_app(app: Flask) -> None:
         MovingWindowRateLimiter(MemoryStorage()),
         parse(app.config["ONLINE_ENTRY_LIMIT"]),
     )
+    # Failed screen checks per participant id, on the server: the session cookie is client-side,
+    # so a counter kept there is reset by replaying an older cookie or by entering again.
+    app.extensions["online_display_throttle"] = (
+        MovingWindowRateLimiter(MemoryStorage()),
+        parse(f"{DISPLAY_TRIES} per day"),
+    )
 
     @app.before_request
     def _lab_entry_closed():
         if request.endpoint in LAB_ENDPOINTS:
             message = "This study is entered through the link on your recruitment platform."
             return render_template("error.html", message=message), 404
+        if request.blueprint == "study" and not session.get("display_passed"):
+            # Every browser passes the screen check before any study page, a resume included:
+            # the entry link alone (from any browser) must not open the trials.
+            return redirect(url_for("online.display"))
         return None
 
 
@@ -148,7 +159,31 @@ class OnlineSettings:
             raise ValueError("ONLINE_SITTING_PAIRS and ONLINE_SITTINGS_PER_PARTICIPANT must be ≥ 1")
         if min(settings.gold, settings.attention) < 0 or not 1 <= settings.contrast <= 120:
             raise ValueError("check counts must be ≥ 0 and DISPLAY_CONTRAST within 1–120")
+        _check_completion_url(str(config.get("COMPLETION_URL") or ""))
+        floor = (config["GREY_SCREEN_MS"] + config["MIN_VIEWING_MS"]) / 1000
+        if settings.rules.max_fast_share is not None and settings.rules.fast_seconds <= floor:
+            raise ValueError(
+                f"QC_RULES fast_seconds ({settings.rules.fast_seconds:g} s) must exceed "
+                f"GREY_SCREEN_MS + MIN_VIEWING_MS ({floor:g} s): the server refuses faster "
+                "ratings, so the timing check would never fire"
+            )
         return settings
+
+
+def _check_completion_url(url: str) -> None:
+    """COMPLETION_URL is formatted only when a participant completes: refuse at start-up one that
+    would fail then (a placeholder other than ``{code}``) or that is no absolute http(s) address."""
+    if not url:
+        return
+    try:
+        formatted = url.format(code="CODE")
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(
+            f"COMPLETION_URL {url!r}: only the placeholder {{code}} is filled in ({error!r})"
+        ) from None
+    parts = urlsplit(formatted)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"COMPLETION_URL {url!r} must be an absolute http(s) address")
 
 
 def settings() -> OnlineSettings:
@@ -175,7 +210,7 @@ def start():
         return render_template("error.html", message=message), 400
     viewer = get_db().scalar(select(Viewer).where(Viewer.code == ids["participant"]))
     if viewer is not None and _sittings_left(get_db(), viewer) <= 0:
-        return _already_taken()
+        return _already_taken(viewer)
     session.clear()
     session["online"] = {"platform": platform, **ids}
     if viewer is not None and viewer.consented_at is not None:
@@ -211,9 +246,27 @@ def _sittings_left(db: OrmSession, viewer: Viewer) -> int:
     return settings().sittings_per_participant - int(closed or 0)
 
 
-def _already_taken():
+def _already_taken(viewer: Viewer):
+    """409 for a participant id with no sitting left. One whose last sitting was completed gets
+    the completion code and link again (a closed tab must not cost the pay; the code is the
+    study's one static code, so this reveals nothing a completer does not already know)."""
     message = "You have already taken part in this study; it cannot be taken twice. Thank you!"
-    return render_template("error.html", message=message), 409
+    last = _last_sitting(get_db(), viewer)
+    if last is None or last.closed_reason != "completed":
+        return render_template("error.html", message=message), 409
+    return render_template("online_complete.html", again=message, **_completion(True)), 409
+
+
+def _last_sitting(db: OrmSession, viewer: Viewer) -> Session | None:
+    return db.scalar(
+        select(Session).where(Session.viewer_id == viewer.id).order_by(Session.id.desc()).limit(1)
+    )
+
+
+def _completion(completed: bool) -> dict:
+    code = current_app.config["COMPLETION_CODE"] if completed else ""
+    url = current_app.config["COMPLETION_URL"].format(code=code) if completed else ""
+    return {"completed": completed, "code": code, "url": url}
 
 
 def _entered() -> dict | None:
@@ -271,9 +324,13 @@ def display():
     plan = sittings.Design.from_config(current_app.config)
     sitting = sittings.open_sitting(db, viewer, plan)
     if sitting is None and _sittings_left(db, viewer) <= 0:
-        return _already_taken()
+        return _already_taken(viewer)
     form = DisplayForm()
-    if form.is_submitted() and session.get("display_tries", 0) >= DISPLAY_TRIES:
+    throttle, limit = current_app.extensions["online_display_throttle"]
+    if form.is_submitted() and (
+        session.get("display_tries", 0) >= DISPLAY_TRIES
+        or not throttle.test(limit, "online-display", str(viewer.id))
+    ):
         message = "Too many tries of the screen check; please return the study on your platform."
         return render_template("error.html", message=message), 429
     if form.validate_on_submit():
@@ -281,9 +338,11 @@ def display():
         measured = {name: getattr(form, name).data for name in DISPLAY_FIELDS}
         problems = display_problems(measured, form.digits.data, settings())
         if problems:
+            throttle.hit(limit, "online-display", str(viewer.id))
             session["display_nonce"] = secrets.token_hex(8)  # a new number for the next try
             return render_template("online_refused.html", problems=problems), 403
         environment = {**measured, "online": _entered()}
+        session["display_passed"] = True
         if sitting is not None:
             sittings.record_environment(db, sitting, environment)
             return redirect(url_for("study.trial"))
@@ -300,8 +359,9 @@ def display():
 
 
 DISPLAY_TRIES = 5
-"""Screen checks one browser may try (a new number each time): the contrast test cannot be
-guessed by trying all thousand numbers."""
+"""Failed screen checks one participant id may have in a day (a new number each time), counted
+on the server: the contrast test cannot be guessed by trying all thousand numbers, neither by
+replaying an older session cookie nor by entering again."""
 DISPLAY_FIELDS = (
     "window_width",
     "window_height",
@@ -588,18 +648,12 @@ def complete():
     plan = sittings.Design.from_config(current_app.config)
     if sittings.open_sitting(db, viewer, plan) is not None:
         return redirect(url_for("study.trial"))
-    last = db.scalar(
-        select(Session).where(Session.viewer_id == viewer.id).order_by(Session.id.desc()).limit(1)
-    )
+    last = _last_sitting(db, viewer)
     completed = last is not None and last.closed_reason == "completed"
-    code = current_app.config["COMPLETION_CODE"] if completed else ""
-    url = current_app.config["COMPLETION_URL"].format(code=code) if completed else ""
     return render_template(
         "online_complete.html",
-        completed=completed,
         reason=last.closed_reason if last is not None else None,
-        code=code,
-        url=url,
+        **_completion(completed),
     )
 
 

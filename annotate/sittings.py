@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
@@ -439,13 +439,15 @@ def serve(db: OrmSession, sitting: Session, trial: Trial, moment: dt.datetime) -
 
 def _still_to_rate(sitting: Session):
     """The sitting's planned trials without a rating, less those of withheld images: withholding
-    (an offensive image, or one whose file is lost) takes effect in open sittings at once."""
+    (an offensive image, or one whose file is lost) takes effect in open sittings at once. An
+    online sitting's gold trials stay: their pairs are stored withheld only so that no design
+    schedules them as test images."""
     rated = select(Rating.position).where(Rating.session_id == sitting.id)
     withheld = select(Stimulus.id).where(Stimulus.withheld.is_(True))
     return select(Trial).where(
         Trial.session_id == sitting.id,
         Trial.position.not_in(rated),
-        Trial.stimulus_id.not_in(withheld),
+        or_(Trial.stimulus_id.not_in(withheld), Trial.check_kind == "gold"),
     )
 
 

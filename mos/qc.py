@@ -61,8 +61,10 @@ class ExclusionRules:
     """Any failed gold trial excludes (a careful rater passes them: they are unambiguous)."""
     max_attention_failures: int | None = 0
     """Any failed attention check excludes."""
-    fast_seconds: float = 1.5
-    """A test trial answered within this many seconds counts as too fast."""
+    fast_seconds: float = 2.0
+    """A test trial answered within this many seconds counts as too fast. The lab app refuses a
+    rating sooner than ``GREY_SCREEN_MS + MIN_VIEWING_MS`` (1.6 s by default) after serving, so
+    the threshold must lie above that floor to ever fire there (the app checks at start-up)."""
     max_fast_share: float | None = 0.2
     """More than this share of too-fast test trials excludes."""
     min_agreement: float | None = 0.3

@@ -33,7 +33,7 @@ def _signals(**overrides) -> pd.DataFrame:
         ({"trials": 4}, "fewer than 10 trials"),
         ({"gold_failures": 1}, "gold"),
         ({"attention_failures": 1}, "attention"),
-        ({"fast_trials": 20}, "faster than 1.5 s"),
+        ({"fast_trials": 20}, "faster than 2 s"),
         ({"agreement": 0.05}, "agreement"),
         ({"score_std": 0.0}, "straight-lining"),
     ],
