@@ -128,9 +128,7 @@ def test_two_runs_with_other_splits_are_not_scored_on_images_one_trained_on(
                           "topiq_fr", "--weights", str(again)]) == 0  # fmt: skip
 
 
-def test_the_paired_test_refuses_metrics_scored_against_different_targets(
-    study, tmp_path, capsys
-):
+def test_the_paired_test_refuses_metrics_scored_against_different_targets(study, tmp_path, capsys):
     """An FR run (consistency) and an NR-target run (perception): the paired test silently
     compared both against the first one's target."""
     frame = pd.read_csv(study)
