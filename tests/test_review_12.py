@@ -138,3 +138,24 @@ def test_the_paired_test_refuses_metrics_scored_against_different_targets(study,
                           "--weights", str(first), "--metric", "topiq_fr", "--weights",
                           str(second)]) == 2  # fmt: skip
     _one_line(capsys, "different targets")
+
+
+def test_the_bootstrap_of_a_subset_with_two_mos_levels_stays_cheap(monkeypatch):
+    """A subset whose MOS takes two values (mode=Full in the synthetic study) made each
+    bootstrap fit chase a step function for ~12,000 evaluations (4.6 s a fit): validate's
+    default 1,000 rounds per subset would run for hours. The fit is now capped per start (the
+    best bounded, monotonic point found is used)."""
+    import train_iqa.stats as module
+
+    # test_validate_a_metric_and_compare_two's noisy metric on its mode=Full images
+    level = np.tile(np.arange(6), 10)
+    noisy = 5 - 0.8 * level + np.random.default_rng(0).normal(0, 2, 60)
+    full = level % 3 == 0
+    mos, scores = 5 - 0.8 * level[full], noisy[full]
+    calls = []
+    original = module.logistic4
+    monkeypatch.setattr(module, "logistic4", lambda *a: calls.append(1) or original(*a))
+    groups = np.repeat(np.arange(10), 6)[full]
+    value, low, high = module.bootstrap(scores, mos, rounds=20, groups=groups)["plcc"]
+    assert len(calls) < 20 * 1000
+    assert low <= value <= high and value > 0
