@@ -159,3 +159,25 @@ def test_the_bootstrap_of_a_subset_with_two_mos_levels_stays_cheap(monkeypatch):
     value, low, high = module.bootstrap(scores, mos, rounds=20, groups=groups)["plcc"]
     assert len(calls) < 20 * 1000
     assert low <= value <= high and value > 0
+
+
+def test_the_leaderboard_reads_a_manifest_with_empty_numeric_cells_without_a_warning(
+    study, tmp_path
+):
+    """``fillna("")`` on a float column warned (Pandas4Warning: it will raise in pandas 4) on
+    every real manifest (empty codec_qp / bpp cells)."""
+    import warnings
+
+    from train_iqa.leaderboard import _manifest
+
+    frame = pd.read_csv(study)
+    frame["distorted_path"] = [str(study.parent / p) for p in frame["distorted_path"]]
+    frame["reference_path"] = [str(study.parent / p) for p in frame["reference_path"]]
+    frame["codec_qp"] = np.where(frame["mode"] == "Image", 30.0, np.nan)
+    frame.loc[0, "model"] = np.nan
+    (tmp_path / "run").mkdir()
+    frame.to_csv(tmp_path / "run" / "manifest.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read = _manifest(tmp_path / "run", None)
+    assert read.loc[0, "model"] == "" and read["codec_qp"].dtype == float
