@@ -181,3 +181,23 @@ def test_the_leaderboard_reads_a_manifest_with_empty_numeric_cells_without_a_war
         warnings.simplefilter("error")
         read = _manifest(tmp_path / "run", None)
     assert read.loc[0, "model"] == "" and read["codec_qp"].dtype == float
+
+
+def test_a_single_reference_is_not_a_bootstrap_unit(study, tmp_path):
+    """Images of one reference (a small run's test split): resampling whole references drew the
+    same set every time and printed a zero-width '95% interval'."""
+    import json
+
+    frame = pd.read_csv(study)
+    one = frame[frame["reference"] == "r0"]
+    one.to_csv(tmp_path / "mos.csv", index=False)
+    one[["stimulus"]].assign(score=one["consistency_mos"] + [0.3, -0.2, 0.4, 0.1]).to_csv(
+        tmp_path / "s.csv", index=False
+    )
+    out = tmp_path / "v.json"
+    assert validate_main(["--mos", str(tmp_path / "mos.csv"), "--scores", str(tmp_path / "s.csv"),
+                          "--rounds", "50", "--out", str(out)]) == 0  # fmt: skip
+    result = json.loads(out.read_text())["metrics"][0]
+    assert result["resampling"] == "images"
+    value, low, high = result["results"]["all"]["rmse"]
+    assert low < high
