@@ -234,13 +234,15 @@ def _groups(frame: pd.DataFrame, choice: str):
     """Each image's reference for the bootstrap, or None to resample single images."""
     if choice == "image":
         return None
-    if "reference" in frame.columns:
-        return frame["reference"].astype(str).to_numpy()
-    if "reference_path" in frame.columns:
-        return frame["reference_path"].astype(str).to_numpy()
-    if choice == "reference":
-        raise DataError("--resample reference: the MOS file has no reference column")
-    return None
+    column = next((c for c in ("reference", "reference_path") if c in frame.columns), None)
+    if column is None:
+        if choice == "reference":
+            raise DataError("--resample reference: the MOS file has no reference column")
+        return None
+    groups = frame[column].astype(str).to_numpy()
+    # One reference is no resampling unit: every draw would be the same set (a zero-width
+    # interval). Its images are resampled instead, and the table says "images".
+    return groups if len(np.unique(groups)) > 1 else None
 
 
 def _paired(args, results: list[dict]) -> tuple[dict, int]:
