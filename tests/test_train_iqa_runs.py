@@ -31,8 +31,8 @@ def study(tmp_path_factory):
 
 
 def _args(mos: Path, out: Path, *extra: str) -> list[str]:
-    return ["--metric", "topiq_fr", "--mos", str(mos), "--no-pretrained", "--size", "48",
-            "--lr", "1e-4", "--epochs", "2", "--batch-size", "5", "--save-every", "2",
+    return ["--metric", "topiq_fr", "--mos", str(mos), "--no-pretrained", "--size", "32",
+            "--lr", "1e-4", "--epochs", "2", "--batch-size", "9", "--save-every", "2",
             "--device", "cpu", "--out", str(out), *extra]  # fmt: skip
 
 
@@ -46,19 +46,23 @@ def _run(args: list[str], kill: str | None = None) -> subprocess.CompletedProces
 
 
 def test_a_run_killed_mid_epoch_and_mid_save_resumes_bit_for_bit(study, tmp_path):
-    """40 images of 8 references: 10 test, 5 validation, 25 training = 5 steps per epoch, last.pt every 2 steps.
-    The interrupted run is killed before step 4 of epoch 1 (last.pt from step 2), resumed and
-    killed half-way through writing its third checkpoint file (last.pt at the end of epoch 1,
-    after step 4's last.pt and best.pt), resumed again to the end."""
+    """40 images of 8 references: 10 test, 5 validation, 25 training = 3 steps per epoch
+    (batches of 9), last.pt every 2 steps and at each epoch's end. The interrupted run is killed
+    before step 3 of epoch 1 (last.pt from step 2: mid-epoch); resumed, it finishes epoch 1
+    (saves 1–2: best.pt, last.pt) and is killed half-way through writing its third checkpoint
+    file (last.pt after step 2 of epoch 2), leaving its own end-of-epoch-1 last.pt intact;
+    resumed again (from an epoch boundary) to the end. 32² images keep each step cheap: every
+    last.pt holds TOPIQ-FR's 36 M weights and Adam's two moments (0.4 GB)."""
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     assert _run(_args(study, whole)).returncode == 0
-    first = _run(_args(study, broken), kill="step:1:4")
+    first = _run(_args(study, broken), kill="step:1:3")
     assert first.returncode == -9 and not (broken / "metrics.json").exists()
     assert torch.load(broken / "last.pt", weights_only=True)["step"] == 2
     second = _run(_args(study, broken, "--resume"), kill="save:3")
     assert second.returncode == -9
     assert (broken / ".last.pt.partial").exists()  # the interrupted write, beside an intact file
-    assert torch.load(broken / "last.pt", weights_only=True)["step"] == 4
+    saved = torch.load(broken / "last.pt", weights_only=True)
+    assert (saved["epoch"], saved["step"]) == (1, 0)
     third = _run(_args(study, broken, "--resume"))
     assert third.returncode == 0, third.stderr
     a, b = (torch.load(run / "last.pt", weights_only=True) for run in (whole, broken))
@@ -71,7 +75,7 @@ def test_a_run_killed_mid_epoch_and_mid_save_resumes_bit_for_bit(study, tmp_path
     report = {run: json.loads((run / "metrics.json").read_text()) for run in (whole, broken)}
     assert report[whole] == report[broken]
     best = torch.load(broken / "best.pt", weights_only=True)
-    assert best["settings"]["size"] == 48 and len(best["stimuli"]["test"]) == 10
+    assert best["settings"]["size"] == 32 and len(best["stimuli"]["test"]) == 10
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +122,7 @@ def test_frozen_batchnorm_statistics_stay_frozen_while_training():
     head = next(p for p in metric.net.parameters() if p.requires_grad).clone()
     metric.train_mode()
     for _ in range(2):
-        x, y = torch.rand(2, 3, 48, 48), torch.rand(2, 3, 48, 48)
+        x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
         loss = metric(x, y).square().mean()
         optimizer.zero_grad()
         loss.backward()
@@ -136,8 +140,8 @@ def test_validate_scores_a_runs_test_images_at_its_size(run, study, tmp_path):
     report = json.loads((tmp_path / "test.json").read_text())
     assert report["metrics"][0]["n"] == 10 and "10 test images" in report["images"]
     assert report["metrics"][0]["resampling"] == "references (2)"
-    assert validate_main([*weights, "--size", "48", "--out", str(tmp_path / "48.json")]) == 0
-    assert json.loads((tmp_path / "48.json").read_text()) == report  # the run's size, 48
+    assert validate_main([*weights, "--size", "32", "--out", str(tmp_path / "32.json")]) == 0
+    assert json.loads((tmp_path / "32.json").read_text()) == report  # the run's size, 32
     assert validate_main([*weights, "--all-images", "--out", str(tmp_path / "all.json")]) == 0
     assert json.loads((tmp_path / "all.json").read_text())["metrics"][0]["n"] == 40
     # --scores restricted to the same test images with --test-of

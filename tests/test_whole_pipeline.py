@@ -68,12 +68,12 @@ def test_the_demo_study_goes_through_every_stage(demo_mos, capsys):
     assert train_main(["--metric", "topiq_nr", "--mos", str(demo_mos / "mos" / "mos.csv"),
                        "--no-pretrained", "--epochs", "2", "--size", "64", "--out", str(run),
                        "--device", "cpu"]) == 0  # fmt: skip
-    # The demo's 20 images leave a test split of 4, too few to validate on: this chain checks
-    # the stages fit together, so it scores every image (the trained-on ones included).
+    # As README's command: a train_iqa checkpoint is scored on its run's test split only, here
+    # the 4 images of one reference (resampled as images: one reference is no bootstrap unit).
     assert validate_main(["--mos", str(demo_mos / "mos" / "mos.csv"), "--metric", "topiq_nr",
-                          "--weights", str(run / "best.pt"), "--size", "64",
-                          "--rounds", "50", "--all-images"]) == 0  # fmt: skip
-    assert "perception_mos" in capsys.readouterr().out
+                          "--weights", str(run / "best.pt"), "--rounds", "50"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "perception_mos (4 images" in out and "the 4 test images of" in out
     assert leaderboard_main(["--fr", str(run / "best.pt"), "--nr", str(run / "best.pt"),
                              "--results", str(demo_mos / "study"), "--by", "codec",
                              "--references", str(demo_mos / "study" / "references"),

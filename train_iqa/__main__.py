@@ -7,7 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from train_iqa.cli import Parser, fraction, positive_float, positive_int, report_left_out
+from train_iqa.cli import (
+    Parser,
+    fraction,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    report_left_out,
+)
 from train_iqa.data import DEFAULT_TARGET, DataError, load_mos
 from train_iqa.model import Metric, MetricError
 from train_iqa.train import TrainSettings, seed_everything, train
@@ -93,12 +100,12 @@ def build_parser() -> Parser:
         "but --epochs, --device, --workers, --save-every differs)",
     )  # fmt: skip
     parser.add_argument(
-        "--save-every", type=int, default=0,
+        "--save-every", type=non_negative_int, default=0,
         help="also save last.pt every this many steps (0: at the end of each epoch)",
     )  # fmt: skip
     parser.add_argument("--device", default="auto", help="cuda, cpu or auto")
     parser.add_argument("--amp", action="store_true", help="bf16 mixed precision on CUDA")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    parser.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader workers")
     parser.add_argument(
         "--no-pretrained", action="store_true", help="random init of head and backbone (offline)"
     )

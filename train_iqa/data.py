@@ -23,7 +23,8 @@ def read_csv(path: Path, what: str = "CSV") -> pd.DataFrame:
     if not Path(path).is_file():
         raise DataError(f"{path}: no such {what} file")
     try:
-        frame = pd.read_csv(path)
+        # Stimulus ids are text: '007' stays '007', and two files match by what is written.
+        frame = pd.read_csv(path, dtype={"stimulus": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         first = (str(error).strip().splitlines() or ["unreadable"])[0]
         raise DataError(f"{path}: not a readable {what} file ({first})") from error
@@ -52,6 +53,18 @@ def drop_missing(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return kept
 
 
+def finite_target(frame: pd.DataFrame, column: str, path: Path) -> None:
+    """Refuse a non-numeric or infinite ``column`` (NaN is a missing MOS, left out beforehand):
+    an infinite MOS would train to an infinite loss and NaN figures."""
+    if not pd.api.types.is_numeric_dtype(frame[column]):
+        raise DataError(f"{path}: column '{column}' is not numeric")
+    bad = frame["stimulus"][~np.isfinite(frame[column].to_numpy(float))]
+    if len(bad):
+        raise DataError(
+            f"{path}: {len(bad)} '{column}' value(s) not finite (first: stimulus {bad.iloc[0]})"
+        )
+
+
 def load_mos(path: Path, target: str, images: Path | None) -> pd.DataFrame:
     """``mos.csv`` rows with absolute image paths and a ``target`` column, checked for files.
 
@@ -67,6 +80,7 @@ def load_mos(path: Path, target: str, images: Path | None) -> pd.DataFrame:
     if not pd.api.types.is_numeric_dtype(frame[target]):
         raise DataError(f"{path}: column '{target}' is not numeric")
     frame = drop_missing(frame, target)
+    finite_target(frame, target, path)
     if len(frame) < 5:
         raise DataError(f"{path}: {len(frame)} stimuli with a '{target}' — too few to train on")
     base = Path(images) if images is not None else Path(path).parent

@@ -119,7 +119,9 @@ def _manifest(results: Path, references: Path | None) -> pd.DataFrame:
     path = results / "manifest.csv"
     if not path.is_file():
         raise DataError(f"{results}: no manifest.csv (run python -m generate run first)")
-    frame = read_csv(path, "manifest").fillna("")
+    frame = read_csv(path, "manifest")
+    text = frame.select_dtypes(exclude="number").columns  # empty text cells as "", numbers as NaN
+    frame[text] = frame[text].fillna("")
     for column in ("distorted_path", "reference_path", "mode"):
         if column not in frame.columns:
             raise DataError(f"{path}: no column '{column}'")

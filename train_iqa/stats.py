@@ -30,13 +30,35 @@ def logistic4(x: np.ndarray, low: float, span: float, centre: float, width: floa
         return low + span / (1 + np.exp(-(x - centre) / width))
 
 
+MAX_EVALUATIONS = 400
+"""Per start. A regular fit converges in tens; a subset whose MOS takes two values (one mode of a
+small study) makes the fit chase a step function for ten thousand and more, and validate's
+bootstrap refits 1,000 times per subset. The bounded point reached is a monotonic logistic all
+the same, and the best of the starts is kept."""
+
+
+def _residuals(params, z, mos):
+    return logistic4(z, *params) - mos
+
+
+def _jacobian(params, z, mos):
+    """∂ logistic4 / ∂ (low, span, centre, width), exactly: no finite differences."""
+    _, span, centre, width = params
+    u = (z - centre) / width
+    with np.errstate(over="ignore"):
+        s = 1 / (1 + np.exp(-u))
+    slope = s * (1 - s)
+    return np.column_stack([np.ones_like(z), s, -span * slope / width, -span * slope * u / width])
+
+
 def fit_logistic(scores, mos, widths=STARTING_SLOPES) -> tuple[np.ndarray, float, float]:
     """(the MOS predicted from ``scores`` by the monotonic logistic, its direction ±1, its width).
 
     The direction is that of the scores' rank correlation with the MOS; the logistic is fitted on
     direction × scores, standardized, from one start per width in ``STARTING_SLOPES`` (the MOS's
     range as the asymptotes, the median as centre), within bounds that keep it monotonic, and the
-    least-squares best is kept. If no start converges, the linear least-squares fit is used
+    least-squares best is kept (each start stops after ``MAX_EVALUATIONS``). If no start gives
+    finite parameters, the linear least-squares fit is used
     (width NaN). The bootstrap passes the point fit's width alone: one start instead of three.
     """
     scores, mos = np.asarray(scores, float), np.asarray(mos, float)
@@ -51,11 +73,15 @@ def fit_logistic(scores, mos, widths=STARTING_SLOPES) -> tuple[np.ndarray, float
         warnings.simplefilter("ignore")
         for width in widths:
             start = [mos.min(), reach, float(np.median(z)), width]
+            start[3] = float(np.clip(start[3], lower[3], upper[3]))
             try:
-                params, _ = optimize.curve_fit(
-                    logistic4, z, mos, p0=start, bounds=(lower, upper), maxfev=20000
-                )
+                params = optimize.least_squares(
+                    _residuals, start, jac=_jacobian, bounds=(lower, upper), args=(z, mos),
+                    max_nfev=MAX_EVALUATIONS,
+                ).x  # fmt: skip
             except (RuntimeError, ValueError):
+                continue
+            if not np.isfinite(params).all():
                 continue
             error = float(np.sum((logistic4(z, *params) - mos) ** 2))
             if error < best_error:

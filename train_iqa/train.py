@@ -146,14 +146,26 @@ def splits(frame: pd.DataFrame, settings: TrainSettings) -> dict[str, np.ndarray
     The test split is drawn from the seed; the validation split is carved from the training rows
     the same way (content-disjoint unless ``by_content`` is off), with the next seed."""
     train_rows, test_rows = split(frame, settings.test_fraction, settings.seed, settings.by_content)
+    unit = "references" if settings.by_content else "images"
+    if len(test_rows) < 3:  # no correlation from fewer: every test figure would be NaN
+        raise DataError(
+            f"the test split holds {len(test_rows)} of {len(frame)} images (--test-fraction "
+            f"{settings.test_fraction:g} of the {unit}); at least 3 are needed: raise it or add data"
+        )
+    if len(train_rows) == 0:
+        raise DataError(
+            f"the training split is empty (--test-fraction {settings.test_fraction:g} of "
+            f"{frame['reference'].nunique() if settings.by_content else len(frame)} {unit} "
+            "leaves none to train on): lower it or add data"
+        )
     if settings.select_on == "test":
         return {"train": train_rows, "test": test_rows}
     part = frame.iloc[train_rows].reset_index(drop=True)
     fit, val = split(part, settings.val_fraction, settings.seed + 1, settings.by_content)
-    if len(fit) == 0 or len(val) == 0:
+    if len(fit) == 0 or len(val) < 3:  # a validation SRCC needs 3 images, or best.pt never moves
         raise DataError(
-            f"too few references to carve a validation split of {settings.val_fraction:g} from "
-            f"{len(train_rows)} training images; add data, or select on test (the paper's way)"
+            f"too few {unit} to carve a validation split of at least 3 images "
+            f"(--val-fraction {settings.val_fraction:g}) from {len(train_rows)} training images; add data, or select on test (the paper's way)"
         )
     return {"train": train_rows[fit], "val": train_rows[val], "test": test_rows}
 

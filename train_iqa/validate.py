@@ -26,6 +26,7 @@ from train_iqa.data import (
     DataError,
     ImagePairs,
     drop_missing,
+    finite_target,
     load_mos,
     read_csv,
     unique_stimuli,
@@ -51,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         only, where = _test_images(args)
         results = [_evaluate(args, mos, source, only) for source in sources]
         if len(results) == 2:
+            targets = [r["summary"]["target"] for r in results]
+            if targets[0] != targets[1]:  # a paired test needs one MOS for both
+                raise DataError(
+                    f"the two metrics are scored against different targets ({targets[0]}, "
+                    f"{targets[1]}): no paired test; choose one with --target"
+                )
             paired = _paired(args, results)
     except (DataError, MetricError) as error:
         print(f"train_iqa.validate: error: {error}", file=sys.stderr)
@@ -139,13 +146,23 @@ def _test_images(args) -> tuple[set[str] | None, str]:
     if args.all_images:
         return None, "every image of the MOS file (--all-images)"
     runs = [args.test_of] if args.test_of else [w for w in args.weights if w]
+    only, where = None, "every image of the MOS file"
     for path in runs:
         settings, stimuli = run_settings(Path(path))
         if "test" in stimuli:
-            return set(stimuli["test"]), f"the {len(stimuli['test'])} test images of {path}"
+            only, where = set(stimuli["test"]), f"the {len(stimuli['test'])} test images of {path}"
+            break
         if args.test_of:
             raise DataError(f"{path}: not a train_iqa checkpoint (no test split stored)")
-    return None, "every image of the MOS file"
+    for path in (w for w in args.weights if w) if only is not None else ():
+        stimuli = run_settings(Path(path))[1]
+        seen = only & set(stimuli.get("train", [])) | only & set(stimuli.get("val", []))
+        if seen:  # its figures would not be test figures: another split (seed, fractions)
+            raise DataError(
+                f"{path} trained on (or selected on) {len(seen)} of {where}: its split differs; "
+                "compare runs made with the same split (--seed, fractions), or use --all-images"
+            )
+    return only, where
 
 
 def _evaluate(args, mos: pd.DataFrame, source, only: set[str] | None) -> dict:
@@ -181,6 +198,7 @@ def _evaluate(args, mos: pd.DataFrame, source, only: set[str] | None) -> dict:
             raise DataError(f"{args.mos}: no column '{target}'")
         frame = mos.merge(scores[["stimulus", "score"]], on="stimulus", how="inner")
         frame = _restrict(drop_missing(frame, target), only, args.mos)
+        finite_target(frame, target, args.mos)
         frame["target"] = frame[target].astype(float)
     report_left_out("train_iqa.validate", frame.attrs.get("left_out", []), target)
     if len(frame) < 3:  # fewer have no correlation (a small run's test split may hold 4)
@@ -216,13 +234,15 @@ def _groups(frame: pd.DataFrame, choice: str):
     """Each image's reference for the bootstrap, or None to resample single images."""
     if choice == "image":
         return None
-    if "reference" in frame.columns:
-        return frame["reference"].astype(str).to_numpy()
-    if "reference_path" in frame.columns:
-        return frame["reference_path"].astype(str).to_numpy()
-    if choice == "reference":
-        raise DataError("--resample reference: the MOS file has no reference column")
-    return None
+    column = next((c for c in ("reference", "reference_path") if c in frame.columns), None)
+    if column is None:
+        if choice == "reference":
+            raise DataError("--resample reference: the MOS file has no reference column")
+        return None
+    groups = frame[column].astype(str).to_numpy()
+    # One reference is no resampling unit: every draw would be the same set (a zero-width
+    # interval). Its images are resampled instead, and the table says "images".
+    return groups if len(np.unique(groups)) > 1 else None
 
 
 def _paired(args, results: list[dict]) -> tuple[dict, int]:
