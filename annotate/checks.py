@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session as OrmSession
 from tqdm import tqdm
 
+from annotate.background import BackgroundJob
 from studydb import Stimulus
 
 log = logging.getLogger("annotate")
@@ -83,7 +83,7 @@ class FileCheck:
     seconds: float
 
 
-class FileCheckCache:
+class FileCheckCache(BackgroundJob):
     """The dashboard's list of missing files, checked in a background thread.
 
     One stat per stimulus file is 8,000 file-system calls at the paper's size (more on a
@@ -94,12 +94,11 @@ class FileCheckCache:
     """
 
     def __init__(self, engine: Engine, every_seconds: float) -> None:
+        super().__init__("file-check")
         self.engine = engine
         self.every_seconds = every_seconds
         self.result: FileCheck | None = None
         self.error: str | None = None
-        self._lock = threading.Lock()
-        self._worker: threading.Thread | None = None
 
     def latest(self, wait: float = 0.0) -> FileCheck | None:
         current = self.result
@@ -108,16 +107,6 @@ class FileCheckCache:
         elif (dt.datetime.now(dt.UTC) - current.checked_at).total_seconds() >= self.every_seconds:
             self.refresh(wait=wait if current.seconds <= wait else 0)
         return self.result
-
-    def refresh(self, wait: float | None = None) -> None:
-        """Start a check unless one is running; ``wait``: join it that many seconds (None: all)."""
-        with self._lock:
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(target=self._run, daemon=True, name="file-check")
-                self._worker.start()
-            worker = self._worker
-        if wait is None or wait > 0:
-            worker.join(wait)
 
     def _run(self) -> None:
         started = time.perf_counter()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from flask import Flask
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session as OrmSession
 
+from annotate.background import BackgroundJob
 from mos.observations import Observations
 from mos.ratings import load_ratings
 from mos.screening import LiveScreening
@@ -45,7 +45,7 @@ class Snapshot:
     seconds: float  # how long the computation took
 
 
-class LiveScreeningCache:
+class LiveScreeningCache(BackgroundJob):
     """The latest screening of one app, refreshed by a background thread on demand."""
 
     def __init__(
@@ -56,6 +56,7 @@ class LiveScreeningCache:
         target: int,
         refresh_seconds: float,
     ) -> None:
+        super().__init__("screening")
         self.engine = engine
         self.database = database
         self.target = target
@@ -63,9 +64,6 @@ class LiveScreeningCache:
         self.refresh_seconds = refresh_seconds
         self.snapshot: Snapshot | None = None
         self.error: str | None = None
-        self._lock = threading.Lock()
-        self._worker: threading.Thread | None = None
-        self._started = 0.0
 
     def latest(self, last_rating: int, wait: float = 0.0) -> Snapshot | None:
         """The latest result, recomputed in the background when ratings have arrived since.
@@ -81,20 +79,9 @@ class LiveScreeningCache:
             self.refresh(wait=FIRST_WAIT)
         elif current.last_rating < last_rating:
             quick = current.seconds <= wait
-            if quick or time.monotonic() - self._started >= self.refresh_seconds:
+            if quick or time.monotonic() - self.started >= self.refresh_seconds:
                 self.refresh(wait=wait if quick else 0)
         return self.snapshot
-
-    def refresh(self, wait: float | None = None) -> None:
-        """Start a recomputation unless one is running; ``wait``: join it that many seconds."""
-        with self._lock:
-            if self._worker is None or not self._worker.is_alive():
-                self._started = time.monotonic()
-                self._worker = threading.Thread(target=self._run, daemon=True, name="screening")
-                self._worker.start()
-            worker = self._worker
-        if wait is None or wait > 0:
-            worker.join(wait)
 
     def _run(self) -> None:
         try:
