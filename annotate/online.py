@@ -474,22 +474,9 @@ def start_online_sitting(
     planned = [(int(state.stimuli[i]), True, None) for i in warmups]
     planned += [(int(state.stimuli[i]), False, None) for i in chosen]
     checks = _checks(db, state, chosen, config, rng)
-    sitting = Session(
-        viewer_id=viewer.id,
-        started_at=moment,
-        last_active_at=moment,
-        environment=environment,
-        break_due_at=moment + plan.break_after,
-    )
-    db.add(sitting)
-    try:
-        db.flush()
-    except IntegrityError:  # a simultaneous request opened this participant's sitting
-        db.rollback()
-        existing = sittings.open_sitting(db, viewer, plan)
-        if existing is None:
-            raise
-        return existing
+    sitting, opened = sittings.insert_sitting(db, viewer, plan, moment, environment)
+    if not opened:
+        return sitting
     for check in checks:
         # anywhere after the first test trial, so a sitting never opens with a trick
         planned.insert(int(rng.integers(len(warmups) + 1, len(planned) + 1)), check)

@@ -243,9 +243,32 @@ def start_sitting(
         raise StudyError("There is nothing left for you to rate in this study. Thank you!")
     sittings_so_far = db.scalar(select(func.count()).where(Session.viewer_id == viewer.id)) or 0
     rng = np.random.default_rng(None if seed is None else [seed, viewer.id, sittings_so_far])
+    sitting, opened = insert_sitting(
+        db, viewer, design, moment, environment, group_id=assignment.group.id
+    )
+    if not opened:
+        return sitting
+    for trial in _plan(assignment.stimuli, design, rng, assignment.coverage):
+        trial.session_id = sitting.id
+        db.add(trial)
+    db.commit()
+    return sitting
+
+
+def insert_sitting(
+    db: OrmSession,
+    viewer: Viewer,
+    design: Design,
+    moment: dt.datetime,
+    environment: dict[str, Any],
+    group_id: int | None = None,
+) -> tuple[Session, bool]:
+    """Insert the viewer's new open sitting (flushed, not committed): (sitting, True). The
+    database allows one open sitting per viewer, so when a simultaneous request opened one
+    first the insert fails and that sitting comes back instead: (theirs, False)."""
     sitting = Session(
         viewer_id=viewer.id,
-        group_id=assignment.group.id,
+        group_id=group_id,
         started_at=moment,
         last_active_at=moment,
         environment=environment,
@@ -259,12 +282,8 @@ def start_sitting(
         existing = open_sitting(db, viewer, design)
         if existing is None:
             raise
-        return existing
-    for trial in _plan(assignment.stimuli, design, rng, assignment.coverage):
-        trial.session_id = sitting.id
-        db.add(trial)
-    db.commit()
-    return sitting
+        return existing, False
+    return sitting, True
 
 
 def _candidate_groups(

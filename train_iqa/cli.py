@@ -18,45 +18,32 @@ class Parser(argparse.ArgumentParser):
 
 def positive_int(text: str) -> int:
     """An integer ≥ 1 (image size, epochs, batch size, bootstrap rounds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+    return _checked(text, int, "an integer", lambda v: v >= 1, "must be at least 1")
 
 
 def non_negative_int(text: str) -> int:
     """An integer ≥ 0 (DataLoader workers, --save-every)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
+    return _checked(text, int, "an integer", lambda v: v >= 0, "must be 0 or more")
 
 
 def fraction(text: str) -> float:
     """A share strictly between 0 and 1 (test and validation fractions)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 1")
-    return value
+    return _checked(text, float, "a number", lambda v: 0 < v < 1, "must be between 0 and 1")
 
 
 def positive_float(text: str) -> float:
     """A number > 0 (learning rate)."""
+    return _checked(text, float, "a number", lambda v: v > 0, "must be positive")
+
+
+def _checked(text: str, cast, kind: str, valid, rule: str):
+    """``cast(text)`` if it parses and is ``valid``; else argparse's one-line usage error."""
     try:
-        value = float(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+    if not valid(value):
+        raise argparse.ArgumentTypeError(f"{value} {rule}")
     return value
 
 
