@@ -44,15 +44,23 @@ def codec_key(path: Path, codec: str, qp: int | None, target_bpp: float) -> str:
     return f"{Path(path).stem}_{content_digest(path)}_{codec}_{rate}"
 
 
-def rate_warning(name: str, achieved_bpp: float, target_bpp: float) -> str | None:
-    """A one-line warning when a bpp search missed its target by more than RATE_TOLERANCE."""
+def rate_warning(
+    name: str, achieved_bpp: float, target_bpp: float, within_target: bool = True
+) -> str | None:
+    """A one-line warning when a bpp search missed its target by more than RATE_TOLERANCE:
+    above it (no setting fits), or far below it (no setting lands nearer within it)."""
     miss = achieved_bpp / target_bpp - 1
-    if abs(miss) <= RATE_TOLERANCE:
+    if within_target and abs(miss) <= RATE_TOLERANCE:
         return None
+    why = (
+        "no setting fits: a small reference cannot reach a low target; see --codec-qp"
+        if not within_target
+        else "the best encode within the target: the next finer setting is above it, or the "
+        "finest searched is below it"
+    )
     return (
         f"generate: warning: {name}: codec hint at {achieved_bpp:.4f} bpp, {miss:+.0%} from the "
-        f"{target_bpp:g} bpp target (a small reference cannot reach a low target; "
-        "see --codec-qp)"
+        f"{target_bpp:g} bpp target ({why})"
     )
 
 
