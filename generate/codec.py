@@ -207,10 +207,14 @@ def _bisect_quality(image: np.ndarray, target_bpp: float, codec: str, scale: flo
     return tried[min(fitting)] if fitting else tried[max(tried)]
 
 
-def _encode_pyav(image: np.ndarray, codec: str, quality: int) -> bytes:
+def _encode_pyav(
+    image: np.ndarray, codec: str, quality: int, options: dict[str, str] | None = None
+) -> bytes:
+    """The encoder's whole output for one frame (``options``: the codec's own unless given)."""
     import av
 
-    encoder, _, _, options = CODECS[codec]
+    encoder, _, _, own = CODECS[codec]
+    options = own if options is None else options
     context = av.CodecContext.create(encoder, "w")
     context.width, context.height = image.shape[1], image.shape[0]
     context.pix_fmt = "yuv420p"
