@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--codec-qp",
         type=int,
         help="a fixed quantizer instead of the bpp search, as the paper (VVC QP 53); a plan "
-        "row's codec_qp (from --sweep-qp) wins. See README for the QP nearest 0.024 bpp per codec",
+        "row's codec_qp (from --sweep-qp) wins; coded as given (AVC/HEVC ≤ 51). See "
+        "docs/generate.md for the QP nearest 0.024 bpp per codec",
     )
     run.add_argument("--pixel-block", type=int, default=64, help="Pixel-mode block side")
     run.add_argument(
@@ -187,11 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Help,
         description="Every reference through each codec (one intra frame: AVC libx264, HEVC "
         "libx265, AV1 libsvtav1, bundled with PyAV; VVC via vvencapp/vvdecapp when on PATH) at "
-        "each QP, or each target bpp (searched per image). Bits are the raw bitstream's bytes × "
-        "8. Writes images/, meta/ and manifest.csv with generate run's columns (model = AVC, "
-        "HEVC, AV1 or VVC; mode = Codec). Resumable. QP scales differ between codecs (HEVC "
-        "0–51, AVC 0–69, AV1 1–63, VVC 0–63): give each codec its own --qps list, or use --bpp "
-        "for equal rates.",
+        "each QP (coded as given), or each target bpp (the best encode within it, searched per "
+        "image). Bits are what a decoder needs of the raw bitstream (parameter sets and slices; "
+        "no SEI or metadata) × 8, kept beside each PNG (images/ID.h264|.hevc|.obu|.266). Writes "
+        "images/, meta/ and manifest.csv with generate run's columns (model = AVC, HEVC, AV1 or "
+        "VVC; mode = Codec). Resumable; an edited reference is made again, another reference "
+        "folder refused. QP scales differ between codecs (HEVC and AVC 0–51, AV1 1–63, VVC "
+        "0–63): give each codec its own --qps list, or use --bpp for equal rates.",
     )
     ladder_.add_argument("--references", type=Path, required=True, help="folder of references")
     ladder_.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
