@@ -296,6 +296,11 @@ def check_finished(out: Path, rows: pd.DataFrame) -> None:
                     f"delete {out / 'images' / row.id}.png and its meta to remake it, or give "
                     "another --out"
                 )
+        if row.mode in CODED_MODES and "codec_bitstream_path" not in meta:
+            raise RunError(
+                f"{row.id}: finished before codec bits were counted as a decoder needs (no kept "
+                "bitstream): its bits would not compare with the rest; give another --out"
+            )
 
 
 def _image_settings(settings: RunSettings) -> dict:
