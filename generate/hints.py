@@ -5,8 +5,9 @@ A codec hint (Image / Full modes) is cached in ``hints/`` under a key made of th
 or target bpp). Two references with the same file stem in different folders, or a reference
 edited between two runs, therefore never share a hint.
 
-A bpp search can miss its target: a reference smaller than about 640×480 cannot be coded at
-0.024 bpp by any quantizer (the smallest bitstream is already larger), so the hint overshoots.
+A bpp search can miss its target: a small reference (128×96, say) cannot be coded at 0.024 bpp
+by any quantizer and scale (the smallest bitstream is already larger), so the hint overshoots;
+and the best encode within a target can lie well below it when the next finer quantizer is above.
 Each hint's achieved bpp is compared to the target (:func:`rate_warning`), and a run ends with
 the spread over all its hints (:func:`rate_summary`).
 """
