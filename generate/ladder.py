@@ -157,24 +157,32 @@ def run_ladder(todo: list[Point], out: Path, workers: int = 1) -> int:
 
 def stale(todo: list[Point], out: Path) -> list[Point]:
     """The points to make: those without image, bitstream or metadata, and those made from
-    another content of their reference. A folder made from another reference folder is
-    refused, before anything is encoded."""
-    folders = {str(p.reference.resolve().parent) for p in todo}
+    another content of their reference. A folder holding any point made from another reference
+    folder is refused, before anything is encoded."""
+    check_one_folder(todo, out)
     missing = []
     for point in todo:
         meta = _read_meta(out, point)
-        if meta is None:
-            missing.append(point)
-            continue
-        made_from = Path(meta["reference_path"]).parent
-        if str(made_from) not in folders:
+        if meta is None or meta.get("reference_digest") != content_digest(point.reference):
+            missing.append(point)  # not made, or its reference was edited since
+    return missing
+
+
+def check_one_folder(todo: list[Point], out: Path) -> None:
+    """Refuse an output folder with points of another reference folder: one manifest would
+    mix two sets of references into one curve per codec."""
+    folders = {p.reference.resolve().parent for p in todo}
+    for path in sorted((out / "meta").glob("*.json")):
+        try:
+            made_from = Path(json.loads(path.read_text())["reference_path"]).parent
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            continue  # unreadable: write_manifest names it
+        if made_from not in folders:
             raise codec.CodecError(
                 f"{out} holds a ladder of the references in {made_from}, not "
-                f"{point.reference.resolve().parent}: give another --out (one folder, one ladder)"
+                f"{', '.join(sorted(map(str, folders)))}: give another --out (one folder, one "
+                "ladder)"
             )
-        if meta.get("reference_digest") != content_digest(point.reference):
-            missing.append(point)  # the reference was edited since: its points are remade
-    return missing
 
 
 def same_encode_notes(todo: list[Point], out: Path) -> list[str]:

@@ -95,6 +95,11 @@ def test_a_resume_remakes_an_edited_reference_and_refuses_another_folder(tmp_pat
     assert after.loc[kept].equals(before.loc[kept])
     message = f"holds a ladder of the references in {folder.resolve()}"
     one_line_error(capsys, ladder(refs, out, "--qps", "45", codecs="hevc"), message)
+    other = tmp_path / "other"  # other names too: still another folder's ladder
+    other.mkdir()
+    (other / "AIGI_c.png").write_bytes((refs / "NSI_a.png").read_bytes())
+    one_line_error(capsys, ladder(other, out, "--qps", "45", codecs="hevc"), message)
+    assert sorted(p.name for p in (out / "meta").iterdir()) == [f"{edited}.json", f"{kept}.json"]
 
 
 def test_bpp_targets_leave_the_qp_empty_and_record_the_target(tmp_path, refs):
