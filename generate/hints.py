@@ -54,7 +54,7 @@ def rate_warning(
     if within_target and abs(miss) <= RATE_TOLERANCE:
         return None
     why = (
-        "no setting fits: a small reference cannot reach a low target; see --codec-qp"
+        "no setting fits: the smallest encode of a small reference is above a low target"
         if not within_target
         else "the best encode within the target: the next finer setting is above it, or the "
         "finest searched is below it"
