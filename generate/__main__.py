@@ -3,41 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
 
-from generate import codec, ladder, pixel
+from generate import codec, pixel
 from generate.captions import CaptionError, make_captioner
 from generate.codec import CodecError
 from generate.decode import QUALITY_PROMPT, DecoderError
-from generate.plan import (
-    CAPTION_WORDS,
-    PlanError,
-    check_references,
-    check_seed,
-    choose_references,
-    configurations,
-    list_references,
-    make_plan,
-    read_plan,
-)
 from generate.registry import (
+    CAPTION_WORDS,
     CAPTIONED_MODES,
     GENERATIVE,
     RESTORATION,
     RegistryError,
     load_registry,
 )
-from generate.run import (
-    RunError,
-    RunSettings,
-    cpu_share,
-    launcher_rank,
-    run_plan,
-    write_manifest,
-)
+
+# pandas (through plan, run, ladder), PyAV and torch are imported by the command that
+# needs them: `--help` and a command's own errors come back at once.
 
 STUDY_COUNT = 100
 """The paper's references in the subjective set (``--count``'s default under the study preset)."""
@@ -48,9 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (PlanError, RegistryError, CaptionError, DecoderError, CodecError, RunError) as error:
+    except _user_errors() as error:  # evaluated only when something was raised
         print(f"generate: error: {error}", file=sys.stderr)
         return 2
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors that are the user's to fix: a one-line message and exit 2."""
+    from generate.plan import PlanError
+    from generate.run import RunError
+
+    return PlanError, RegistryError, CaptionError, DecoderError, CodecError, RunError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--codec-qp",
         type=int,
         help="a fixed quantizer instead of the bpp search, as the paper (VVC QP 53); a plan "
-        "row's codec_qp (from --sweep-qp) wins. See README for the QP nearest 0.024 bpp per codec",
+        "row's codec_qp (from --sweep-qp) wins; coded as given (AVC/HEVC ≤ 51). See "
+        "docs/generate.md for the QP nearest 0.024 bpp per codec",
     )
     run.add_argument("--pixel-block", type=int, default=64, help="Pixel-mode block side")
     run.add_argument(
@@ -195,11 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Help,
         description="Every reference through each codec (one intra frame: AVC libx264, HEVC "
         "libx265, AV1 libsvtav1, bundled with PyAV; VVC via vvencapp/vvdecapp when on PATH) at "
-        "each QP, or each target bpp (searched per image). Bits are the raw bitstream's bytes × "
-        "8. Writes images/, meta/ and manifest.csv with generate run's columns (model = AVC, "
-        "HEVC, AV1 or VVC; mode = Codec). Resumable. QP scales differ between codecs (HEVC "
-        "0–51, AVC 0–69, AV1 1–63, VVC 0–63): give each codec its own --qps list, or use --bpp "
-        "for equal rates.",
+        "each QP (coded as given), or each target bpp (the best encode within it, searched per "
+        "image). Bits are what a decoder needs of the raw bitstream (parameter sets and slices; "
+        "no SEI or metadata) × 8, kept beside each PNG (images/ID.h264|.hevc|.obu|.266). Writes "
+        "images/, meta/ and manifest.csv with generate run's columns (model = AVC, HEVC, AV1 or "
+        "VVC; mode = Codec). Resumable; an edited reference is made again, another reference "
+        "folder refused. QP scales differ between codecs (HEVC and AVC 0–51, AV1 1–63, VVC "
+        "0–63): give each codec its own --qps list, or use --bpp for equal rates.",
     )
     ladder_.add_argument("--references", type=Path, required=True, help="folder of references")
     ladder_.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
@@ -222,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     manifest = commands.add_parser("manifest", help="rebuild manifest.csv of an output folder")
     manifest.add_argument("out", type=Path, help="the output folder of `generate run`")
-    manifest.set_defaults(run=lambda a: print(write_manifest(a.out)) or 0)
+    manifest.set_defaults(run=_manifest)
     return parser
 
 
@@ -252,8 +247,24 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected numbers like 0.024,0.1, got {text!r}") from None
 
 
+def _manifest(args: argparse.Namespace) -> int:
+    from generate.run import write_manifest
+
+    print(write_manifest(args.out))
+    return 0
+
+
 def _plan(args: argparse.Namespace) -> int:
     import numpy as np
+
+    from generate.plan import (
+        PlanError,
+        check_seed,
+        choose_references,
+        configurations,
+        list_references,
+        make_plan,
+    )
 
     registry = load_registry(args.models_config)
     configs = configurations(registry, [m.strip() for m in args.models.split(",") if m.strip()])
@@ -284,6 +295,9 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from generate.plan import PlanError, read_plan
+    from generate.run import RunSettings, cpu_share, launcher_rank, run_plan
+
     registry = load_registry(args.models_config)
     plan = read_plan(args.plan, registry)
     counts = (
@@ -297,8 +311,7 @@ def _run(args: argparse.Namespace) -> int:
             "--pixel-bits must be 1–8; --pixel-block, --steps, --batch-size and --workers ≥ 1; "
             "--size ≥ 8"
         )
-    if not (math.isfinite(args.target_bpp) and args.target_bpp > 0):
-        raise PlanError(f"--target-bpp must be a number > 0, got {args.target_bpp}")
+    codec.check_target(args.target_bpp)
     _check_codec(plan, args.codec, args.codec_qp)
     rank, world, local = launcher_rank()
     needs_caption = plan["mode"].isin(CAPTIONED_MODES).any()
@@ -336,6 +349,10 @@ def _check_codec(plan, name: str, fixed: int | None) -> None:
 
 
 def _ladder(args: argparse.Namespace) -> int:
+    from generate import ladder
+    from generate.plan import PlanError, check_references, list_references
+    from generate.run import cpu_share
+
     names = [c.strip().lower() for c in args.codecs.split(",") if c.strip()]
     references = list_references(args.references)
     check_references(args.references, [str(r) for r in references])  # before any encoding

@@ -13,7 +13,6 @@ import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-import pandas as pd
 from PIL import Image
 
 PROMPTS = {
@@ -62,6 +61,8 @@ class CsvCaptions(Captioner):
     name = "csv"
 
     def __init__(self, path: str | Path) -> None:
+        import pandas as pd  # here, not at the top: `python -m generate --help` stays quick
+
         path = Path(path)
         try:
             frame = pd.read_csv(path, encoding="utf-8-sig")

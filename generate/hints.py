@@ -5,8 +5,9 @@ A codec hint (Image / Full modes) is cached in ``hints/`` under a key made of th
 or target bpp). Two references with the same file stem in different folders, or a reference
 edited between two runs, therefore never share a hint.
 
-A bpp search can miss its target: a reference smaller than about 640×480 cannot be coded at
-0.024 bpp by any quantizer (the smallest bitstream is already larger), so the hint overshoots.
+A bpp search can miss its target: a small reference (128×96, say) cannot be coded at 0.024 bpp
+by any quantizer and scale (the smallest bitstream is already larger), so the hint overshoots;
+and the best encode within a target can lie well below it when the next finer quantizer is above.
 Each hint's achieved bpp is compared to the target (:func:`rate_warning`), and a run ends with
 the spread over all its hints (:func:`rate_summary`).
 """
@@ -44,15 +45,23 @@ def codec_key(path: Path, codec: str, qp: int | None, target_bpp: float) -> str:
     return f"{Path(path).stem}_{content_digest(path)}_{codec}_{rate}"
 
 
-def rate_warning(name: str, achieved_bpp: float, target_bpp: float) -> str | None:
-    """A one-line warning when a bpp search missed its target by more than RATE_TOLERANCE."""
+def rate_warning(
+    name: str, achieved_bpp: float, target_bpp: float, within_target: bool = True
+) -> str | None:
+    """A one-line warning when a bpp search missed its target by more than RATE_TOLERANCE:
+    above it (no setting fits), or far below it (no setting lands nearer within it)."""
     miss = achieved_bpp / target_bpp - 1
-    if abs(miss) <= RATE_TOLERANCE:
+    if within_target and abs(miss) <= RATE_TOLERANCE:
         return None
+    why = (
+        "no setting fits: the smallest encode of a small reference is above a low target"
+        if not within_target
+        else "the best encode within the target: the next finer setting is above it, or the "
+        "finest searched is below it"
+    )
     return (
         f"generate: warning: {name}: codec hint at {achieved_bpp:.4f} bpp, {miss:+.0%} from the "
-        f"{target_bpp:g} bpp target (a small reference cannot reach a low target; "
-        "see --codec-qp)"
+        f"{target_bpp:g} bpp target ({why})"
     )
 
 

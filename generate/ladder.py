@@ -2,17 +2,22 @@
 
 Every reference through AVC (libx264), HEVC (libx265) and AV1 (libsvtav1), all bundled with PyAV,
 and VVC (Fraunhofer ``vvencapp`` / ``vvdecapp``) when both are on PATH — one intra frame each,
-at a list of fixed QPs or of target bitrates (the bpp search of ``generate run``). The bits are
-counted as in ``generate run``: the raw bitstream's bytes × 8, no container. Each decoded image
-is written as a PNG, and ``manifest.csv`` has the columns of a ``generate run`` manifest where they
-apply (``model`` = the codec's label, ``mode`` = ``Codec``, ``text_bits`` = ``pixel_bits`` = 0),
-so a scorer reads the two alike. Resumable: a point whose image and metadata exist is skipped.
+at a list of fixed QPs or of target bitrates (the bpp search of ``generate run``: the best
+quality within each target). The bits are counted as in ``generate run``: what a decoder needs of
+the raw bitstream, × 8 (:mod:`generate.bitstream`). Each decoded image is written as a PNG with
+its bitstream beside it (``images/<id>.h264|.hevc|.obu|.266``: ``bits`` = 8 × its size), and
+``manifest.csv`` has the columns of a ``generate run`` manifest where they apply (``model`` = the
+codec's label, ``mode`` = ``Codec``, ``text_bits`` = ``pixel_bits`` = 0), so a scorer reads the
+two alike.
+
+Resumable: a point whose image, bitstream and metadata exist, made from the same reference
+content, is skipped; one whose reference changed since is made again. An output folder holds
+one reference folder's ladder: a run over another folder is refused (its curves would mix).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -24,9 +29,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from generate import codec
-from generate.hints import rate_warning
+from generate.hints import content_digest, rate_warning
 from generate.plan import content_type
-from generate.run import _done, _write_json, _write_png, write_manifest
+from generate.run import _write_bytes, _write_json, _write_png, write_manifest
 
 MODE = "Codec"
 """The ``mode`` of a ladder point in the manifest."""
@@ -61,6 +66,10 @@ def points(
     """
     if bool(qps) == bool(bpps):
         raise codec.CodecError("give either --qps or --bpp (one list of rates)")
+    if not codecs:
+        raise codec.CodecError("--codecs lists no codec (choose among avc,hevc,av1,vvc)")
+    for target in bpps or []:
+        codec.check_target(target)
     for name in codecs:
         if name not in codec.QP_LIMITS:
             raise codec.CodecError(
@@ -79,8 +88,6 @@ def points(
                     f"{reference.name} is {image.size[0]}×{image.size[1]}: too small to encode "
                     f"(min side {codec.MIN_SIDE})"
                 )
-    if any(not (math.isfinite(b) and b > 0) for b in bpps or []):
-        raise codec.CodecError(f"--bpp targets must be > 0, got {bpps}")
     for label, values in (("--codecs", codecs), ("--bpp", bpps or [])):
         if len(set(values)) != len(values):
             raise codec.CodecError(f"{label} lists a value twice")
@@ -124,10 +131,10 @@ def _in_range(name: str) -> tuple[int, ...]:
 
 
 def run_ladder(todo: list[Point], out: Path, workers: int = 1) -> int:
-    """Make every missing point (``workers`` processes); return how many were made."""
+    """Make every missing or stale point (``workers`` processes); return how many were made."""
     for folder in ("images", "meta"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    missing = [p for p in todo if not _done(out, p.id)]
+    missing = stale(todo, out)
     progress = tqdm(total=len(missing), desc="codec ladder", unit="img", disable=None)
     if workers <= 1:
         for point in missing:
@@ -141,9 +148,69 @@ def run_ladder(todo: list[Point], out: Path, workers: int = 1) -> int:
                 _write(out, jobs[job], job.result())
                 progress.update(1)
     progress.close()
+    for note in same_encode_notes(todo, out):
+        tqdm.write(note, file=sys.stderr)
     if any((out / "meta").glob("*.json")):
         write_manifest(out)
     return len(missing)
+
+
+def stale(todo: list[Point], out: Path) -> list[Point]:
+    """The points to make: those without image, bitstream or metadata, and those made from
+    another content of their reference. A folder holding any point made from another reference
+    folder is refused, before anything is encoded."""
+    check_one_folder(todo, out)
+    missing = []
+    for point in todo:
+        meta = _read_meta(out, point)
+        if meta is None or meta.get("reference_digest") != content_digest(point.reference):
+            missing.append(point)  # not made, or its reference was edited since
+    return missing
+
+
+def check_one_folder(todo: list[Point], out: Path) -> None:
+    """Refuse an output folder with points of another reference folder: one manifest would
+    mix two sets of references into one curve per codec."""
+    folders = {p.reference.resolve().parent for p in todo}
+    for path in sorted((out / "meta").glob("*.json")):
+        try:
+            made_from = Path(json.loads(path.read_text())["reference_path"]).parent
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            continue  # unreadable: write_manifest names it
+        if made_from not in folders:
+            raise codec.CodecError(
+                f"{out} holds a ladder of the references in {made_from}, not "
+                f"{', '.join(sorted(map(str, folders)))}: give another --out (one folder, one "
+                "ladder)"
+            )
+
+
+def same_encode_notes(todo: list[Point], out: Path) -> list[str]:
+    """A note for each reference and codec where two target bpps gave the same encode: no
+    setting lands between the targets (or, below the target, none fits at all)."""
+    by_encode: dict[tuple, list[float]] = {}
+    for point in todo:
+        meta = _read_meta(out, point)
+        if point.target_bpp is None or meta is None:
+            continue
+        settings = json.loads(meta["codec_settings"])
+        key = (point.reference.name, point.codec, settings["quality"], settings["scale"],
+               meta["bpp"], settings.get("within_target", True))  # fmt: skip
+        by_encode.setdefault(key, []).append(point.target_bpp)
+    notes = []
+    for (name, coder, quality, scale, bpp, within), targets in by_encode.items():
+        if len(targets) < 2:
+            continue
+        why = (
+            "no setting fits below them; it is the smallest encode"
+            if not within
+            else "it is the best within each: no setting lands between them"
+        )
+        notes.append(
+            f"generate: note: {name} ({coder}): targets {', '.join(f'{t:g}' for t in targets)} "
+            f"bpp give the same encode (QP {quality} at scale {scale:g}, {bpp:.4f} bpp): {why}"
+        )
+    return notes
 
 
 def make(point: Point) -> codec.CodedImage:
@@ -154,16 +221,39 @@ def make(point: Point) -> codec.CodedImage:
     return codec.encode_at_bpp(image, point.target_bpp, point.codec)
 
 
+def _read_meta(out: Path, point: Point) -> dict | None:
+    """A finished point's metadata; None when its image, bitstream or metadata is missing."""
+    meta_path = out / "meta" / f"{point.id}.json"
+    if not (meta_path.exists() and (out / "images" / f"{point.id}.png").exists()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # half-written or damaged: made again
+    kept = out / meta.get("bitstream_path", "\0")
+    return meta if kept.is_file() and "reference_path" in meta else None
+
+
 def _write(out: Path, point: Point, coded: codec.CodedImage) -> None:
-    """The decoded image, then its metadata (which marks the point made), each atomically."""
+    """The decoded image and its bitstream, then its metadata (which marks the point made),
+    each atomically."""
     height, width, _ = coded.image.shape
     bpp = coded.bits / (width * height)
     if point.target_bpp is not None:
-        warning = rate_warning(f"{point.reference.name} ({point.codec})", bpp, point.target_bpp)
+        warning = rate_warning(
+            f"{point.reference.name} ({point.codec})", bpp, point.target_bpp,
+            coded.settings.get("within_target", True),
+        )  # fmt: skip
         if warning:
             tqdm.write(warning, file=sys.stderr)
     _write_png(out / "images" / f"{point.id}.png", coded.image)
+    _write_bytes(out / bitstream_path(point), coded.bitstream)
     _write_json(out / "meta" / f"{point.id}.json", record(point, coded))
+
+
+def bitstream_path(point: Point) -> str:
+    """Where a point's bitstream is kept, relative to the output folder: beside its PNG."""
+    return f"images/{point.id}{codec.EXTENSIONS[point.codec]}"
 
 
 def record(point: Point, coded: codec.CodedImage) -> dict:
@@ -172,7 +262,9 @@ def record(point: Point, coded: codec.CodedImage) -> dict:
     return {
         "id": point.id,
         "distorted_path": f"images/{point.id}.png",
+        "bitstream_path": bitstream_path(point),
         "reference_path": str(point.reference.resolve()),
+        "reference_digest": content_digest(point.reference),
         "reference": point.reference.stem,
         "content_type": content_type(point.reference.name) or "",
         "model": codec.LABELS[point.codec],

@@ -29,7 +29,7 @@ import pandas as pd
 from PIL import Image
 
 from generate.codec import QP_LIMITS
-from generate.registry import DecoderSpec
+from generate.registry import CAPTION_WORDS, DecoderSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 CONTENT_TYPES = ("NSI", "SCI", "AIGI")
@@ -41,8 +41,6 @@ PLAN_COLUMNS = [
 ]  # fmt: skip
 SWEEP_COLUMNS = ["codec_qp", "caption_words"]
 """Optional per-row settings (sweeps); a plan without them is read as not swept."""
-CAPTION_WORDS = (5, 10, 20, 50)
-"""The caption lengths the paper's I2T prompts ask for (A.4)."""
 QP_MAX = max(high for _, high in QP_LIMITS.values())
 """The largest quantizer any codec takes (each codec's own limit is checked by ``run``)."""
 SEED_MAX = 2**63 - 1

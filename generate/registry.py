@@ -42,6 +42,8 @@ CAPTIONED_MODES = ("Text", "Pixel", "Full")
 """The modes whose encoder sends a caption (Image mode sends a fixed quality prompt)."""
 CODED_MODES = ("Image", "Full")
 """The modes whose encoder sends a traditional codec's low-bitrate image."""
+CAPTION_WORDS = (5, 10, 20, 50)
+"""The caption lengths the paper's I2T prompts ask for (A.4)."""
 
 FAMILIES = {
     # family: (image-to-image pipeline class, text-to-image pipeline class, guidance scale)

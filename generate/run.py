@@ -296,6 +296,11 @@ def check_finished(out: Path, rows: pd.DataFrame) -> None:
                     f"delete {out / 'images' / row.id}.png and its meta to remake it, or give "
                     "another --out"
                 )
+        if row.mode in CODED_MODES and "codec_bitstream_path" not in meta:
+            raise RunError(
+                f"{row.id}: finished before codec bits were counted as a decoder needs (no kept "
+                "bitstream): its bits would not compare with the rest; give another --out"
+            )
 
 
 def _image_settings(settings: RunSettings) -> dict:
@@ -350,7 +355,7 @@ class Hints:
         """Make the missing codec hints of ``references`` ((path, fixed QP or None) pairs)
         before decoding starts, ``workers`` processes at a time: the bitrate search costs about
         a second a reference, which a GPU would otherwise sit out, reference by reference."""
-        missing = [(p, qp) for p, qp in references if not self._codec_paths(p, qp)[1].exists()]
+        missing = [(p, qp) for p, qp in references if not self._made(p, qp)]
         if not missing:
             return
         target, name = self.settings.target_bpp, self.settings.codec
@@ -368,14 +373,17 @@ class Hints:
                     progress.update(1)
         progress.close()
 
-    def codec(self, path: Path, qp: int | None) -> tuple[np.ndarray, int, dict]:
+    def codec(self, path: Path, qp: int | None) -> tuple[np.ndarray, int, dict, str]:
+        """(decoded hint, bits, codec settings, the bitstream's path relative to the run's
+        folder) of one reference's codec hint, made now if not cached."""
         image_path, meta_path = self._codec_paths(path, qp)
-        if not meta_path.exists():
+        if not self._made(path, qp):
             self._store(path, qp, _code(path, self.settings.target_bpp, self.settings.codec, qp))
         meta = json.loads(meta_path.read_text())
         image = np.asarray(Image.open(image_path))
         self.rates[meta_path] = (meta["bits"] / (image.shape[0] * image.shape[1]), qp is None)
-        return image, meta["bits"], meta["settings"]
+        kept = self._bitstream_path(path, qp)
+        return image, meta["bits"], meta["settings"], f"{self.folder.name}/{kept.name}"
 
     def rate_summary(self) -> str:
         """The spread of the hints' bpp: searched ones against the target, fixed-QP ones apart."""
@@ -390,16 +398,27 @@ class Hints:
         stem = hints.codec_key(path, self.settings.codec, qp, self.settings.target_bpp)
         return self.folder / f"{stem}.png", self.folder / f"{stem}.json"
 
+    def _bitstream_path(self, path: Path, qp: int | None) -> Path:
+        """The hint's bitstream, beside its PNG: ``bits`` is 8 × its size."""
+        return self._codec_paths(path, qp)[0].with_suffix(codec.EXTENSIONS[self.settings.codec])
+
+    def _made(self, path: Path, qp: int | None) -> bool:
+        """A hint is made when its metadata and bitstream exist (one cached before bitstreams
+        were kept counted other bytes as its rate, so it is made again)."""
+        return self._codec_paths(path, qp)[1].exists() and self._bitstream_path(path, qp).exists()
+
     def _store(self, path: Path, qp: int | None, coded: codec.CodedImage) -> None:
         """The hint image, then its metadata (which marks it made), each atomically; a bpp
         search that missed its target says so now, not in a manifest column read later."""
         image_path, meta_path = self._codec_paths(path, qp)
         if qp is None:
             bpp = coded.bpp(*coded.image.shape[:2])
-            warning = hints.rate_warning(Path(path).name, bpp, self.settings.target_bpp)
+            within = bool(coded.settings.get("within_target", True))
+            warning = hints.rate_warning(Path(path).name, bpp, self.settings.target_bpp, within)
             if warning:
                 tqdm.write(warning, file=sys.stderr)
         _write_png(image_path, coded.image)
+        _write_bytes(self._bitstream_path(path, qp), coded.bitstream)
         _write_json(meta_path, {"bits": coded.bits, "settings": coded.settings})
 
     def pixel(self, path: Path) -> tuple[np.ndarray, int]:
@@ -442,6 +461,7 @@ def _decode(
             "codec_qp": "" if item["qp"] is None else item["qp"],
             "codec_target_bpp": settings.target_bpp if coded and item["qp"] is None else "",
             "codec_bpp": bits["codec_bits"] / (width * height) if coded else "",
+            "codec_bitstream_path": item["bitstream"],
             "caption_words": _words(row, hints) if item["caption"] else "",
             **bits,
             "bits": total,
@@ -484,7 +504,7 @@ def _encode(row, hints: Hints, settings: RunSettings, spec: DecoderSpec) -> dict
     reference_path = Path(row.reference_path)
     with Image.open(reference_path) as image:  # the header: Text rows need no pixels
         width, height = image.size
-    caption, start, codec_settings = "", None, {}
+    caption, start, codec_settings, bitstream = "", None, {}, ""
     bits = {"text_bits": 0, "pixel_bits": 0, "codec_bits": 0}
     qp = row_qp(row, settings) if row.mode in CODED_MODES else None
     if row.mode in CAPTIONED_MODES and takes_prompt(spec):
@@ -493,10 +513,11 @@ def _encode(row, hints: Hints, settings: RunSettings, spec: DecoderSpec) -> dict
     if row.mode == "Pixel":
         start, bits["pixel_bits"] = hints.pixel(reference_path)
     if row.mode in CODED_MODES:
-        start, bits["codec_bits"], codec_settings = hints.codec(reference_path, qp)
+        start, bits["codec_bits"], codec_settings, bitstream = hints.codec(reference_path, qp)
     prompt = settings.image_prompt if row.mode == "Image" else caption
     return {"caption": caption, "start": start, "bits": bits, "prompt": prompt, "qp": qp,
-            "codec_settings": codec_settings, "size": (width, height)}  # fmt: skip
+            "codec_settings": codec_settings, "bitstream": bitstream,
+            "size": (width, height)}  # fmt: skip
 
 
 def takes_prompt(spec: DecoderSpec) -> bool:
@@ -539,6 +560,10 @@ def _done(out: Path, row_id: str) -> bool:
 
 def _write_png(target: Path, image: np.ndarray) -> None:
     _atomic(target, lambda tmp: Image.fromarray(image).save(tmp, "PNG"))
+
+
+def _write_bytes(target: Path, data: bytes) -> None:
+    _atomic(target, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _write_json(target: Path, record: dict) -> None:

@@ -345,8 +345,8 @@ def test_codec_hints_made_by_worker_processes_are_the_ones_made_in_line(tmp_path
     for folder, workers in (("pool", 2), ("inline", 1)):
         (tmp_path / folder).mkdir()
         Hints(tmp_path / folder, settings, None).prepare_codec(references, workers)
-    made = sorted(p.name for p in (tmp_path / "pool").iterdir())
-    assert made == sorted(p.name for p in (tmp_path / "inline").iterdir()) and len(made) == 4
+    made = sorted(p.name for p in (tmp_path / "pool").iterdir())  # PNG, bitstream, JSON each
+    assert made == sorted(p.name for p in (tmp_path / "inline").iterdir()) and len(made) == 6
     for name in made:
         assert (tmp_path / "pool" / name).read_bytes() == (tmp_path / "inline" / name).read_bytes()
 
@@ -491,23 +491,32 @@ def test_openai_captioner_needs_a_key(monkeypatch):
 
 
 def test_vvc_goes_through_the_fraunhofer_tools_when_they_are_on_path(tmp_path, monkeypatch):
-    """Stand-in vvencapp / vvdecapp that pass the raw I420 frame through: this checks our side
-    (the planes written, the bitstream counted, the frame read back), not VVC itself."""
+    """Stand-in vvencapp / vvdecapp that carry the raw I420 frame, base64-coded, in one VCL NAL
+    unit followed by an SEI: this checks our side (the planes written, the SEI left out of the
+    count and of what the decoder reads, the frame read back), not VVC itself."""
     tools = tmp_path / "bin"
     tools.mkdir()
-    script = (
-        "#!{python}\nimport shutil, sys\nargs = sys.argv[1:]\n"
-        "src = args[args.index('{src}') + 1]; dst = args[args.index('-o') + 1]\n"
-        "shutil.copy(src, dst)\n"
-    )  # fmt: skip
-    for name, source_flag in (("vvencapp", "-i"), ("vvdecapp", "-b")):
-        (tools / name).write_text(script.format(python=sys.executable, src=source_flag))
+    header = "import base64, sys\nargs = sys.argv[1:]\n"
+    encoder = (
+        "src = args[args.index('-i') + 1]; dst = args[args.index('-o') + 1]\n"
+        "frame = base64.b64encode(open(src, 'rb').read())\n"
+        "sei = b'\\0\\0\\1' + bytes([0, 23 << 3 | 1]) + b'encoder version'\n"
+        "open(dst, 'wb').write(b'\\0\\0\\0\\1' + bytes([0, 8 << 3 | 1]) + frame + sei)\n"
+    )
+    decoder = (
+        "src = args[args.index('-b') + 1]; dst = args[args.index('-o') + 1]\n"
+        "data = open(src, 'rb').read(); assert b'encoder version' not in data\n"
+        "open(dst, 'wb').write(base64.b64decode(data[6:]))\n"
+    )
+    for name, body in (("vvencapp", encoder), ("vvdecapp", decoder)):
+        (tools / name).write_text(f"#!{sys.executable}\n{header}{body}")
         (tools / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{tools}:{__import__('os').environ['PATH']}")
     assert codec.available("vvc")
     image = np.asarray(Image.open(DEMO / "coffee.png").convert("RGB"))
     coded = codec.encode(image, 53, "vvc")
-    assert coded.bits == 320 * 216 * 3 // 2 * 8  # the "bitstream" is the raw frame here
+    frame_bytes = 320 * 216 * 3 // 2
+    assert coded.bits == (6 + 4 * -(-frame_bytes // 3)) * 8  # the NAL unit, no SEI
     assert np.abs(coded.image.astype(int) - image).mean() < 4  # only the YUV 4:2:0 round trip
 
 
