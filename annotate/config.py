@@ -67,7 +67,15 @@ ONLINE_GOLD_TRIALS = 2  # alternately a reference against itself and a strongly 
 ONLINE_ATTENTION_CHECKS = 2  # pages that ask for a given consistency score
 ONLINE_SITTINGS_PER_PARTICIPANT = 1  # a participant id cannot take a sitting twice
 ONLINE_ENTRY_LIMIT = "30 per minute"  # entry-link visits per client address, then 429
-COMPLETION_CODE = ""  # the platform's completion code, shown after a completed sitting
+# The platform's completion code per outcome (docs/annotate.md, "Honest pay"): "paid" after a
+# completed sitting whose checks passed, "failed_checks" after one whose gold trials, attention
+# checks, timing or slider use broke QC_RULES ("" = no code: the participant is asked to return
+# the study). Codes differ; letters, digits, _ and - only; checked at start-up.
+COMPLETION_CODES: dict = {"paid": "", "failed_checks": ""}
+# Participant ids: folded to one case per platform whose ids are case-insensitive, and optionally
+# checked against a full-match pattern per platform (e.g. {"prolific": r"[0-9a-f]{24}"})
+ONLINE_ID_CASE: dict = {"prolific": "lower", "mturk": "upper"}
+ONLINE_ID_PATTERNS: dict = {}
 # where a completed participant is sent; {code} is replaced ("" = show the code, no redirect);
 # an absolute http(s) address with no other placeholder, checked at start-up
 COMPLETION_URL = ""  # e.g. "https://app.prolific.com/submissions/complete?cc={code}"

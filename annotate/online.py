@@ -59,6 +59,7 @@ from wtforms.validators import InputRequired, Length, NumberRange
 from annotate import sittings
 from annotate.db import get_db
 from annotate.forms import ConsentForm, finite
+from annotate.pay import PaySettings, settle
 from annotate.practice import made_pairs
 from mos.qc import ExclusionRules, qc_signals, trials_frame, trials_query
 from studydb import Rating, Session, Stimulus, Trial, Viewer
@@ -138,6 +139,7 @@ class OnlineSettings:
     dpr_range: tuple[float, float] = (1.0, 3.0)
     contrast: int = 12
     close_when_done: bool = True
+    pay: PaySettings | None = None
 
     @classmethod
     def from_config(cls, config) -> OnlineSettings:
@@ -154,6 +156,7 @@ class OnlineSettings:
             dpr_range=tuple(config["DISPLAY_DPR_RANGE"]),
             contrast=int(config["DISPLAY_CONTRAST"]),
             close_when_done=bool(config["ONLINE_CLOSE_WHEN_DONE"]),
+            pay=PaySettings.from_config(config, tuple(PARAMETERS)),
         )
         if min(settings.pairs, settings.sittings_per_participant) < 1:
             raise ValueError("ONLINE_SITTING_PAIRS and ONLINE_SITTINGS_PER_PARTICIPANT must be ≥ 1")
@@ -208,6 +211,14 @@ def start():
             "(it adds e.g. PROLIFIC_PID, STUDY_ID and SESSION_ID to the address)."
         )
         return render_template("error.html", message=message), 400
+    participant = settings().pay.normalised_id(platform, ids["participant"])
+    if participant is None:
+        message = (
+            f"This link's participant id is not a valid {platform} id: open the study from "
+            "your recruitment platform's own link, unchanged."
+        )
+        return render_template("error.html", message=message), 400
+    ids["participant"] = participant
     viewer = get_db().scalar(select(Viewer).where(Viewer.code == ids["participant"]))
     if viewer is not None and _sittings_left(get_db(), viewer) <= 0:
         return _already_taken(viewer)
@@ -227,7 +238,7 @@ def _platform_ids(args) -> tuple[str | None, dict[str, str]]:
         if participant is None:
             continue
         ids = dict(zip(("participant", "study", "session"), names, strict=True))
-        values = {key: args.get(name, "") for key, name in ids.items()}
+        values = {key: args.get(name, "").strip() for key, name in ids.items()}
         if not ID_PATTERN.fullmatch(values["participant"]) or any(
             value and not ID_PATTERN.fullmatch(value) for value in values.values()
         ):
@@ -248,13 +259,13 @@ def _sittings_left(db: OrmSession, viewer: Viewer) -> int:
 
 def _already_taken(viewer: Viewer):
     """409 for a participant id with no sitting left. One whose last sitting was completed gets
-    the completion code and link again (a closed tab must not cost the pay; the code is the
-    study's one static code, so this reveals nothing a completer does not already know)."""
+    its outcome's code and link again (a closed tab must not cost the pay; the code is the one
+    this outcome earned, so this reveals nothing the participant was not already shown)."""
     message = "You have already taken part in this study; it cannot be taken twice. Thank you!"
     last = _last_sitting(get_db(), viewer)
     if last is None or last.closed_reason != "completed":
         return render_template("error.html", message=message), 409
-    return render_template("online_complete.html", again=message, **_completion(True)), 409
+    return render_template("online_complete.html", again=message, **_outcome_page(last)), 409
 
 
 def _last_sitting(db: OrmSession, viewer: Viewer) -> Session | None:
@@ -263,10 +274,11 @@ def _last_sitting(db: OrmSession, viewer: Viewer) -> Session | None:
     )
 
 
-def _completion(completed: bool) -> dict:
-    code = current_app.config["COMPLETION_CODE"] if completed else ""
-    url = current_app.config["COMPLETION_URL"].format(code=code) if completed else ""
-    return {"completed": completed, "code": code, "url": url}
+def _outcome_page(sitting: Session | None) -> dict:
+    """The end page's code and link for the sitting's outcome (judged now if not yet)."""
+    config = settings()
+    outcome = settle(get_db(), sitting, config.rules) if sitting is not None else None
+    return config.pay.completion(outcome)
 
 
 def _entered() -> dict | None:
@@ -636,15 +648,32 @@ def complete():
     if sittings.open_sitting(db, viewer, plan) is not None:
         return redirect(url_for("study.trial"))
     last = _last_sitting(db, viewer)
-    completed = last is not None and last.closed_reason == "completed"
     return render_template(
         "online_complete.html",
         reason=last.closed_reason if last is not None else None,
-        **_completion(completed),
+        **_outcome_page(last),
     )
 
 
 def signals_table(db: OrmSession, config: OnlineSettings) -> pd.DataFrame:
-    """Every participant's QC signals and verdict, for the admin (empty before any rating)."""
+    """Every participant's QC signals and verdict, for the admin (empty before any rating), with
+    their latest sitting's state and the outcome it was paid on (:mod:`annotate.pay`)."""
     trials = trials_frame(pd.read_sql(trials_query(), db.connection()))
-    return config.rules.apply(qc_signals(trials, config.rules.fast_seconds))
+    table = config.rules.apply(qc_signals(trials, config.rules.fast_seconds))
+    latest = (
+        select(Session.viewer_id, func.max(Session.id).label("id"))
+        .group_by(Session.viewer_id)
+        .subquery()
+    )
+    sittings_now = pd.DataFrame(
+        db.execute(
+            select(Viewer.code, Session.closed_reason, Session.outcome)
+            .join(latest, latest.c.viewer_id == Viewer.id)
+            .join(Session, Session.id == latest.c.id)
+        ).all(),
+        columns=["participant", "sitting", "outcome"],
+    )
+    table = table.merge(sittings_now, on="participant", how="left")
+    table["sitting"] = table["sitting"].fillna("open")
+    table["outcome"] = table["outcome"].fillna("")
+    return table

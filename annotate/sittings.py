@@ -499,6 +499,7 @@ class Submission:
     first_input_ms: int | None = None
     reveal_ms: int | None = None
     scale: float | None = None
+    slider_events: int = 0
 
 
 def record(db: OrmSession, sitting: Session, submission: Submission, design: Design) -> bool:
@@ -571,6 +572,7 @@ def record(db: OrmSession, sitting: Session, submission: Submission, design: Des
             shown_at=revealed,
             first_input_at=first_input,
             scale=scale,
+            slider_events=submission.slider_events,
             submitted_at=moment,
             check_kind=trial.check_kind,
         )

@@ -293,6 +293,7 @@ def _submit(db, sitting: Session, form: TrialForm, plan: sittings.Design):
         first_input_ms=form.first_input_ms.data,
         reveal_ms=form.reveal_ms.data,
         scale=form.scale.data,
+        slider_events=form.slider_events.data or 0,  # none sent: no move made on the page
     )
     try:
         sittings.record(db, sitting, submission, plan)

@@ -135,6 +135,14 @@ class Browser:
         return int(found.group(1)) if found else None
 
     def rate(self, position: int, consistency=3.0, perception=2.5, **extra):
-        data = {"position": position, "consistency": consistency, "perception": perception}
+        """Rate the trial at ``position`` as the page's script would (the sliders moved twice,
+        the first one 900 ms after the reveal); ``extra`` overrides or adds fields."""
+        data = {
+            "position": position,
+            "consistency": consistency,
+            "perception": perception,
+            "slider_events": 2,
+            "first_input_ms": 900,
+        }
         data.update(extra)
         return self.post("/trial", data)

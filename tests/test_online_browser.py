@@ -35,7 +35,8 @@ def online_server(tmp_path):
         ONLINE_GOLD_TRIALS=2,
         ONLINE_ATTENTION_CHECKS=1,
         GREY_SCREEN_MS=150,
-        COMPLETION_CODE="C0DE42",
+        COMPLETION_CODES={"paid": "C0DE42", "failed_checks": "NOPAY7"},
+        QC_RULES={"min_trials": 3, "max_fast_share": None, "min_time_spread": None},
     )
     with app.app_context():
         import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
