@@ -15,16 +15,17 @@ plus gold trials and attention checks → completion code and redirect to the pl
   the browser's zoom, and three low-contrast digits the participant must read. Unsuitable screens
   are refused with the reasons; nothing is rated, no code is given.
 - **Checks** (stored as trials with ``check_kind``, see :mod:`studydb.schema` v4): a reference
-  against itself (must score ≥ 3 on consistency), a strongly degraded pair (≤ 2), and attention
-  checks that ask for a given consistency score. They never enter a MOS; :mod:`mos.qc` turns them,
-  the timing and each participant's agreement into the admin's QC table and the exclusions.
+  against a visually lossless re-encoding of itself (must score ≥ 3 on consistency), a strongly
+  degraded pair (≤ 2), and attention checks whose instruction is drawn into the image to rate
+  (:mod:`annotate.controls`). They never enter a MOS; :mod:`mos.qc` turns them, the timing, the
+  slider use and each participant's agreement into the admin's QC table and the exclusions, and
+  :mod:`annotate.pay` into the completion code.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -49,7 +50,6 @@ from flask_wtf import FlaskForm
 from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
@@ -57,6 +57,7 @@ from wtforms import FloatField, HiddenField, IntegerField, StringField
 from wtforms.validators import InputRequired, Length, NumberRange
 
 from annotate import sittings
+from annotate.controls import attention_image, contrast_png, reencoded, seed_of
 from annotate.db import get_db
 from annotate.forms import ConsentForm, finite
 from annotate.pay import PaySettings, settle
@@ -427,15 +428,8 @@ def contrast_image():
     """The contrast test: three digits a few grey levels above a mid-grey background."""
     if _viewer() is None or "display_nonce" not in session:
         abort(404)
-    level = settings().contrast
-    image = Image.new("L", (360, 120), 128)
-    font = ImageFont.load_default(size=64)
-    ImageDraw.Draw(image).text(
-        (180, 60), display_digits(), fill=128 + level, font=font, anchor="mm"
-    )
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    response = make_response(buffer.getvalue())
+    seed = seed_of(current_app.config["SECRET_KEY"], "contrast", session["display_nonce"])
+    response = make_response(contrast_png(display_digits(), settings().contrast, seed))
     response.headers["Content-Type"] = "image/png"
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -591,29 +585,59 @@ def _checks(db, state: AllocationState, chosen, config: OnlineSettings, rng) -> 
         checks.append((gold_stimulus(db, kind, path), False, ("gold", low, high)))
     for _ in range(config.attention):
         asked = float(rng.choice(ATTENTION_SCORES))
-        target = (
-            "attention",
-            asked - ATTENTION_TOLERANCE,
-            asked + ATTENTION_TOLERANCE,
-        )
-        checks.append((int(state.stimuli[int(rng.choice(chosen))]), False, target))
+        target = ("attention", asked - ATTENTION_TOLERANCE, asked + ATTENTION_TOLERANCE)
+        source = int(state.stimuli[int(rng.choice(chosen))])
+        checks.append((attention_stimulus(db, source, asked), False, target))
     return checks
 
 
 def gold_stimulus(db: OrmSession, kind: str, reference_path: str) -> int:
     """The id of the gold pair ``kind`` made from ``reference_path`` (created once, withheld so
-    that no design ever schedules it as a test image; commits)."""
+    that no design ever schedules it as a test image; commits). Its image is a fresh encoding
+    in the format of the reference's distorted images (:func:`annotate.controls.reencoded`)."""
     key = f"{kind}:{reference_path}"[:255]
     found = db.scalar(select(Stimulus.id).where(Stimulus.key == key))
     if found is not None:
         return found
-    distorted = reference_path
+    source = Path(reference_path)
     if kind == "gold-low":
         folder = Path(current_app.instance_path) / "practice"
-        distorted = made_pairs(Path(reference_path), folder)[0].distorted_path
-    stimulus = Stimulus(
-        key=key, distorted_path=distorted, reference_path=reference_path, withheld=True
+        source = Path(made_pairs(source, folder)[0].distorted_path)
+    like = db.scalar(
+        select(Stimulus.distorted_path).where(Stimulus.reference_path == reference_path).limit(1)
     )
+    distorted = reencoded(source, _control_path(key, like or reference_path), _seed(key))
+    return _withheld_stimulus(db, key, str(distorted), reference_path)
+
+
+def attention_stimulus(db: OrmSession, source_id: int, asked: float) -> int:
+    """The id of the attention check asking for ``asked`` on test stimulus ``source_id``: its
+    image to rate carries the instruction (created once, withheld; commits)."""
+    source = db.get(Stimulus, source_id)
+    key = f"attention:{asked:.1f}:{source.key}"[:255]
+    found = db.scalar(select(Stimulus.id).where(Stimulus.key == key))
+    if found is not None:
+        return found
+    target = _control_path(key, source.distorted_path)
+    drawn = attention_image(Path(source.distorted_path), target, asked)
+    return _withheld_stimulus(db, key, str(drawn), source.reference_path)
+
+
+def _control_path(key: str, like: str) -> Path:
+    """Where a control image lives: an opaque name (the key would tell what it is) under the
+    instance folder, with the suffix of the study image it stands in for."""
+    name = hashlib.sha256(f"{current_app.config['SECRET_KEY']}|{key}".encode()).hexdigest()[:24]
+    return Path(current_app.instance_path) / "controls" / f"{name}{Path(like).suffix or '.png'}"
+
+
+def _seed(key: str) -> int:
+    return seed_of(current_app.config["SECRET_KEY"], key)
+
+
+def _withheld_stimulus(db: OrmSession, key: str, distorted: str, reference: str) -> int:
+    """Insert a control's stimulus (withheld: no design schedules it); the id of the row made
+    here or by a simultaneous sitting."""
+    stimulus = Stimulus(key=key, distorted_path=distorted, reference_path=reference, withheld=True)
     db.add(stimulus)
     try:
         db.commit()
@@ -621,17 +645,6 @@ def gold_stimulus(db: OrmSession, kind: str, reference_path: str) -> int:
         db.rollback()
         return db.scalar(select(Stimulus.id).where(Stimulus.key == key))
     return stimulus.id
-
-
-def instruction_for(trial: Trial) -> str | None:
-    """What an attention check's page asks for (None for any other trial)."""
-    if trial.check_kind != "attention" or trial.accept_low is None or trial.accept_high is None:
-        return None
-    asked = (trial.accept_low + trial.accept_high) / 2
-    return (
-        f"Attention check: whatever the images, set the Consistency slider to {asked:.1f} "
-        f"(key {int(asked) + 1}) and Perception anywhere."
-    )
 
 
 # --------------------------------------------------------------------------- completion

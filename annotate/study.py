@@ -34,7 +34,6 @@ from annotate.forms import (
     TrialForm,
 )
 from annotate.media import media_url, send_image
-from annotate.online import instruction_for
 from annotate.practice import PracticePair, practice_pairs
 from studydb import Session, Stimulus, Viewer
 
@@ -162,7 +161,9 @@ def training(step: int):
     """Practice pairs across the range, in the real trial page; nothing is stored.
 
     Practice is a POSTed form per pair and the server keeps the step, so it can be neither
-    skipped by typing a URL nor replayed; the sitting's trials open once it is done.
+    skipped by typing a URL nor replayed; the sitting's trials open once it is done. Each
+    answer needs the trials' time floor (grey screen plus minimum viewing, by the server's clock
+    from the page's serving, kept in the signed cookie): practice cannot be clicked through.
     """
     db = get_db()
     sitting = sittings.open_sitting(db, current_viewer(), design())
@@ -178,10 +179,14 @@ def training(step: int):
     if form.is_submitted():
         if not form.validate():
             return _form_error(form)
+        problem = _practice_too_soon(step)
+        if problem:
+            return render_template("error.html", message=f"Answer not taken — {problem}"), 409
         sitting.last_active_at = sittings.now()  # practice is activity: not an idle sitting
         db.commit()
         session["practice_step"] = step + 1
         return redirect(url_for("study.training", step=step + 1), code=303)
+    session["practice_served"] = [step, sittings.now().isoformat()]
     return render_template(
         "trial.html",
         training=True,
@@ -193,6 +198,21 @@ def training(step: int):
         form=form,
         **_viewing(sitting),
     )
+
+
+def _practice_too_soon(step: int) -> str | None:
+    """Why this practice answer comes too soon (None: it may be taken)."""
+    served = session.get("practice_served")
+    if not served or served[0] != step:
+        return "this practice page was not shown; reload it."
+    plan = design()
+    earliest = dt.datetime.fromisoformat(served[1]) + plan.grey + plan.min_viewing
+    if sittings.now() < earliest:
+        return (
+            f"look at the pair for at least {plan.min_viewing.total_seconds():g} s after it "
+            "appears, then answer."
+        )
+    return None
 
 
 def _finish_practice(db, sitting: Session):
@@ -256,7 +276,6 @@ def trial():
         total=total,
         action=url_for("study.trial"),
         form=form,
-        instruction=instruction_for(upcoming),
         **_viewing(sitting),
     )
 

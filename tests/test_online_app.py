@@ -83,13 +83,13 @@ def enter(app, pid: str) -> Browser:
 def finish(app, browser: Browser, pid: str, attentive: bool = True) -> None:
     """Practice, then every trial as a careful participant would (gold pairs judged right,
     attention checks answered as asked); ``attentive=False`` misses the attention checks."""
-    keys = {t.position: t.stimulus.key for t in sitting_trials(app, pid)}
+    trials = {t.position: t for t in sitting_trials(app, pid)}
+    keys = {position: t.stimulus.key for position, t in trials.items()}
     browser.practise()
     while (position := browser.current_position()) is not None:
-        page = browser.get("/trial").get_data(as_text=True)
-        asked = re.search(r"set the Consistency slider to (\d\.\d)", page)
-        if asked:
-            score = float(asked.group(1)) if attentive else (float(asked.group(1)) + 2.5) % 5
+        if trials[position].check_kind == "attention":  # the instruction is in the image
+            asked = (trials[position].accept_low + trials[position].accept_high) / 2
+            score = asked if attentive else (asked + 2.5) % 5
         elif keys[position].startswith("gold-same"):
             score = 4.8
         elif keys[position].startswith("gold-low"):
