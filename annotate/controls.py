@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 DITHER_SHARE = 0.5
 """Share of the colour samples nudged by ±1 grey level: invisible (PSNR ≈ 51 dB), yet the
@@ -53,7 +53,10 @@ def reencoded(source: Path, target: Path, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     nudge = rng.choice((-1, 1), size=image.shape) * (rng.random(image.shape) < DITHER_SHARE)
     dithered = np.clip(image + nudge, 0, 255).astype(np.uint8)
-    return _write(Image.fromarray(dithered), target)
+    # An image that does not compress (noise) encodes to the same length whatever its pixels:
+    # a comment of random length makes sure the copy's length is never the reference's.
+    comment = rng.bytes(int(rng.integers(16, 1024))).hex()
+    return _write(Image.fromarray(dithered), target, comment)
 
 
 def attention_image(source: Path, target: Path, asked: float) -> Path:
@@ -120,12 +123,21 @@ def _png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _write(image: Image.Image, target: Path) -> Path:
+def _write(image: Image.Image, target: Path, comment: str = "") -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(
         f".{target.stem}.{os.getpid()}.{threading.get_ident()}{target.suffix}"
     )
-    options = {"quality": 95} if target.suffix.lower() in (".jpg", ".jpeg", ".webp") else {}
+    suffix = target.suffix.lower()
+    options: dict = {}
+    if suffix in (".jpg", ".jpeg", ".webp"):
+        options["quality"] = 95
+    if suffix in (".jpg", ".jpeg") and comment:
+        options["comment"] = comment
+    elif suffix == ".png" and comment:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Comment", comment)
+        options["pnginfo"] = info
     image.save(partial, **options)
     partial.replace(target)
     return target

@@ -59,9 +59,11 @@ from wtforms.validators import InputRequired, Length, NumberRange
 from annotate import sittings
 from annotate.controls import attention_image, contrast_png, reencoded, seed_of
 from annotate.db import get_db
+from annotate.display import DisplayNeeds, largest_pair
+from annotate.length import consent_text
 from annotate.forms import ConsentForm, finite
 from annotate.pay import PaySettings, settle
-from annotate.practice import made_pairs
+from annotate.practice import made_pairs, study_practice_pairs
 from mos.qc import ExclusionRules, qc_signals, trials_frame, trials_query
 from studydb import Rating, Session, Stimulus, Trial, Viewer
 from studydb.allocation import Allocator, Precision, ci_halfwidths
@@ -136,8 +138,6 @@ class OnlineSettings:
     target_ci: float = 0.4
     quality_bins: int = 5
     rules: ExclusionRules = field(default_factory=ExclusionRules)
-    min_window: tuple[int, int] = (1280, 720)
-    dpr_range: tuple[float, float] = (1.0, 3.0)
     contrast: int = 12
     close_when_done: bool = True
     pay: PaySettings | None = None
@@ -153,8 +153,6 @@ class OnlineSettings:
             min_ratings=int(config["ALLOCATION_MIN_RATINGS"]),
             target_ci=float(config["ALLOCATION_TARGET_CI"]),
             rules=ExclusionRules(**dict(config["QC_RULES"])),
-            min_window=tuple(config["DISPLAY_MIN_WINDOW"]),
-            dpr_range=tuple(config["DISPLAY_DPR_RANGE"]),
             contrast=int(config["DISPLAY_CONTRAST"]),
             close_when_done=bool(config["ONLINE_CLOSE_WHEN_DONE"]),
             pay=PaySettings.from_config(config, tuple(PARAMETERS)),
@@ -164,6 +162,13 @@ class OnlineSettings:
         if min(settings.gold, settings.attention) < 0 or not 1 <= settings.contrast <= 120:
             raise ValueError("check counts must be ≥ 0 and DISPLAY_CONTRAST within 1–120")
         _check_completion_url(str(config.get("COMPLETION_URL") or ""))
+        DisplayNeeds.from_config(config, (0, 0))  # raises on a display setting that cannot work
+        try:
+            consent_text(config)
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"ONLINE_CONSENT_TEXT: the only placeholder is {{length}} ({error!r})"
+            ) from None
         floor = (config["GREY_SCREEN_MS"] + config["MIN_VIEWING_MS"]) / 1000
         if settings.rules.max_fast_share is not None and settings.rules.fast_seconds <= floor:
             raise ValueError(
@@ -305,7 +310,7 @@ def consent():
                 viewer = db.scalar(select(Viewer).where(Viewer.code == entered["participant"]))
         session["viewer_id"] = viewer.id
         return redirect(url_for("online.display"))
-    return render_template("consent.html", form=form, text=current_app.config["CONSENT_TEXT"])
+    return render_template("consent.html", form=form, text=consent_text(current_app.config))
 
 
 # --------------------------------------------------------------------------- display check
@@ -319,6 +324,7 @@ class DisplayForm(FlaskForm):
     device_pixel_ratio = FloatField(validators=[InputRequired(), finite, NumberRange(0.1, 16)])
     zoom = FloatField(validators=[InputRequired(), finite, NumberRange(0.01, 100)])
     browser = HiddenField(validators=[Length(max=512)])
+    pointer = HiddenField(validators=[Length(max=16)])
     digits = StringField("The number in the grey box", [InputRequired(), Length(max=8)])
 
 
@@ -349,7 +355,8 @@ def display():
     if form.validate_on_submit():
         session["display_tries"] = session.get("display_tries", 0) + 1
         measured = {name: getattr(form, name).data for name in DISPLAY_FIELDS}
-        problems = display_problems(measured, form.digits.data, settings())
+        digits_read = (form.digits.data or "").strip() == display_digits()
+        problems = display_needs(db).problems(measured, digits_read)
         if problems:
             throttle.hit(limit, "online-display", str(viewer.id))
             session["display_nonce"] = secrets.token_hex(8)  # a new number for the next try
@@ -366,7 +373,8 @@ def display():
         session["practice_step"] = 0
         return redirect(url_for("study.instructions"))
     session.setdefault("display_nonce", secrets.token_hex(8))
-    return render_template("online_display.html", form=form, min_window=settings().min_window), (
+    needs = display_needs(db)
+    return render_template("online_display.html", form=form, needs=needs), (
         400 if form.errors else 200
     )
 
@@ -383,35 +391,18 @@ DISPLAY_FIELDS = (
     "device_pixel_ratio",
     "zoom",
     "browser",
+    "pointer",
 )
 
 
-def display_problems(measured: dict, digits: str, config: OnlineSettings) -> list[str]:
-    """Why this screen is unsuitable (empty: it is fine). Window sizes are in device pixels."""
-    problems = []
-    width, height = config.min_window
-    if measured["window_width"] < width or measured["window_height"] < height:
-        problems.append(
-            f"the browser window is {measured['window_width']} × {measured['window_height']} "
-            f"pixels; the study needs at least {width} × {height}: use a larger screen or "
-            "maximise the window"
-        )
-    low, high = config.dpr_range
-    if not low <= measured["device_pixel_ratio"] <= high:
-        problems.append(
-            f"the display's pixel ratio is {measured['device_pixel_ratio']:g}; the study needs "
-            f"{low:g}–{high:g} (a computer screen, not a phone)"
-        )
-    if abs(measured["zoom"] - 1) > 0.1:
-        problems.append(
-            f"the page is zoomed to {measured['zoom']:.0%}: reset the zoom to 100% (Ctrl+0)"
-        )
-    if (digits or "").strip() != display_digits():
-        problems.append(
-            "the number in the grey box was not read correctly: the screen's contrast may be "
-            "too low, or the room too bright"
-        )
-    return problems
+def display_needs(db: OrmSession) -> DisplayNeeds:
+    """What this study asks of a screen: from every pair a participant can be shown (the
+    study's images, the practice pairs; the checks have their sizes)."""
+    pairs = db.execute(
+        select(Stimulus.distorted_path, Stimulus.reference_path).where(Stimulus.withheld.is_(False))
+    ).all()
+    pairs += [(p.distorted_path, p.reference_path) for p in study_practice_pairs()]
+    return DisplayNeeds.from_config(current_app.config, largest_pair(pairs))
 
 
 def display_digits() -> str:

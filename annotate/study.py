@@ -33,8 +33,9 @@ from annotate.forms import (
     ResumeForm,
     TrialForm,
 )
+from annotate.length import SittingLength
 from annotate.media import media_url, send_image
-from annotate.practice import PracticePair, practice_pairs
+from annotate.practice import PracticePair, study_practice_pairs
 from studydb import Session, Stimulus, Viewer
 
 bp = Blueprint("study", __name__)
@@ -152,7 +153,9 @@ def environment():
 @bp.route("/instructions")
 @viewer_required
 def instructions():
-    return render_template("instructions.html", viewer=current_viewer())
+    online = current_app.config["ONLINE"]
+    length = SittingLength.from_config(current_app.config) if online else None
+    return render_template("instructions.html", viewer=current_viewer(), length=length)
 
 
 @bp.route("/training/<int:step>", methods=["GET", "POST"])
@@ -169,7 +172,7 @@ def training(step: int):
     sitting = sittings.open_sitting(db, current_viewer(), design())
     if sitting is None:
         return redirect(url_for("study.done"))
-    pairs = _practice_pairs()
+    pairs = study_practice_pairs()
     reached = int(session.get("practice_step", 0))
     if sitting.trained_at is not None or reached >= len(pairs):
         return _finish_practice(db, sitting)
@@ -226,7 +229,7 @@ def _finish_practice(db, sitting: Session):
 @viewer_required
 def practice_image(step: int, which: str):
     """A practice image (made pairs live in the instance folder, not in the stimulus table)."""
-    pairs = _practice_pairs()
+    pairs = study_practice_pairs()
     if which not in ("distorted", "reference") or step >= len(pairs):
         abort(404)
     return send_image(Path(getattr(pairs[step], f"{which}_path")), etag=f"practice-{step}-{which}")
@@ -358,14 +361,6 @@ def done():
         message=None,
         reason=last.closed_reason if last is not None else None,
         more=sittings.next_assignment(db, viewer, plan) is not None,
-    )
-
-
-def _practice_pairs() -> list[PracticePair]:
-    return practice_pairs(
-        get_db(),
-        list(current_app.config["TRAINING_STIMULI"]),
-        Path(current_app.instance_path) / "practice",
     )
 
 
