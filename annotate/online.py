@@ -60,8 +60,8 @@ from annotate import sittings
 from annotate.controls import attention_image, contrast_png, reencoded, seed_of
 from annotate.db import get_db
 from annotate.display import DisplayNeeds, largest_pair
-from annotate.length import consent_text
 from annotate.forms import ConsentForm, finite
+from annotate.length import consent_text
 from annotate.pay import PaySettings, settle
 from annotate.practice import made_pairs, study_practice_pairs
 from mos.qc import ExclusionRules, qc_signals, trials_frame, trials_query
