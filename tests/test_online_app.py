@@ -143,7 +143,7 @@ def test_unsuitable_screens_are_refused_before_any_rating(app):
     grey = np.asarray(Image.open(io.BytesIO(png.data)))
     assert set(np.unique(grey)) > {128}  # faint digits on mid-grey
     for bad, reason in [
-        ({"window_width": 800, "window_height": 600}, "window"),
+        ({"window_width": 800, "window_height": 300}, "window"),  # the pairs need 196 × 368
         ({"device_pixel_ratio": 0.5}, "pixel ratio"),
         ({"zoom": 1.5}, "zoom"),
         ({}, "number in the grey box"),

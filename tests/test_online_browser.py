@@ -68,14 +68,15 @@ def test_online_flow_from_entry_link_to_completion_redirect(online_server):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
-        small = browser.new_context(viewport={"width": 900, "height": 600})
+        # The study's pairs are 64 × 48 pixels: with the sliders they need 196 × 368.
+        small = browser.new_context(viewport={"width": 300, "height": 340})
         page = small.new_page()
         page.goto(link.replace("BROWSER1", "SMALL1"))
         page.check("#agree")
         page.click("#consent-continue")
         page.fill("#digits", digits_for(app, small))
         page.click("#display-continue")
-        assert "window is 900 × 600" in page.text_content("#problems")
+        assert "window is 300 × 340" in page.text_content("#problems")
         small.close()
 
         context = browser.new_context(viewport={"width": 1400, "height": 900})
