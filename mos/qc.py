@@ -97,6 +97,20 @@ class ExclusionRules:
                 reasons[i].append(text)
 
         s = signals
+
+        def below(column: str, minimum: float | None, text: str) -> None:
+            """A known signal under its floor (an unknown one, NaN, never excludes)."""
+            if minimum is not None:
+                values = s[column].to_numpy(dtype=float)
+                rule(np.isfinite(values) & (values < minimum), text.format(minimum))
+
+        def share_over(column: str, maximum: float | None, text: str) -> None:
+            """A share of the participant's test trials over its ceiling."""
+            if maximum is not None:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    share = s[column].to_numpy(dtype=float) / s["trials"].to_numpy()
+                rule(np.nan_to_num(share) > maximum, text.format(maximum))
+
         if self.min_trials is not None:
             rule(s["trials"].to_numpy() < self.min_trials, f"fewer than {self.min_trials} trials")
         if self.max_gold_failures is not None:
@@ -109,38 +123,21 @@ class ExclusionRules:
                 s["attention_failures"].to_numpy() > self.max_attention_failures,
                 f"failed more than {self.max_attention_failures} attention check(s)",
             )
-        if self.max_fast_share is not None:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                share = s["fast_trials"].to_numpy() / s["trials"].to_numpy()
-            rule(
-                np.nan_to_num(share) > self.max_fast_share,
-                f"over {self.max_fast_share:.0%} of trials faster than {self.fast_seconds:g} s",
-            )
-        if self.min_agreement is not None:
-            agreement = s["agreement"].to_numpy(dtype=float)
-            rule(
-                np.isfinite(agreement) & (agreement < self.min_agreement),
-                f"agreement with others below {self.min_agreement:g}",
-            )
-        if self.min_score_std is not None:
-            spread = s["score_std"].to_numpy(dtype=float)
-            rule(
-                np.isfinite(spread) & (spread < self.min_score_std),
-                f"score spread below {self.min_score_std:g} (straight-lining)",
-            )
-        if self.min_time_spread is not None:
-            timing = s["time_spread"].to_numpy(dtype=float)
-            rule(
-                np.isfinite(timing) & (timing < self.min_time_spread),
-                f"response times too regular (spread below {self.min_time_spread:g} s)",
-            )
-        if self.max_no_input_share is not None:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                share = s["no_input_trials"].to_numpy(dtype=float) / s["trials"].to_numpy()
-            rule(
-                np.nan_to_num(share) > self.max_no_input_share,
-                f"over {self.max_no_input_share:.0%} of trials without a slider move on the page",
-            )
+        share_over(
+            "fast_trials",
+            self.max_fast_share,
+            f"over {{:.0%}} of trials faster than {self.fast_seconds:g} s",
+        )
+        below("agreement", self.min_agreement, "agreement with others below {:g}")
+        below("score_std", self.min_score_std, "score spread below {:g} (straight-lining)")
+        below(
+            "time_spread", self.min_time_spread, "response times too regular (spread below {:g} s)"
+        )
+        share_over(
+            "no_input_trials",
+            self.max_no_input_share,
+            "over {:.0%} of trials without a slider move on the page",
+        )
         out = signals.copy()
         out["excluded"] = [bool(r) for r in reasons]
         out["reasons"] = ["; ".join(r) for r in reasons]

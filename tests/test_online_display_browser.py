@@ -14,7 +14,8 @@ from werkzeug.serving import make_server
 
 from annotate.db import get_db
 from studydb import Session
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.test_browser import CHROMIUM
+from tests.test_browser_presentation import chromium  # noqa: F401 (the shared browser fixture)
 from tests.test_online_browser import digits_for
 from tests.test_online_display import online_app
 
@@ -34,16 +35,6 @@ def servers(tmp_path_factory):
     yield {size: (app, base) for size, (app, base, _) in running.items()}
     for _, _, http in running.values():
         http.shutdown()
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 PHONE = dict(viewport={"width": 851, "height": 393}, device_scale_factor=2.75, is_mobile=True,
@@ -69,7 +60,7 @@ PHONE = dict(viewport={"width": 851, "height": 393}, device_scale_factor=2.75, i
         "512-phone-landscape",
     ],  # fmt: skip
 )
-def test_the_display_check_in_chromium(servers, chromium, size, context, passes):
+def test_the_display_check_in_chromium(servers, chromium, size, context, passes):  # noqa: F811
     app, base = servers[size]
     pid = f"w{size}x{context['viewport']['width']}x{context.get('device_scale_factor', 1)}"
     with app.app_context():
