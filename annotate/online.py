@@ -587,17 +587,24 @@ def gold_stimulus(db: OrmSession, kind: str, reference_path: str) -> int:
     that no design ever schedules it as a test image; commits). Its image is a fresh encoding
     in the format of the reference's distorted images (:func:`annotate.controls.reencoded`)."""
     key = f"{kind}:{reference_path}"[:255]
-    found = db.scalar(select(Stimulus.id).where(Stimulus.key == key))
-    if found is not None:
-        return found
+    found = db.scalar(select(Stimulus).where(Stimulus.key == key))
+    if found is not None and Path(found.distorted_path).parent == _control_path(key, "").parent:
+        return found.id
     source = Path(reference_path)
     if kind == "gold-low":
         folder = Path(current_app.instance_path) / "practice"
         source = Path(made_pairs(source, folder)[0].distorted_path)
     like = db.scalar(
-        select(Stimulus.distorted_path).where(Stimulus.reference_path == reference_path).limit(1)
+        select(Stimulus.distorted_path)
+        .where(Stimulus.reference_path == reference_path)
+        .order_by(Stimulus.id)
+        .limit(1)
     )
     distorted = reencoded(source, _control_path(key, like or reference_path), _seed(key))
+    if found is not None:  # made before schema 5: the reference's own file, or the practice's
+        found.distorted_path = str(distorted)
+        db.commit()
+        return found.id
     return _withheld_stimulus(db, key, str(distorted), reference_path)
 
 

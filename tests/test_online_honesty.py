@@ -294,6 +294,24 @@ def test_a_psnr_scorer_with_fixed_waits_is_caught_by_its_timing(app, clock):
     assert "C0DE42" in person and outcome(app, "person1")[0] == "paid"
 
 
+def test_a_gold_pair_made_before_schema_5_gets_its_own_image(app, clock):
+    """A study that began before this version holds "same" gold pairs whose image is the
+    reference's own file: the next sitting that draws one re-encodes it first."""
+    with app.app_context():
+        db = get_db()
+        for ref in sorted(set(db.scalars(select(Stimulus.reference_path)))):
+            db.add(Stimulus(key=f"gold-same:{ref}", distorted_path=ref, reference_path=ref,
+                            withheld=True))  # fmt: skip
+        db.commit()
+    enter(app, clock, "later1")
+    same = [t.stimulus for t in planned(app, "later1").values()
+            if t.stimulus.key.startswith("gold-same")]  # fmt: skip
+    assert same
+    for stimulus in same:
+        shown, reference = Path(stimulus.distorted_path), Path(stimulus.reference_path)
+        assert shown.parent.name == "controls" and shown.read_bytes() != reference.read_bytes()
+
+
 def test_the_attention_instruction_is_drawn_into_the_image_not_the_page(app, clock):
     browser = enter(app, clock, "reader1")
     trials = planned(app, "reader1")
