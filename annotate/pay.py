@@ -10,7 +10,8 @@ names one per :data:`studydb.schema.OUTCOMES`:
   use broke the QC rules (:mod:`mos.qc`); an empty code shows none and asks for a return.
 
 The verdict is the participant's own evidence only: :class:`mos.qc.ExclusionRules` without the
-agreement rule, which depends on the other participants (it still excludes from the MOS). It is
+agreement rule, which depends on the other participants (it still excludes from the MOS), and
+without the minimum number of trials (the server, not the participant, sets that). It is
 taken once, when the completed sitting is first shown its end page, and stored on the sitting
 (``sessions.outcome``, schema 5) so the admin and the exports show what each participant got.
 
@@ -108,8 +109,9 @@ class PaySettings:
 
 def pay_rules(rules: ExclusionRules) -> ExclusionRules:
     """The QC rules that decide pay: all but agreement with the others (not the participant's
-    own doing, and unknown for the first participants of a study)."""
-    return replace(rules, min_agreement=None)
+    own doing, and unknown for the first participants of a study) and the minimum number of
+    trials (the server sets a sitting's length; a completed one near a study's end is short)."""
+    return replace(rules, min_agreement=None, min_trials=None)
 
 
 def judge(db: OrmSession, sitting: Session, rules: ExclusionRules) -> tuple[str, str]:
