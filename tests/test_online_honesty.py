@@ -188,6 +188,14 @@ def test_without_a_failed_checks_code_the_participant_is_asked_to_return(tmp_pat
     assert outcome(app, "constant1")[0] == "failed_checks"
 
 
+def test_a_short_completed_sitting_is_paid_though_too_short_for_the_mos(tmp_path, clock):
+    """The server sets a sitting's length: fewer test trials than ``min_trials`` keep a
+    participant out of the MOS, never out of their pay."""
+    app = study(tmp_path, QC_RULES={"min_trials": 50})
+    assert "C0DE42" in sit(app, clock, "short1", careful, human_wait)
+    assert outcome(app, "short1") == ("paid", "")
+
+
 @pytest.mark.parametrize(
     ("config", "needle"),
     [
