@@ -218,9 +218,24 @@ def _serve(args: argparse.Namespace, app=None) -> int:
     scheme = "https" if args.certfile else "http"
     host = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host
     url = f"{scheme}://{host}:{args.port}/"
-    print(f"serving the study at {url} (admin: {url}admin/) — Ctrl+C to stop", flush=True)
+    if app.config["ONLINE"]:
+        print(
+            f"serving the online study (admin: {url}admin/) — Ctrl+C to stop\n"
+            f"entry link for Prolific: {entry_link(url)}\n"
+            f'(MTurk and other panels: see docs/annotate.md, "Online studies")',
+            flush=True,
+        )
+    else:
+        print(f"serving the study at {url} (admin: {url}admin/) — Ctrl+C to stop", flush=True)
     run()
     return 0
+
+
+def entry_link(url: str) -> str:
+    """The study's entry link with Prolific's placeholders, to paste into the study's settings
+    (the site's own / is closed in online mode: participants come by this link)."""
+    names = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
+    return f"{url}online/start?" + "&".join(f"{n}={{{{%{n}%}}}}" for n in names)
 
 
 def _http_server(app, args: argparse.Namespace):

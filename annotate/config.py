@@ -62,12 +62,32 @@ SCREENING_WAIT_SECONDS = 0.1  # a dashboard load waits this long for a fresh res
 
 # Online studies (README, "Online studies"): crowd participants by a platform's link
 ONLINE = False  # True: the entry link /online/start replaces the lab's consent/registration pages
-ONLINE_SITTING_PAIRS = 56  # test pairs per sitting (+ gold + attention = 60 pages, ~10 minutes)
+ONLINE_SITTING_PAIRS = 56  # test pairs per sitting (+ warm-ups + gold + attention = its pages)
 ONLINE_GOLD_TRIALS = 2  # alternately a reference against itself and a strongly degraded pair
 ONLINE_ATTENTION_CHECKS = 2  # pages that ask for a given consistency score
 ONLINE_SITTINGS_PER_PARTICIPANT = 1  # a participant id cannot take a sitting twice
+ONLINE_DECISION_SECONDS = 4  # typical time to set both sliders once a pair is seen (length shown)
+# The online consent: {length} becomes the sitting's real length, computed from the settings
+# above (practice, warm-ups, pairs and checks; minutes; when it closes)
+ONLINE_CONSENT_TEXT = (
+    "You are invited to take part in a study of image quality. You will see pairs of images and "
+    "rate them. {length} Your ratings are stored under your recruitment platform's "
+    "pseudonymous id; no name or e-mail is recorded. Some images are produced by generative "
+    "models and could, rarely, be unpleasant: you can flag any image as offensive, and you may "
+    "stop at any time without giving a reason (return the study on your platform). Some pages "
+    "check attention: follow any instruction written in an image. Your data will be used for "
+    "research, in accordance with the Declaration of Helsinki."
+)
 ONLINE_ENTRY_LIMIT = "30 per minute"  # entry-link visits per client address, then 429
-COMPLETION_CODE = ""  # the platform's completion code, shown after a completed sitting
+# The platform's completion code per outcome (docs/annotate.md, "Honest pay"): "paid" after a
+# completed sitting whose checks passed, "failed_checks" after one whose gold trials, attention
+# checks, timing or slider use broke QC_RULES ("" = no code: the participant is asked to return
+# the study). Codes differ; letters, digits, _ and - only; checked at start-up.
+COMPLETION_CODES: dict = {"paid": "", "failed_checks": ""}
+# Participant ids: folded to one case per platform whose ids are case-insensitive, and optionally
+# checked against a full-match pattern per platform (e.g. {"prolific": r"[0-9a-f]{24}"})
+ONLINE_ID_CASE: dict = {"prolific": "lower", "mturk": "upper"}
+ONLINE_ID_PATTERNS: dict = {}
 # where a completed participant is sent; {code} is replaced ("" = show the code, no redirect);
 # an absolute http(s) address with no other placeholder, checked at start-up
 COMPLETION_URL = ""  # e.g. "https://app.prolific.com/submissions/complete?cc={code}"
@@ -76,6 +96,9 @@ ALLOCATION_MIN_RATINGS = 5  # every image gets this many kept ratings before any
 ALLOCATION_TARGET_CI = 0.4  # an image whose 95% CI half-width is this narrow needs no more
 ONLINE_CLOSE_WHEN_DONE = True  # no new sitting once every image is on target (stop paying)
 QC_RULES: dict = {}  # overrides of mos.qc.ExclusionRules, e.g. {"min_agreement": 0.2}
-DISPLAY_MIN_WINDOW = (1280, 720)  # browser window in device pixels, at least
+# The display check's minimum window follows the study's largest pair under PRESENTATION
+# (docs/annotate.md, "Display check"); this adds a floor in device pixels, e.g. (1280, 720)
+DISPLAY_MIN_WINDOW = None
+DISPLAY_MIN_SCALE = 0.5  # PRESENTATION = "scaled": the largest pair must fit at this scale or more
 DISPLAY_DPR_RANGE = (1.0, 3.0)  # device pixel ratios accepted
 DISPLAY_CONTRAST = 12  # grey levels between the contrast test's digits and background

@@ -28,11 +28,12 @@ TRIAL_COLUMNS = [
     "viewer", "session", "group", "position", "stimulus", "consistency", "perception", "nsfw",
     "nsfw_reason", "warmup", "repeat", "shown_at", "first_input_at", "submitted_at", "scale",
     "reference", "model", "mode", "strength", "content_type",
-    "check", "accept_low", "accept_high", "seconds",
+    "check", "accept_low", "accept_high", "seconds", "slider_events", "first_input_seconds",
 ]  # fmt: skip
-"""The last four are the online studies' quality control (README, "Online studies"): a check
-trial's kind and accepted range, and the seconds from the page's latest serving to the rating,
-which ``mos.compute --exclude`` reads; check rows never enter a MOS."""
+"""The last six are the online studies' quality control (docs/annotate.md): a check trial's kind
+and accepted range, the seconds from the page's latest serving to the rating, the slider moves
+the page counted and the seconds from the pair's reveal to the first one, which ``mos.compute
+--exclude`` reads; check rows never enter a MOS."""
 
 
 def trials_frame(db: OrmSession) -> pd.DataFrame:
@@ -64,6 +65,7 @@ def trials_frame(db: OrmSession) -> pd.DataFrame:
             Trial.accept_low,
             Trial.accept_high,
             Trial.served_at,
+            Rating.slider_events,
         )
         .join(Session, Rating.session_id == Session.id)
         .join(Viewer, Session.viewer_id == Viewer.id)
@@ -73,10 +75,15 @@ def trials_frame(db: OrmSession) -> pd.DataFrame:
         )
         .order_by(Rating.id)
     ).all()
-    frame = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS[:-1], "served_at"])
+    frame = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS[:-3], "served_at", "slider_events"])
     served = pd.to_datetime(frame.pop("served_at"), utc=True, format="mixed")
     submitted = pd.to_datetime(frame["submitted_at"], utc=True, format="mixed")
-    frame["seconds"] = (submitted - served).dt.total_seconds().round(3)
+    frame.insert(
+        len(TRIAL_COLUMNS) - 3, "seconds", (submitted - served).dt.total_seconds().round(3)
+    )
+    revealed = pd.to_datetime(frame["shown_at"], utc=True, format="mixed")
+    first = pd.to_datetime(frame["first_input_at"], utc=True, format="mixed")
+    frame["first_input_seconds"] = (first - revealed).dt.total_seconds().round(3)
     return frame
 
 

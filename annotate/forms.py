@@ -94,6 +94,7 @@ class TrialForm(PracticeForm):
     first_input_ms = IntegerField(validators=[Optional(), NumberRange(0, 86_400_000)])
     reveal_ms = IntegerField(validators=[Optional(), NumberRange(0, 86_400_000)])
     scale = FloatField(validators=[Optional(), finite, NumberRange(0.01, 1)])
+    slider_events = IntegerField(validators=[Optional(), NumberRange(0, 100_000)])
 
 
 class LoginForm(FlaskForm):

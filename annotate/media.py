@@ -21,6 +21,7 @@ from flask import Blueprint, abort, current_app, g, request, send_file, session
 from sqlalchemy import select
 
 from annotate.db import get_db
+from annotate.practice import study_practice_pairs
 from studydb import Rating, Session, Stimulus, Trial
 
 bp = Blueprint("media", __name__)
@@ -106,8 +107,6 @@ def _resolve(token: str, scope: str, candidates: list[Stimulus]):
 def _viewer_candidates() -> list[Stimulus]:
     """The configured practice stimuli and every image planned in the viewer's open sitting
     (made practice pairs are not stimuli: ``study.practice_image`` serves them)."""
-    from annotate.study import _practice_pairs
-
     _scope(admin=False)
     planned = []
     if g.media_sitting is not None:
@@ -118,7 +117,7 @@ def _viewer_candidates() -> list[Stimulus]:
                 .where(Trial.session_id == g.media_sitting)
             )
         )
-    practice = [p.stimulus_id for p in _practice_pairs() if p.stimulus_id is not None]
+    practice = [p.stimulus_id for p in study_practice_pairs() if p.stimulus_id is not None]
     if practice:
         planned += get_db().scalars(select(Stimulus).where(Stimulus.id.in_(practice)))
     return planned

@@ -15,16 +15,17 @@ plus gold trials and attention checks → completion code and redirect to the pl
   the browser's zoom, and three low-contrast digits the participant must read. Unsuitable screens
   are refused with the reasons; nothing is rated, no code is given.
 - **Checks** (stored as trials with ``check_kind``, see :mod:`studydb.schema` v4): a reference
-  against itself (must score ≥ 3 on consistency), a strongly degraded pair (≤ 2), and attention
-  checks that ask for a given consistency score. They never enter a MOS; :mod:`mos.qc` turns them,
-  the timing and each participant's agreement into the admin's QC table and the exclusions.
+  against a visually lossless re-encoding of itself (must score ≥ 3 on consistency), a strongly
+  degraded pair (≤ 2), and attention checks whose instruction is drawn into the image to rate
+  (:mod:`annotate.controls`). They never enter a MOS; :mod:`mos.qc` turns them, the timing, the
+  slider use and each participant's agreement into the admin's QC table and the exclusions, and
+  :mod:`annotate.pay` into the completion code.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -49,7 +50,6 @@ from flask_wtf import FlaskForm
 from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
@@ -57,9 +57,13 @@ from wtforms import FloatField, HiddenField, IntegerField, StringField
 from wtforms.validators import InputRequired, Length, NumberRange
 
 from annotate import sittings
+from annotate.controls import attention_image, contrast_png, reencoded, seed_of
 from annotate.db import get_db
+from annotate.display import DisplayNeeds, largest_pair
 from annotate.forms import ConsentForm, finite
-from annotate.practice import made_pairs
+from annotate.length import consent_text
+from annotate.pay import PaySettings, settle
+from annotate.practice import made_pairs, study_practice_pairs
 from mos.qc import ExclusionRules, qc_signals, trials_frame, trials_query
 from studydb import Rating, Session, Stimulus, Trial, Viewer
 from studydb.allocation import Allocator, Precision, ci_halfwidths
@@ -134,10 +138,9 @@ class OnlineSettings:
     target_ci: float = 0.4
     quality_bins: int = 5
     rules: ExclusionRules = field(default_factory=ExclusionRules)
-    min_window: tuple[int, int] = (1280, 720)
-    dpr_range: tuple[float, float] = (1.0, 3.0)
     contrast: int = 12
     close_when_done: bool = True
+    pay: PaySettings | None = None
 
     @classmethod
     def from_config(cls, config) -> OnlineSettings:
@@ -150,16 +153,22 @@ class OnlineSettings:
             min_ratings=int(config["ALLOCATION_MIN_RATINGS"]),
             target_ci=float(config["ALLOCATION_TARGET_CI"]),
             rules=ExclusionRules(**dict(config["QC_RULES"])),
-            min_window=tuple(config["DISPLAY_MIN_WINDOW"]),
-            dpr_range=tuple(config["DISPLAY_DPR_RANGE"]),
             contrast=int(config["DISPLAY_CONTRAST"]),
             close_when_done=bool(config["ONLINE_CLOSE_WHEN_DONE"]),
+            pay=PaySettings.from_config(config, tuple(PARAMETERS)),
         )
         if min(settings.pairs, settings.sittings_per_participant) < 1:
             raise ValueError("ONLINE_SITTING_PAIRS and ONLINE_SITTINGS_PER_PARTICIPANT must be ≥ 1")
         if min(settings.gold, settings.attention) < 0 or not 1 <= settings.contrast <= 120:
             raise ValueError("check counts must be ≥ 0 and DISPLAY_CONTRAST within 1–120")
         _check_completion_url(str(config.get("COMPLETION_URL") or ""))
+        DisplayNeeds.from_config(config, (0, 0))  # raises on a display setting that cannot work
+        try:
+            consent_text(config)
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"ONLINE_CONSENT_TEXT: the only placeholder is {{length}} ({error!r})"
+            ) from None
         floor = (config["GREY_SCREEN_MS"] + config["MIN_VIEWING_MS"]) / 1000
         if settings.rules.max_fast_share is not None and settings.rules.fast_seconds <= floor:
             raise ValueError(
@@ -208,6 +217,14 @@ def start():
             "(it adds e.g. PROLIFIC_PID, STUDY_ID and SESSION_ID to the address)."
         )
         return render_template("error.html", message=message), 400
+    participant = settings().pay.normalised_id(platform, ids["participant"])
+    if participant is None:
+        message = (
+            f"This link's participant id is not a valid {platform} id: open the study from "
+            "your recruitment platform's own link, unchanged."
+        )
+        return render_template("error.html", message=message), 400
+    ids["participant"] = participant
     viewer = get_db().scalar(select(Viewer).where(Viewer.code == ids["participant"]))
     if viewer is not None and _sittings_left(get_db(), viewer) <= 0:
         return _already_taken(viewer)
@@ -227,7 +244,7 @@ def _platform_ids(args) -> tuple[str | None, dict[str, str]]:
         if participant is None:
             continue
         ids = dict(zip(("participant", "study", "session"), names, strict=True))
-        values = {key: args.get(name, "") for key, name in ids.items()}
+        values = {key: args.get(name, "").strip() for key, name in ids.items()}
         if not ID_PATTERN.fullmatch(values["participant"]) or any(
             value and not ID_PATTERN.fullmatch(value) for value in values.values()
         ):
@@ -248,13 +265,13 @@ def _sittings_left(db: OrmSession, viewer: Viewer) -> int:
 
 def _already_taken(viewer: Viewer):
     """409 for a participant id with no sitting left. One whose last sitting was completed gets
-    the completion code and link again (a closed tab must not cost the pay; the code is the
-    study's one static code, so this reveals nothing a completer does not already know)."""
+    its outcome's code and link again (a closed tab must not cost the pay; the code is the one
+    this outcome earned, so this reveals nothing the participant was not already shown)."""
     message = "You have already taken part in this study; it cannot be taken twice. Thank you!"
     last = _last_sitting(get_db(), viewer)
     if last is None or last.closed_reason != "completed":
         return render_template("error.html", message=message), 409
-    return render_template("online_complete.html", again=message, **_completion(True)), 409
+    return render_template("online_complete.html", again=message, **_outcome_page(last)), 409
 
 
 def _last_sitting(db: OrmSession, viewer: Viewer) -> Session | None:
@@ -263,10 +280,11 @@ def _last_sitting(db: OrmSession, viewer: Viewer) -> Session | None:
     )
 
 
-def _completion(completed: bool) -> dict:
-    code = current_app.config["COMPLETION_CODE"] if completed else ""
-    url = current_app.config["COMPLETION_URL"].format(code=code) if completed else ""
-    return {"completed": completed, "code": code, "url": url}
+def _outcome_page(sitting: Session | None) -> dict:
+    """The end page's code and link for the sitting's outcome (judged now if not yet)."""
+    config = settings()
+    outcome = settle(get_db(), sitting, config.rules) if sitting is not None else None
+    return config.pay.completion(outcome)
 
 
 def _entered() -> dict | None:
@@ -292,7 +310,7 @@ def consent():
                 viewer = db.scalar(select(Viewer).where(Viewer.code == entered["participant"]))
         session["viewer_id"] = viewer.id
         return redirect(url_for("online.display"))
-    return render_template("consent.html", form=form, text=current_app.config["CONSENT_TEXT"])
+    return render_template("consent.html", form=form, text=consent_text(current_app.config))
 
 
 # --------------------------------------------------------------------------- display check
@@ -306,6 +324,7 @@ class DisplayForm(FlaskForm):
     device_pixel_ratio = FloatField(validators=[InputRequired(), finite, NumberRange(0.1, 16)])
     zoom = FloatField(validators=[InputRequired(), finite, NumberRange(0.01, 100)])
     browser = HiddenField(validators=[Length(max=512)])
+    pointer = HiddenField(validators=[Length(max=16)])
     digits = StringField("The number in the grey box", [InputRequired(), Length(max=8)])
 
 
@@ -336,7 +355,8 @@ def display():
     if form.validate_on_submit():
         session["display_tries"] = session.get("display_tries", 0) + 1
         measured = {name: getattr(form, name).data for name in DISPLAY_FIELDS}
-        problems = display_problems(measured, form.digits.data, settings())
+        digits_read = (form.digits.data or "").strip() == display_digits()
+        problems = display_needs(db).problems(measured, digits_read)
         if problems:
             throttle.hit(limit, "online-display", str(viewer.id))
             session["display_nonce"] = secrets.token_hex(8)  # a new number for the next try
@@ -353,7 +373,8 @@ def display():
         session["practice_step"] = 0
         return redirect(url_for("study.instructions"))
     session.setdefault("display_nonce", secrets.token_hex(8))
-    return render_template("online_display.html", form=form, min_window=settings().min_window), (
+    needs = display_needs(db)
+    return render_template("online_display.html", form=form, needs=needs), (
         400 if form.errors else 200
     )
 
@@ -370,35 +391,18 @@ DISPLAY_FIELDS = (
     "device_pixel_ratio",
     "zoom",
     "browser",
+    "pointer",
 )
 
 
-def display_problems(measured: dict, digits: str, config: OnlineSettings) -> list[str]:
-    """Why this screen is unsuitable (empty: it is fine). Window sizes are in device pixels."""
-    problems = []
-    width, height = config.min_window
-    if measured["window_width"] < width or measured["window_height"] < height:
-        problems.append(
-            f"the browser window is {measured['window_width']} × {measured['window_height']} "
-            f"pixels; the study needs at least {width} × {height}: use a larger screen or "
-            "maximise the window"
-        )
-    low, high = config.dpr_range
-    if not low <= measured["device_pixel_ratio"] <= high:
-        problems.append(
-            f"the display's pixel ratio is {measured['device_pixel_ratio']:g}; the study needs "
-            f"{low:g}–{high:g} (a computer screen, not a phone)"
-        )
-    if abs(measured["zoom"] - 1) > 0.1:
-        problems.append(
-            f"the page is zoomed to {measured['zoom']:.0%}: reset the zoom to 100% (Ctrl+0)"
-        )
-    if (digits or "").strip() != display_digits():
-        problems.append(
-            "the number in the grey box was not read correctly: the screen's contrast may be "
-            "too low, or the room too bright"
-        )
-    return problems
+def display_needs(db: OrmSession) -> DisplayNeeds:
+    """What this study asks of a screen: from every pair a participant can be shown (the
+    study's images, the practice pairs; the checks have their sizes)."""
+    pairs = db.execute(
+        select(Stimulus.distorted_path, Stimulus.reference_path).where(Stimulus.withheld.is_(False))
+    ).all()
+    pairs += [(p.distorted_path, p.reference_path) for p in study_practice_pairs()]
+    return DisplayNeeds.from_config(current_app.config, largest_pair(pairs))
 
 
 def display_digits() -> str:
@@ -415,15 +419,8 @@ def contrast_image():
     """The contrast test: three digits a few grey levels above a mid-grey background."""
     if _viewer() is None or "display_nonce" not in session:
         abort(404)
-    level = settings().contrast
-    image = Image.new("L", (360, 120), 128)
-    font = ImageFont.load_default(size=64)
-    ImageDraw.Draw(image).text(
-        (180, 60), display_digits(), fill=128 + level, font=font, anchor="mm"
-    )
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    response = make_response(buffer.getvalue())
+    seed = seed_of(current_app.config["SECRET_KEY"], "contrast", session["display_nonce"])
+    response = make_response(contrast_png(display_digits(), settings().contrast, seed))
     response.headers["Content-Type"] = "image/png"
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -579,29 +576,66 @@ def _checks(db, state: AllocationState, chosen, config: OnlineSettings, rng) -> 
         checks.append((gold_stimulus(db, kind, path), False, ("gold", low, high)))
     for _ in range(config.attention):
         asked = float(rng.choice(ATTENTION_SCORES))
-        target = (
-            "attention",
-            asked - ATTENTION_TOLERANCE,
-            asked + ATTENTION_TOLERANCE,
-        )
-        checks.append((int(state.stimuli[int(rng.choice(chosen))]), False, target))
+        target = ("attention", asked - ATTENTION_TOLERANCE, asked + ATTENTION_TOLERANCE)
+        source = int(state.stimuli[int(rng.choice(chosen))])
+        checks.append((attention_stimulus(db, source, asked), False, target))
     return checks
 
 
 def gold_stimulus(db: OrmSession, kind: str, reference_path: str) -> int:
     """The id of the gold pair ``kind`` made from ``reference_path`` (created once, withheld so
-    that no design ever schedules it as a test image; commits)."""
+    that no design ever schedules it as a test image; commits). Its image is a fresh encoding
+    in the format of the reference's distorted images (:func:`annotate.controls.reencoded`)."""
     key = f"{kind}:{reference_path}"[:255]
+    found = db.scalar(select(Stimulus).where(Stimulus.key == key))
+    if found is not None and Path(found.distorted_path).parent == _control_path(key, "").parent:
+        return found.id
+    source = Path(reference_path)
+    if kind == "gold-low":
+        folder = Path(current_app.instance_path) / "practice"
+        source = Path(made_pairs(source, folder)[0].distorted_path)
+    like = db.scalar(
+        select(Stimulus.distorted_path)
+        .where(Stimulus.reference_path == reference_path)
+        .order_by(Stimulus.id)
+        .limit(1)
+    )
+    distorted = reencoded(source, _control_path(key, like or reference_path), _seed(key))
+    if found is not None:  # made before schema 5: the reference's own file, or the practice's
+        found.distorted_path = str(distorted)
+        db.commit()
+        return found.id
+    return _withheld_stimulus(db, key, str(distorted), reference_path)
+
+
+def attention_stimulus(db: OrmSession, source_id: int, asked: float) -> int:
+    """The id of the attention check asking for ``asked`` on test stimulus ``source_id``: its
+    image to rate carries the instruction (created once, withheld; commits)."""
+    source = db.get(Stimulus, source_id)
+    key = f"attention:{asked:.1f}:{source.key}"[:255]
     found = db.scalar(select(Stimulus.id).where(Stimulus.key == key))
     if found is not None:
         return found
-    distorted = reference_path
-    if kind == "gold-low":
-        folder = Path(current_app.instance_path) / "practice"
-        distorted = made_pairs(Path(reference_path), folder)[0].distorted_path
-    stimulus = Stimulus(
-        key=key, distorted_path=distorted, reference_path=reference_path, withheld=True
-    )
+    target = _control_path(key, source.distorted_path)
+    drawn = attention_image(Path(source.distorted_path), target, asked)
+    return _withheld_stimulus(db, key, str(drawn), source.reference_path)
+
+
+def _control_path(key: str, like: str) -> Path:
+    """Where a control image lives: an opaque name (the key would tell what it is) under the
+    instance folder, with the suffix of the study image it stands in for."""
+    name = hashlib.sha256(f"{current_app.config['SECRET_KEY']}|{key}".encode()).hexdigest()[:24]
+    return Path(current_app.instance_path) / "controls" / f"{name}{Path(like).suffix or '.png'}"
+
+
+def _seed(key: str) -> int:
+    return seed_of(current_app.config["SECRET_KEY"], key)
+
+
+def _withheld_stimulus(db: OrmSession, key: str, distorted: str, reference: str) -> int:
+    """Insert a control's stimulus (withheld: no design schedules it); the id of the row made
+    here or by a simultaneous sitting."""
+    stimulus = Stimulus(key=key, distorted_path=distorted, reference_path=reference, withheld=True)
     db.add(stimulus)
     try:
         db.commit()
@@ -609,17 +643,6 @@ def gold_stimulus(db: OrmSession, kind: str, reference_path: str) -> int:
         db.rollback()
         return db.scalar(select(Stimulus.id).where(Stimulus.key == key))
     return stimulus.id
-
-
-def instruction_for(trial: Trial) -> str | None:
-    """What an attention check's page asks for (None for any other trial)."""
-    if trial.check_kind != "attention" or trial.accept_low is None or trial.accept_high is None:
-        return None
-    asked = (trial.accept_low + trial.accept_high) / 2
-    return (
-        f"Attention check: whatever the images, set the Consistency slider to {asked:.1f} "
-        f"(key {int(asked) + 1}) and Perception anywhere."
-    )
 
 
 # --------------------------------------------------------------------------- completion
@@ -636,15 +659,32 @@ def complete():
     if sittings.open_sitting(db, viewer, plan) is not None:
         return redirect(url_for("study.trial"))
     last = _last_sitting(db, viewer)
-    completed = last is not None and last.closed_reason == "completed"
     return render_template(
         "online_complete.html",
         reason=last.closed_reason if last is not None else None,
-        **_completion(completed),
+        **_outcome_page(last),
     )
 
 
 def signals_table(db: OrmSession, config: OnlineSettings) -> pd.DataFrame:
-    """Every participant's QC signals and verdict, for the admin (empty before any rating)."""
+    """Every participant's QC signals and verdict, for the admin (empty before any rating), with
+    their latest sitting's state and the outcome it was paid on (:mod:`annotate.pay`)."""
     trials = trials_frame(pd.read_sql(trials_query(), db.connection()))
-    return config.rules.apply(qc_signals(trials, config.rules.fast_seconds))
+    table = config.rules.apply(qc_signals(trials, config.rules.fast_seconds))
+    latest = (
+        select(Session.viewer_id, func.max(Session.id).label("id"))
+        .group_by(Session.viewer_id)
+        .subquery()
+    )
+    sittings_now = pd.DataFrame(
+        db.execute(
+            select(Viewer.code, Session.closed_reason, Session.outcome)
+            .join(latest, latest.c.viewer_id == Viewer.id)
+            .join(Session, Session.id == latest.c.id)
+        ).all(),
+        columns=["participant", "sitting", "outcome"],
+    )
+    table = table.merge(sittings_now, on="participant", how="left")
+    table["sitting"] = table["sitting"].fillna("open")
+    table["outcome"] = table["outcome"].fillna("")
+    return table

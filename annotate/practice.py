@@ -14,10 +14,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from flask import current_app
 from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
+from annotate.db import get_db
 from studydb import Stimulus
 
 LEVELS = ((0.25, 8), (0.4, 15), (0.6, 30), (0.8, 55), (1.0, 92))
@@ -31,6 +33,17 @@ class PracticePair:
     distorted_path: str
     reference_path: str
     stimulus_id: int | None = None  # set when a configured stimulus is used
+
+
+def study_practice_pairs() -> list[PracticePair]:
+    """This app's practice pairs (``TRAINING_STIMULI``, or pairs made in the instance folder):
+    what the training pages show, the media server lets a viewer fetch and the display check
+    measures."""
+    return practice_pairs(
+        get_db(),
+        list(current_app.config["TRAINING_STIMULI"]),
+        Path(current_app.instance_path) / "practice",
+    )
 
 
 def practice_pairs(db: OrmSession, keys: list[str], folder: Path) -> list[PracticePair]:

@@ -460,13 +460,13 @@ def _still_to_rate(sitting: Session):
     """The sitting's planned trials without a rating, less those of withheld images: withholding
     (an offensive image, or one whose file is lost) takes effect in open sittings at once. An
     online sitting's gold trials stay: their pairs are stored withheld only so that no design
-    schedules them as test images."""
+    schedules them as test images; an attention check's image (the box drawn in) likewise."""
     rated = select(Rating.position).where(Rating.session_id == sitting.id)
     withheld = select(Stimulus.id).where(Stimulus.withheld.is_(True))
     return select(Trial).where(
         Trial.session_id == sitting.id,
         Trial.position.not_in(rated),
-        or_(Trial.stimulus_id.not_in(withheld), Trial.check_kind == "gold"),
+        or_(Trial.stimulus_id.not_in(withheld), Trial.check_kind.is_not(None)),
     )
 
 
@@ -499,6 +499,7 @@ class Submission:
     first_input_ms: int | None = None
     reveal_ms: int | None = None
     scale: float | None = None
+    slider_events: int = 0
 
 
 def record(db: OrmSession, sitting: Session, submission: Submission, design: Design) -> bool:
@@ -571,6 +572,7 @@ def record(db: OrmSession, sitting: Session, submission: Submission, design: Des
             shown_at=revealed,
             first_input_at=first_input,
             scale=scale,
+            slider_events=submission.slider_events,
             submitted_at=moment,
             check_kind=trial.check_kind,
         )

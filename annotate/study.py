@@ -33,9 +33,9 @@ from annotate.forms import (
     ResumeForm,
     TrialForm,
 )
+from annotate.length import SittingLength
 from annotate.media import media_url, send_image
-from annotate.online import instruction_for
-from annotate.practice import PracticePair, practice_pairs
+from annotate.practice import PracticePair, study_practice_pairs
 from studydb import Session, Stimulus, Viewer
 
 bp = Blueprint("study", __name__)
@@ -153,7 +153,9 @@ def environment():
 @bp.route("/instructions")
 @viewer_required
 def instructions():
-    return render_template("instructions.html", viewer=current_viewer())
+    online = current_app.config["ONLINE"]
+    length = SittingLength.from_config(current_app.config) if online else None
+    return render_template("instructions.html", viewer=current_viewer(), length=length)
 
 
 @bp.route("/training/<int:step>", methods=["GET", "POST"])
@@ -162,13 +164,15 @@ def training(step: int):
     """Practice pairs across the range, in the real trial page; nothing is stored.
 
     Practice is a POSTed form per pair and the server keeps the step, so it can be neither
-    skipped by typing a URL nor replayed; the sitting's trials open once it is done.
+    skipped by typing a URL nor replayed; the sitting's trials open once it is done. Each
+    answer needs the trials' time floor (grey screen plus minimum viewing, by the server's clock
+    from the page's serving, kept in the signed cookie): practice cannot be clicked through.
     """
     db = get_db()
     sitting = sittings.open_sitting(db, current_viewer(), design())
     if sitting is None:
         return redirect(url_for("study.done"))
-    pairs = _practice_pairs()
+    pairs = study_practice_pairs()
     reached = int(session.get("practice_step", 0))
     if sitting.trained_at is not None or reached >= len(pairs):
         return _finish_practice(db, sitting)
@@ -178,10 +182,14 @@ def training(step: int):
     if form.is_submitted():
         if not form.validate():
             return _form_error(form)
+        problem = _practice_too_soon(step)
+        if problem:
+            return render_template("error.html", message=f"Answer not taken — {problem}"), 409
         sitting.last_active_at = sittings.now()  # practice is activity: not an idle sitting
         db.commit()
         session["practice_step"] = step + 1
         return redirect(url_for("study.training", step=step + 1), code=303)
+    session["practice_served"] = [step, sittings.now().isoformat()]
     return render_template(
         "trial.html",
         training=True,
@@ -195,6 +203,21 @@ def training(step: int):
     )
 
 
+def _practice_too_soon(step: int) -> str | None:
+    """Why this practice answer comes too soon (None: it may be taken)."""
+    served = session.get("practice_served")
+    if not served or served[0] != step:
+        return "this practice page was not shown; reload it."
+    plan = design()
+    earliest = dt.datetime.fromisoformat(served[1]) + plan.grey + plan.min_viewing
+    if sittings.now() < earliest:
+        return (
+            f"look at the pair for at least {plan.min_viewing.total_seconds():g} s after it "
+            "appears, then answer."
+        )
+    return None
+
+
 def _finish_practice(db, sitting: Session):
     if sitting.trained_at is None:
         sitting.trained_at = sittings.now()
@@ -206,7 +229,7 @@ def _finish_practice(db, sitting: Session):
 @viewer_required
 def practice_image(step: int, which: str):
     """A practice image (made pairs live in the instance folder, not in the stimulus table)."""
-    pairs = _practice_pairs()
+    pairs = study_practice_pairs()
     if which not in ("distorted", "reference") or step >= len(pairs):
         abort(404)
     return send_image(Path(getattr(pairs[step], f"{which}_path")), etag=f"practice-{step}-{which}")
@@ -256,7 +279,6 @@ def trial():
         total=total,
         action=url_for("study.trial"),
         form=form,
-        instruction=instruction_for(upcoming),
         **_viewing(sitting),
     )
 
@@ -293,6 +315,7 @@ def _submit(db, sitting: Session, form: TrialForm, plan: sittings.Design):
         first_input_ms=form.first_input_ms.data,
         reveal_ms=form.reveal_ms.data,
         scale=form.scale.data,
+        slider_events=form.slider_events.data or 0,  # none sent: no move made on the page
     )
     try:
         sittings.record(db, sitting, submission, plan)
@@ -338,14 +361,6 @@ def done():
         message=None,
         reason=last.closed_reason if last is not None else None,
         more=sittings.next_assignment(db, viewer, plan) is not None,
-    )
-
-
-def _practice_pairs() -> list[PracticePair]:
-    return practice_pairs(
-        get_db(),
-        list(current_app.config["TRAINING_STIMULI"]),
-        Path(current_app.instance_path) / "practice",
     )
 
 

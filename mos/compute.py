@@ -246,6 +246,18 @@ def _add_qc_arguments(parser: argparse.ArgumentParser) -> None:
         "smallest Pearson r with the other participants' mean (leave-one-out)",
     )
     rule("--min-score-std", float, rules.min_score_std, "smallest spread of own scores")
+    rule(
+        "--min-time-spread",
+        float,
+        rules.min_time_spread,
+        "smallest standard deviation of response times, seconds (equal waits are a script's)",
+    )
+    rule(
+        "--max-no-input-share",
+        float,
+        rules.max_no_input_share,
+        "largest share of trials with no slider move recorded by the page (schema ≥ 5)",
+    )
 
 
 def _apply_exclusion(args: argparse.Namespace, table, dimension: str, out: Path):
@@ -258,6 +270,8 @@ def _apply_exclusion(args: argparse.Namespace, table, dimension: str, out: Path)
         max_fast_share=args.max_fast_share,
         min_agreement=args.min_agreement,
         min_score_std=args.min_score_std,
+        min_time_spread=args.min_time_spread,
+        max_no_input_share=args.max_no_input_share,
     )
     trials = load_trials(args.input, dimension)
     table, verdicts = exclude_participants(table, trials, rules)

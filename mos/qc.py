@@ -11,7 +11,12 @@ The signals, all per participant:
 - **timing** — test trials answered faster than ``fast_seconds`` (too fast to have looked);
 - **agreement** — Pearson correlation of the participant's scores with the other participants'
   (bias-corrected) mean of the same images, over images that at least two others rated;
-- **spread** — the standard deviation of the participant's own scores (a straight-liner's is ~0).
+- **spread** — the standard deviation of the participant's own scores (a straight-liner's is ~0);
+- **timing regularity** — the standard deviation of the participant's response times (page served
+  to rating stored) over test trials: a person's times vary by seconds, a script that waits a
+  fixed time between pages has a spread of a few hundredths;
+- **interaction** — per rating the page counts the slider moves and the time to the first one
+  (schema ≥ 5); a test trial with no slider move or no first input was not made on the page.
 
 :class:`ExclusionRules` holds the thresholds (defaults documented on each field); :meth:`apply`
 returns each participant's decision with every reason. The same code runs live in the app, in the
@@ -44,6 +49,10 @@ SIGNAL_COLUMNS = (
     "fast_trials",
     "agreement",
     "score_std",
+    "time_spread",
+    "no_input_trials",
+    "slider_events",
+    "first_input_median",
 )
 
 
@@ -71,6 +80,12 @@ class ExclusionRules:
     """A correlation with the others below this excludes (when it is known: ≥ 5 shared images)."""
     min_score_std: float | None = 0.15
     """Scores this constant (a straight-liner) exclude."""
+    min_time_spread: float | None = 0.3
+    """Response times whose standard deviation (seconds, over at least ``MIN_TIMED`` test trials)
+    is below this exclude: equal waits between pages are a script's, never a person's."""
+    max_no_input_share: float | None = 0.2
+    """More than this share of test trials with no slider move or no first input recorded by the
+    page excludes (judged only where the study records them, schema ≥ 5)."""
 
     def apply(self, signals: pd.DataFrame) -> pd.DataFrame:
         """``signals`` (one row per participant, :data:`SIGNAL_COLUMNS`) with ``excluded`` and
@@ -82,6 +97,20 @@ class ExclusionRules:
                 reasons[i].append(text)
 
         s = signals
+
+        def below(column: str, minimum: float | None, text: str) -> None:
+            """A known signal under its floor (an unknown one, NaN, never excludes)."""
+            if minimum is not None:
+                values = s[column].to_numpy(dtype=float)
+                rule(np.isfinite(values) & (values < minimum), text.format(minimum))
+
+        def share_over(column: str, maximum: float | None, text: str) -> None:
+            """A share of the participant's test trials over its ceiling."""
+            if maximum is not None:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    share = s[column].to_numpy(dtype=float) / s["trials"].to_numpy()
+                rule(np.nan_to_num(share) > maximum, text.format(maximum))
+
         if self.min_trials is not None:
             rule(s["trials"].to_numpy() < self.min_trials, f"fewer than {self.min_trials} trials")
         if self.max_gold_failures is not None:
@@ -94,25 +123,21 @@ class ExclusionRules:
                 s["attention_failures"].to_numpy() > self.max_attention_failures,
                 f"failed more than {self.max_attention_failures} attention check(s)",
             )
-        if self.max_fast_share is not None:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                share = s["fast_trials"].to_numpy() / s["trials"].to_numpy()
-            rule(
-                np.nan_to_num(share) > self.max_fast_share,
-                f"over {self.max_fast_share:.0%} of trials faster than {self.fast_seconds:g} s",
-            )
-        if self.min_agreement is not None:
-            agreement = s["agreement"].to_numpy(dtype=float)
-            rule(
-                np.isfinite(agreement) & (agreement < self.min_agreement),
-                f"agreement with others below {self.min_agreement:g}",
-            )
-        if self.min_score_std is not None:
-            spread = s["score_std"].to_numpy(dtype=float)
-            rule(
-                np.isfinite(spread) & (spread < self.min_score_std),
-                f"score spread below {self.min_score_std:g} (straight-lining)",
-            )
+        share_over(
+            "fast_trials",
+            self.max_fast_share,
+            f"over {{:.0%}} of trials faster than {self.fast_seconds:g} s",
+        )
+        below("agreement", self.min_agreement, "agreement with others below {:g}")
+        below("score_std", self.min_score_std, "score spread below {:g} (straight-lining)")
+        below(
+            "time_spread", self.min_time_spread, "response times too regular (spread below {:g} s)"
+        )
+        share_over(
+            "no_input_trials",
+            self.max_no_input_share,
+            "over {:.0%} of trials without a slider move on the page",
+        )
         out = signals.copy()
         out["excluded"] = [bool(r) for r in reasons]
         out["reasons"] = ["; ".join(r) for r in reasons]
@@ -156,6 +181,20 @@ def qc_signals(
         var = np.bincount(
             participant[test], weights=(score[test] - mean[participant[test]]) ** 2, minlength=m
         ) / np.maximum(n_test - 1, 0)
+    timed = test & np.isfinite(seconds)
+    n_timed = count(timed)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_time = np.bincount(participant[timed], weights=seconds[timed], minlength=m) / n_timed
+        time_var = np.bincount(
+            participant[timed],
+            weights=(seconds[timed] - mean_time[participant[timed]]) ** 2,
+            minlength=m,
+        ) / np.maximum(n_timed - 1, 0)
+    unknown = pd.Series(np.nan, index=trials.index)
+    events = trials.get("slider_events", unknown).to_numpy(dtype=float)
+    first_input = trials.get("first_input", unknown).to_numpy(dtype=float)
+    known = test & np.isfinite(events)
+    no_input = known & ((events <= 0) | ~np.isfinite(first_input))
     frame = pd.DataFrame(
         {
             "participant": codes,
@@ -174,9 +213,27 @@ def qc_signals(
                 others_count,
             ),
             "score_std": np.sqrt(var),
+            "time_spread": np.where(n_timed >= MIN_TIMED, np.sqrt(time_var), np.nan),
+            "no_input_trials": count(no_input),
+            "slider_events": _per_participant(participant[known], events[known], m, "mean"),
+            "first_input_median": _per_participant(
+                participant[known], first_input[known], m, "median"
+            ),
         }
     )
     return frame
+
+
+MIN_TIMED = 5
+"""Test trials with a known response time needed before their spread is judged."""
+
+
+def _per_participant(participant: np.ndarray, values: np.ndarray, m: int, how: str) -> np.ndarray:
+    """``how`` ("mean", "median") of each participant's known ``values``; NaN where none."""
+    out = np.full(m, np.nan)
+    summary = pd.Series(values).groupby(participant).agg(how)  # NaN values are skipped
+    out[summary.index.to_numpy(dtype=np.int64)] = summary.to_numpy(dtype=float)
+    return out
 
 
 def _agreement(
@@ -280,16 +337,22 @@ def _is_sqlite(path: Path) -> bool:
         raise InputError(f"{path}: cannot be read ({error.strerror})") from error
 
 
-def trials_query(has_checks: bool = True):
+def trials_query(has_checks: bool = True, has_interaction: bool = True):
     """The SQL of every submitted non-warm-up trial with what quality control needs.
 
     Shared by ``mos.compute --exclude`` and the app (admin QC page, online allocation), so both
-    judge participants on the same rows. ``has_checks``: schema ≥ 4 (an older study has none).
+    judge participants on the same rows. ``has_checks``: schema ≥ 4 (an older study has none);
+    ``has_interaction``: schema ≥ 5 (the slider moves counted on the page).
     """
     trial = and_(Trial.session_id == Rating.session_id, Trial.position == Rating.position)
     served = Trial.served_at if has_checks else Trial.shown_at
     checks = (
         (Trial.check_kind.label("check"), Trial.accept_low, Trial.accept_high) if has_checks else ()
+    )
+    interaction = (
+        (Rating.slider_events, Rating.first_input_at, Rating.shown_at.label("revealed_at"))
+        if has_interaction
+        else ()
     )
     return (
         select(
@@ -300,6 +363,7 @@ def trials_query(has_checks: bool = True):
             Rating.submitted_at,
             served.label("served_at"),
             *checks,
+            *interaction,
         )
         .join(Session, Session.id == Rating.session_id)
         .join(Viewer, Viewer.id == Session.viewer_id)
@@ -316,9 +380,10 @@ def trials_frame(raw: pd.DataFrame, dimension: str = "consistency") -> pd.DataFr
     submitted = pd.to_datetime(frame["submitted_at"], utc=True, format="mixed")
     shown = pd.to_datetime(frame["served_at"], utc=True, format="mixed")
     frame = frame.assign(seconds=(submitted - shown).dt.total_seconds())
-    for column in ("check", "accept_low", "accept_high"):
-        if column not in frame:
-            frame[column] = np.nan
+    if "first_input_at" in frame:
+        first = pd.to_datetime(frame["first_input_at"], utc=True, format="mixed")
+        revealed = pd.to_datetime(frame["revealed_at"], utc=True, format="mixed")
+        frame["first_input_seconds"] = (first - revealed).dt.total_seconds()
     return _normalized(frame)
 
 
@@ -326,7 +391,7 @@ def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
     engine = None
     try:
         engine = make_engine(location, read_only=True)
-        query = trials_query(has_check_column(engine))
+        query = trials_query(has_check_column(engine), has_check_column(engine, "slider_events"))
         with engine.connect() as connection:
             raw = pd.read_sql(query, connection)
     except (SQLAlchemyError, ImportError) as error:
@@ -348,13 +413,17 @@ def _trials_from_csv(path: Path, dimension: str) -> pd.DataFrame:
     if "warmup" in frame:
         frame = frame[~frame["warmup"].astype(bool)]
     frame = frame.rename(columns={"viewer": "participant", dimension: "score"})
-    for column in ("check", "accept_low", "accept_high", "seconds"):
-        if column not in frame:
-            frame[column] = np.nan
     return _normalized(frame)
 
 
+OPTIONAL_COLUMNS = (
+    "check", "accept_low", "accept_high", "seconds", "slider_events", "first_input_seconds",
+)  # fmt: skip
+"""Columns a source may lack (an older study, a CSV of ratings only): unknown, never failed."""
+
+
 def _normalized(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.assign(**{c: np.nan for c in OPTIONAL_COLUMNS if c not in frame})
     out = frame[["participant", "stimulus", "score", "seconds", "check"]].copy()
     out["check"] = out["check"].astype(object).fillna("").astype(str)
     bad = sorted(set(out["check"]) - {"", *CHECK_KINDS})
@@ -365,5 +434,7 @@ def _normalized(frame: pd.DataFrame) -> pd.DataFrame:
     out["low"] = pd.to_numeric(frame["accept_low"], errors="coerce").to_numpy()
     out["high"] = pd.to_numeric(frame["accept_high"], errors="coerce").to_numpy()
     out["seconds"] = pd.to_numeric(out["seconds"], errors="coerce")
+    out["slider_events"] = pd.to_numeric(frame["slider_events"], errors="coerce").to_numpy()
+    out["first_input"] = pd.to_numeric(frame["first_input_seconds"], errors="coerce").to_numpy()
     out["participant"] = out["participant"].astype(str)
     return out.reset_index(drop=True)

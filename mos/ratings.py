@@ -163,9 +163,10 @@ def _viewers_query():
     return select(Viewer.id, Viewer.code)
 
 
-def has_check_column(engine) -> bool:
-    """Whether the study records check trials (``ratings.check_kind``, schema ≥ 4)."""
-    return "check_kind" in {c["name"] for c in inspect(engine).get_columns("ratings")}
+def has_check_column(engine, column: str = "check_kind") -> bool:
+    """Whether the study's ratings have ``column``: ``check_kind`` (check trials, schema ≥ 4) by
+    default, ``slider_events`` (the page's interaction counts, schema ≥ 5)."""
+    return column in {c["name"] for c in inspect(engine).get_columns("ratings")}
 
 
 def _check_study(engine, label: str) -> None:

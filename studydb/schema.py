@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Bumped whenever a table changes, so an old study database can be recognised and upgraded.
 
 2: ``trials`` (the per-viewer order kept on the server) and the break/closing fields of sessions.
@@ -37,12 +37,17 @@ viewer (a partial unique index), ``trials.served_at`` and ``ratings.scale``.
 4: quality control of online studies — ``trials.check_kind`` / ``accept_low`` / ``accept_high``
 (gold trials and attention checks with their accepted score range) and ``ratings.check_kind``
 (so that readers leave check trials out of every MOS without a join).
+5: honest pay online — ``sessions.outcome`` / ``outcome_reasons`` (which completion code a
+completed sitting got, and why) and ``ratings.slider_events`` (how often the sliders moved).
 """
 
 CHECK_KINDS = ("gold", "attention")
 """Values of ``check_kind``: a trial with a known answer, or one that asks for a given score.
 NULL is an ordinary test trial."""
 
+OUTCOMES = ("paid", "failed_checks")
+"""Values of ``sessions.outcome``: a completed online sitting whose checks passed (the paying
+completion code) or failed (the code that asks for a return or a manual review)."""
 CLOSED_REASONS = ("completed", "time limit", "abandoned", "closed by experimenter")
 """Why a sitting closed (``sessions.closed_reason``); NULL while it is open."""
 ONE_OPEN_SITTING = "uq_one_open_sitting_per_viewer"
@@ -162,6 +167,12 @@ class Session(Base):
     break_until: Mapped[dt.datetime | None] = mapped_column(
         DateTime(timezone=True), doc="end of the rest in progress"
     )
+    outcome: Mapped[str | None] = mapped_column(
+        String(32), doc="one of OUTCOMES once a completed online sitting is judged, else NULL"
+    )
+    outcome_reasons: Mapped[str | None] = mapped_column(
+        Text, doc="why the checks failed (semicolon-separated); empty when paid"
+    )
 
     viewer: Mapped[Viewer] = relationship(back_populates="sessions")
     ratings: Mapped[list[Rating]] = relationship(back_populates="session")
@@ -230,6 +241,9 @@ class Rating(Base):
     )
     shown_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     first_input_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    slider_events: Mapped[int | None] = mapped_column(
+        Integer, doc="slider moves (pointer or key) the page counted; NULL before schema 5"
+    )
     scale: Mapped[float | None] = mapped_column(
         Float, doc="common factor both images were drawn at (1 = one image pixel per screen pixel)"
     )

@@ -3,6 +3,7 @@ way a browser does (reading the CSRF token from the page it was served)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -116,16 +117,26 @@ class Browser:
         return code
 
     def practise(self) -> None:
-        """Go through the practice pairs (POSTed forms, nothing stored) until the trials open."""
+        """Go through the practice pairs (POSTed forms, nothing stored) until the trials open,
+        each looked at for the practice's time floor (the page's serving time, kept in the
+        signed session cookie, is moved an hour back rather than waited for)."""
         location = "/training/0"
         while "/training/" in location:
             page = self.get(location)
             if page.status_code != 200:
                 location = page.headers["Location"]
                 continue
+            self.look_back(hours=1)
             response = self.post(location, {"consistency": "2.5", "perception": "2.5"})
             assert response.status_code in (302, 303), response.get_data(as_text=True)
             location = response.headers["Location"]
+
+    def look_back(self, **delta) -> None:
+        """Move the current practice page's serving time back by ``delta`` (timedelta keywords)."""
+        with self.client.session_transaction() as stored:
+            step, served = stored["practice_served"]
+            earlier = dt.datetime.fromisoformat(served) - dt.timedelta(**delta)
+            stored["practice_served"] = [step, earlier.isoformat()]
 
     def current_position(self) -> int | None:
         page = self.get("/trial")
@@ -135,6 +146,14 @@ class Browser:
         return int(found.group(1)) if found else None
 
     def rate(self, position: int, consistency=3.0, perception=2.5, **extra):
-        data = {"position": position, "consistency": consistency, "perception": perception}
+        """Rate the trial at ``position`` as the page's script would (the sliders moved twice,
+        the first one 900 ms after the reveal); ``extra`` overrides or adds fields."""
+        data = {
+            "position": position,
+            "consistency": consistency,
+            "perception": perception,
+            "slider_events": 2,
+            "first_input_ms": 900,
+        }
         data.update(extra)
         return self.post("/trial", data)

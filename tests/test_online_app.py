@@ -25,9 +25,11 @@ ONLINE = {
     "ONLINE_SITTING_PAIRS": 6,
     "ONLINE_GOLD_TRIALS": 2,
     "ONLINE_ATTENTION_CHECKS": 1,
-    "COMPLETION_CODE": "C0DE42",
+    "COMPLETION_CODES": {"paid": "C0DE42", "failed_checks": "NOPAY7"},
     "COMPLETION_URL": "https://app.prolific.com/submissions/complete?cc={code}",
-    "QC_RULES": {"min_trials": 3, "max_fast_share": None},
+    # The test client answers at once: timing is judged with the app's clock in
+    # test_online_honesty, not here.
+    "QC_RULES": {"min_trials": 3, "max_fast_share": None, "min_time_spread": None},
 }
 GOOD_SCREEN = {
     "window_width": 1920,
@@ -81,13 +83,13 @@ def enter(app, pid: str) -> Browser:
 def finish(app, browser: Browser, pid: str, attentive: bool = True) -> None:
     """Practice, then every trial as a careful participant would (gold pairs judged right,
     attention checks answered as asked); ``attentive=False`` misses the attention checks."""
-    keys = {t.position: t.stimulus.key for t in sitting_trials(app, pid)}
+    trials = {t.position: t for t in sitting_trials(app, pid)}
+    keys = {position: t.stimulus.key for position, t in trials.items()}
     browser.practise()
     while (position := browser.current_position()) is not None:
-        page = browser.get("/trial").get_data(as_text=True)
-        asked = re.search(r"set the Consistency slider to (\d\.\d)", page)
-        if asked:
-            score = float(asked.group(1)) if attentive else (float(asked.group(1)) + 2.5) % 5
+        if trials[position].check_kind == "attention":  # the instruction is in the image
+            asked = (trials[position].accept_low + trials[position].accept_high) / 2
+            score = asked if attentive else (asked + 2.5) % 5
         elif keys[position].startswith("gold-same"):
             score = 4.8
         elif keys[position].startswith("gold-low"):
@@ -141,7 +143,7 @@ def test_unsuitable_screens_are_refused_before_any_rating(app):
     grey = np.asarray(Image.open(io.BytesIO(png.data)))
     assert set(np.unique(grey)) > {128}  # faint digits on mid-grey
     for bad, reason in [
-        ({"window_width": 800, "window_height": 600}, "window"),
+        ({"window_width": 800, "window_height": 300}, "window"),  # the pairs need 196 × 368
         ({"device_pixel_ratio": 0.5}, "pixel ratio"),
         ({"zoom": 1.5}, "zoom"),
         ({}, "number in the grey box"),
@@ -164,8 +166,8 @@ def test_unsuitable_screens_are_refused_before_any_rating(app):
 
 
 def test_an_online_sitting_from_entry_link_to_completion_code(app, tmp_path):
-    browser = enter(app, "PID001")
-    trials = sitting_trials(app, "PID001")
+    browser = enter(app, "pid001")
+    trials = sitting_trials(app, "pid001")
     kinds = [t.check_kind for t in trials]
     assert kinds.count("gold") == 2 and kinds.count("attention") == 1
     assert sum(t.is_warmup for t in trials) == 1 and trials[0].is_warmup
@@ -177,7 +179,7 @@ def test_an_online_sitting_from_entry_link_to_completion_code(app, tmp_path):
     assert gold_keys == {"gold-same", "gold-low"}
     assert trials[1].check_kind is None  # a sitting never opens with a check
 
-    finish(app, browser, "PID001")
+    finish(app, browser, "pid001")
     done = browser.get("/trial")
     assert done.headers["Location"].endswith("/done")
     complete = browser.client.get("/done", follow_redirects=True).get_data(as_text=True)
@@ -185,7 +187,7 @@ def test_an_online_sitting_from_entry_link_to_completion_code(app, tmp_path):
     assert 'http-equiv="refresh"' in complete and "complete?cc=C0DE42" in complete
 
     # The same participant id cannot take the sitting again, from any browser.
-    again = Browser(app).get(entry("PID001", session="S2"))
+    again = Browser(app).get(entry("pid001", session="S2"))
     assert again.status_code == 409 and "already taken part" in again.get_data(as_text=True)
 
     with app.app_context():
@@ -197,25 +199,25 @@ def test_an_online_sitting_from_entry_link_to_completion_code(app, tmp_path):
     db_path = app.config["DATABASE"]
     out = tmp_path / "mos"
     # The test client answers at once: timing is judged in the browser test, not here.
-    rules = ["--min-trials", "3", "--max-fast-share", "off"]
+    rules = ["--min-trials", "3", "--max-fast-share", "off", "--min-time-spread", "off"]
     assert (
         mos_main([db_path, "--exclude", *rules, "--out", str(out), "--quiet", "--no-report"]) == 0
     )
     qc = pd.read_csv(out / "participants_qc.csv")
-    assert qc["participant"].tolist() == ["PID001"]
+    assert qc["participant"].tolist() == ["pid001"]
     assert qc.loc[0, "gold_trials"] == 2 and qc.loc[0, "attention_failures"] == 0
     assert len(pd.read_csv(out / "mos.csv")) == 6  # checks and gold pairs are no MOS stimuli
 
 
 def test_the_allocator_spreads_simultaneous_participants_and_resumes_open_sittings(app):
-    first = enter(app, "P1")
-    second = enter(app, "P2")
-    one = {t.stimulus_id for t in sitting_trials(app, "P1") if not (t.check_kind or t.is_warmup)}
-    two = {t.stimulus_id for t in sitting_trials(app, "P2") if not (t.check_kind or t.is_warmup)}
+    first = enter(app, "p1")
+    second = enter(app, "p2")
+    one = {t.stimulus_id for t in sitting_trials(app, "p1") if not (t.check_kind or t.is_warmup)}
+    two = {t.stimulus_id for t in sitting_trials(app, "p2") if not (t.check_kind or t.is_warmup)}
     assert not one & two  # 12 images, 6 each: the second gets the ones nobody has yet
     # Re-entering with an open sitting resumes it (no second sitting, nothing lost).
     again = Browser(app)
-    assert again.get(entry("P1")).headers["Location"].endswith("/online/display")
+    assert again.get(entry("p1")).headers["Location"].endswith("/online/display")
     again.get("/online/display")
     response = again.post("/online/display", {**GOOD_SCREEN, "digits": shown_digits(app, again)})
     assert response.headers["Location"].endswith("/trial")
@@ -225,28 +227,29 @@ def test_the_allocator_spreads_simultaneous_participants_and_resumes_open_sittin
 
 
 def test_careless_participant_is_flagged_in_the_admin(app, tmp_path):
-    finish(app, enter(app, "CAREFUL1"), "CAREFUL1")
-    finish(app, enter(app, "CARELESS"), "CARELESS", attentive=False)
+    finish(app, enter(app, "careful1"), "careful1")
+    finish(app, enter(app, "careless"), "careless", attentive=False)
     admin = Browser(app)
     admin.get("/admin/login")
     admin.post("/admin/login", {"password": ADMIN_PASSWORD})
     page = admin.get("/admin/quality").get_data(as_text=True)
     rows = {m.group(1): m.group(0) for m in re.finditer(r"<tr><td>(\w+)</td>.*?</tr>", page, re.S)}
-    assert "attention check" in rows["CARELESS"] and ">yes<" in rows["CARELESS"]
-    assert ">no<" in rows["CAREFUL1"]
+    assert "attention check" in rows["careless"] and ">yes<" in rows["careless"]
+    assert ">no<" in rows["careful1"]
     assert 'id="quality-link"' in admin.get("/admin/").get_data(as_text=True)
     # The trials export carries the checks and timing: mos.compute excludes from it alike.
     export = tmp_path / "trials.csv"
     export.write_bytes(admin.get("/admin/export/trials.csv").data)
     assert {"check", "accept_low", "accept_high", "seconds"} <= set(pd.read_csv(export).columns)
     rules = ["--min-trials", "3", "--max-fast-share", "off", "--min-agreement", "off"]
+    rules += ["--min-time-spread", "off"]
     out = tmp_path / "mos"
     assert (
         mos_main([str(export), "--exclude", *rules, "--out", str(out), "--quiet", "--no-report"])
         == 0
     )
     qc = pd.read_csv(out / "participants_qc.csv").set_index("participant")
-    assert qc["excluded"].to_dict() == {"CAREFUL1": False, "CARELESS": True}
+    assert qc["excluded"].to_dict() == {"careful1": False, "careless": True}
     assert len(pd.read_csv(out / "mos.csv")) <= 12  # test images only, never a gold pair
 
 
@@ -318,7 +321,7 @@ def test_online_pages_are_valid_html(app):
 
     parser = html5lib.HTMLParser(strict=True)
     browser = Browser(app)
-    browser.get(entry("MARKUP1"))
+    browser.get(entry("markup1"))
     pages = {"/online/consent": browser.get("/online/consent")}
     browser.post("/online/consent", {"agree": "y"})
     pages["/online/display"] = browser.get("/online/display")
@@ -327,7 +330,7 @@ def test_online_pages_are_valid_html(app):
     pages["refused"] = browser.post("/online/display", small)
     browser.get("/online/display")
     browser.post("/online/display", {**GOOD_SCREEN, "digits": shown_digits(app, browser)})
-    finish(app, browser, "MARKUP1")
+    finish(app, browser, "markup1")
     pages["/online/complete"] = browser.get("/online/complete")
     admin = Browser(app)
     admin.get("/admin/login")
@@ -344,9 +347,9 @@ def test_no_new_sitting_once_every_image_is_on_target(tmp_path):
     app = make_app(tmp_path / "instance", **settings, ALLOCATION_TARGET_CI=100.0)
     with app.app_context():
         import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
-    finish(app, enter(app, "FIRST"), "FIRST")  # rates all 12 images: every CI is within 100
+    finish(app, enter(app, "first"), "first")  # rates all 12 images: every CI is within 100
     late = Browser(app)
-    late.get(entry("LATE"))
+    late.get(entry("late"))
     late.get("/online/consent")
     late.post("/online/consent", {"agree": "y"})
     late.get("/online/display")

@@ -27,7 +27,7 @@ def _rows(rng: np.random.Generator) -> list[dict]:
                     viewer=person,
                     stimulus=f"img{img:02d}",
                     consistency=float(np.clip(round(score, 1), 0, 5)),
-                    seconds=0.7 if careless else 5.0,
+                    seconds=0.7 if careless else 3.0 + (img * 7 % 11) / 2,  # people vary
                     check="",
                 )
             )
@@ -69,6 +69,7 @@ def test_rules_are_configurable_and_off_disables_one(tmp_path):
     out = tmp_path / "mos"
     args = [str(path), "--dimensions", "consistency", "--exclude", "--out", str(out), "--quiet"]
     off = ["--max-gold-failures", "off", "--max-fast-share", "off", "--min-agreement", "off"]
+    off += ["--min-time-spread", "off"]
     assert main(args + off) == 0
     assert not pd.read_csv(out / "participants_qc.csv")["excluded"].any()
     with pytest.raises(SystemExit):
@@ -126,7 +127,7 @@ def test_database_checks_and_timing_come_from_the_trials(tmp_path):
                 else:
                     score = truth[position] + 0.3 * rng.standard_normal()
                 served = start + dt.timedelta(seconds=10 * position)
-                took = dt.timedelta(seconds=0.6 if careless else 6.0)
+                took = dt.timedelta(seconds=0.6 if careless else 4.0 + position * 7 % 9 / 2)
                 trials.append(
                     {
                         "session_id": v,

@@ -22,6 +22,8 @@ def _signals(**overrides) -> pd.DataFrame:
         fast_trials=0,
         agreement=0.8,
         score_std=1.0,
+        time_spread=2.5,
+        no_input_trials=0,
     )
     row.update(overrides)
     return pd.DataFrame([row])
@@ -36,6 +38,8 @@ def _signals(**overrides) -> pd.DataFrame:
         ({"fast_trials": 20}, "faster than 2 s"),
         ({"agreement": 0.05}, "agreement"),
         ({"score_std": 0.0}, "straight-lining"),
+        ({"time_spread": 0.02}, "too regular"),
+        ({"no_input_trials": 40}, "without a slider move"),
     ],
 )
 def test_each_rule_excludes_with_its_reason(override, reason):
@@ -62,7 +66,8 @@ def _trials(rng, careless: bool) -> pd.DataFrame:
         bad = careless and person == 0
         for img in range(30):
             score = rng.uniform(0, 5) if bad else truth[img] + 0.3 * rng.standard_normal()
-            rows.append((f"p{person}", img, score, 0.8 if bad else 5.0, "", np.nan, np.nan))
+            seconds = 0.8 if bad else 3.0 + img % 5  # people vary, a script does not
+            rows.append((f"p{person}", img, score, seconds, "", np.nan, np.nan))
         gold = rng.uniform(0, 5) if bad else 4.7
         rows.append((f"p{person}", -1, gold, 5.0, "gold", 3.0, 5.0))
         attention = 3.9 if bad else 1.0

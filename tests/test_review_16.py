@@ -126,7 +126,7 @@ def test_a_completion_url_that_cannot_work_is_refused_at_start_up(tmp_path, url)
     {code} would be a 500 at the very end of every sitting (no code, no pay), and the redirect
     must go to an absolute http(s) address."""
     with pytest.raises(ValueError, match="COMPLETION_URL"):
-        make_app(tmp_path / "bad", ONLINE=True, COMPLETION_CODE="C0DE", COMPLETION_URL=url)
+        make_app(tmp_path / "bad", ONLINE=True, COMPLETION_URL=url)
 
 
 def test_a_completer_who_lost_the_code_page_gets_the_code_again(app):  # noqa: F811

@@ -16,6 +16,9 @@
     document.getElementById(name).value = value;
   }
   document.getElementById("browser").value = navigator.userAgent;
+  // The primary pointer: "coarse" (a finger: a phone or tablet), "fine" (a mouse), or "none".
+  const pointer = ["coarse", "fine"].find((kind) => window.matchMedia("(pointer: " + kind + ")").matches);
+  document.getElementById("pointer").value = pointer || "none";
   document.getElementById("display-shown").textContent =
     values.window_width + " × " + values.window_height + " window pixels, pixel ratio " + dpr +
     ", zoom " + Math.round(values.zoom * 100) + "%";

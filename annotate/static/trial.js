@@ -24,6 +24,7 @@
   let fits = false;
   let broken = false;
   let firstInput = null;
+  let sliderEvents = 0; // moves of either slider (pointer or key), sent with the rating
 
   function field(id, value) {
     const input = document.getElementById(id);
@@ -86,6 +87,8 @@
     hidden.value = parseFloat(slider.value).toFixed(1);
     shown.textContent = hidden.value + " (" + labels[Math.min(4, Math.floor(slider.value))] + ")";
     moved.add(scale.dataset.name);
+    sliderEvents += 1;
+    field("slider_events", sliderEvents);
     if (firstInput === null) {
       firstInput = Math.round(performance.now() - revealedAt);
       field("first_input_ms", firstInput);
