@@ -1,0 +1,42 @@
+"""Review of issue 21 (generate's codec anchors): defects found by probing ``generate ladder`` and
+``generate run`` as a compression researcher and as an attacker would, each pinned by a test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from generate import codec
+from generate.__main__ import main as generate_main
+from tests.test_generate import DEMO
+
+
+def ladder(refs, out, *rates, codecs="avc,hevc,av1"):
+    return ["ladder", "--references", str(refs), "--out", str(out), "--codecs", codecs,
+            "--workers", "1", *rates]  # fmt: skip
+
+
+def reference_folder(folder, size=(128, 96), names=("NSI_a.png",)):
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = ("coffee.png", "rocket.png", "hubble.png")
+    for source, name in zip(sources, names, strict=False):
+        Image.open(DEMO / source).convert("RGB").resize(size).save(folder / name)
+    return folder
+
+
+def test_an_odd_sided_reference_is_coded_padded_and_its_png_is_the_bitstreams_crop(tmp_path):
+    """4:2:0 encoders take even sides. A 127 × 97 reference was resampled to 128 × 96 and back
+    (bicubic), so the PNG was not what the kept bitstream decodes to and the resampling alone
+    cost quality no codec lost (35–42 dB). Padded by repeating the edge and cropped after
+    decoding, as a conformance window does, the PNG is exactly the decoded picture's crop."""
+    refs = reference_folder(tmp_path / "refs", size=(127, 97))
+    out = tmp_path / "out"
+    assert generate_main(ladder(refs, out, "--qps", "20")) == 0
+    manifest = pd.read_csv(out / "manifest.csv")
+    for row in manifest.itertuples():
+        png = np.asarray(Image.open(out / row.distorted_path))
+        assert png.shape == (97, 127, 3)
+        decoded = codec._decode_pyav((out / row.bitstream_path).read_bytes(), row.codec)
+        assert decoded.shape == (98, 128, 3), row.codec  # the edge repeated once, each side
+        np.testing.assert_array_equal(decoded[:97, :127], png)
