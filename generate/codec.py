@@ -172,9 +172,16 @@ def encode_at_qp(image: np.ndarray, qp: int, codec: str = "av1") -> CodedImage:
 
 def encode(image: np.ndarray, quality: int, codec: str = "av1", scale: float = 1.0) -> CodedImage:
     """Encode one frame at a fixed quantizer (and downscale), keep what a decoder needs of the
-    bitstream, decode that, and restore the image's size."""
+    bitstream, decode that, and restore the image's size.
+
+    The encoders take 4:2:0 frames, so even sides: at full size an odd side is padded by
+    repeating its last row or column and the decoded picture cropped back (a conformance
+    window's job), so the image is exactly the bitstream's decode, not a resampling of it."""
     height, width, _ = image.shape
-    small = _resize(image, _even(width * scale), _even(height * scale))
+    if scale == 1.0:
+        small = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+    else:
+        small = _resize(image, _even(width * scale), _even(height * scale))
     if codec == "vvc":
         kept, decoded = _vvc(small, quality)
     elif codec in CODECS:
@@ -183,7 +190,7 @@ def encode(image: np.ndarray, quality: int, codec: str = "av1", scale: float = 1
     else:
         raise CodecError(f"unknown codec '{codec}' (choose from {', '.join(CODECS)}, vvc)")
     return CodedImage(
-        image=_resize(decoded, width, height),
+        image=decoded[:height, :width] if scale == 1.0 else _resize(decoded, width, height),
         bitstream=kept,
         codec=codec,
         settings={"quality": quality, "scale": scale, "encoder": CODECS.get(codec, ("vvenc",))[0]},
