@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from generate import codec
@@ -40,3 +41,23 @@ def test_an_odd_sided_reference_is_coded_padded_and_its_png_is_the_bitstreams_cr
         decoded = codec._decode_pyav((out / row.bitstream_path).read_bytes(), row.codec)
         assert decoded.shape == (98, 128, 3), row.codec  # the edge repeated once, each side
         np.testing.assert_array_equal(decoded[:97, :127], png)
+
+
+def test_a_high_target_gets_the_best_encode_within_it_not_the_finest_qp_searched(tmp_path):
+    """The search stopped at QP 20: at 2 bpp AV1 kept QP 20 (1.66 bpp, 31.4 dB) though finer QPs
+    fit the target. The rule is the best encode within the target over the codec's whole scale."""
+    refs = reference_folder(tmp_path / "refs")
+    out = tmp_path / "out"
+    assert generate_main(ladder(refs, out, "--bpp", "2", codecs="av1")) == 0
+    row = pd.read_csv(out / "manifest.csv").iloc[0]
+    reference = np.asarray(Image.open(refs / "NSI_a.png").convert("RGB"))
+    kept = codec.psnr(reference, np.asarray(Image.open(out / row.distorted_path)))
+    low, high = codec.QP_LIMITS["av1"]
+    fitting = [
+        coded
+        for scale in (1.0, 0.5)
+        for qp in range(low, high + 1)
+        if (coded := codec.encode(reference, qp, "av1", scale)).bpp(96, 128) <= 2
+    ]
+    assert row.bpp <= 2
+    assert kept == pytest.approx(max(codec.psnr(reference, c.image) for c in fitting))
