@@ -38,12 +38,12 @@ from PIL import Image
 from generate.bitstream import decoder_stream
 
 CODECS = {
-    # name: (encoder, decoder, quality range searched, encoder options; "{qp}" is the quantizer)
-    "av1": ("libsvtav1", "libdav1d", range(20, 64), {"preset": "8", "svtav1-params":
+    # name: (encoder, decoder, encoder options; "{qp}" is the quantizer)
+    "av1": ("libsvtav1", "libdav1d", {"preset": "8", "svtav1-params":
             "rc=0:qp={qp}:aq-mode=0:use-fixed-qindex-offsets=1:key-frame-qindex-offset=0"}),
-    "hevc": ("libx265", "hevc", range(20, 52), {"qp": "{qp}", "x265-params":
+    "hevc": ("libx265", "hevc", {"qp": "{qp}", "x265-params":
              "info=0:log-level=error:ipratio=1:pbratio=1"}),
-    "avc": ("libx264", "h264", range(20, 52), {"qp": "{qp}", "x264-params":
+    "avc": ("libx264", "h264", {"qp": "{qp}", "x264-params":
             "ipratio=1:sliced-threads=0"}),
 }  # fmt: skip
 """ipratio=1 / the fixed key-frame qindex offset 0: the intra frame is coded at the QP asked for
@@ -51,7 +51,7 @@ CODECS = {
 slice, whatever the machine's thread count (a slice per thread would change the bits)."""
 QP_LIMITS = {"av1": (1, 63), "hevc": (0, 51), "avc": (0, 51), "vvc": (0, 63)}
 """The quantizers each encoder codes as asked (a fixed QP outside them is refused: x264 takes up
-to 69 but codes every QP above 51 as 51)."""
+to 69 but codes every QP above 51 as 51); the bpp search looks over the whole of them."""
 EXTENSIONS = {"avc": ".h264", "hevc": ".hevc", "av1": ".obu", "vvc": ".266"}
 """The suffix of a kept bitstream (Annex-B byte streams; AV1 a low-overhead OBU stream)."""
 LABELS = {"avc": "AVC", "hevc": "HEVC", "av1": "AV1", "vvc": "VVC"}
@@ -89,9 +89,6 @@ class CodedImage:
         return self.bits / (height * width)
 
 
-VVC_QUALITIES = range(20, 64)
-
-
 def available(codec: str) -> bool:
     """Whether ``codec`` can be used on this machine."""
     if codec == "vvc":
@@ -100,7 +97,7 @@ def available(codec: str) -> bool:
         return False
     import av
 
-    encoder, decoder, *_ = CODECS[codec]
+    encoder, decoder, _ = CODECS[codec]
     try:
         av.codec.Codec(encoder, "w")
         av.codec.Codec(decoder, "r")
@@ -200,7 +197,8 @@ def encode(image: np.ndarray, quality: int, codec: str = "av1", scale: float = 1
 def _bisect_quality(image: np.ndarray, target_bpp: float, codec: str, scale: float) -> CodedImage:
     """The finest quantizer at ``scale`` whose rate is within the target (else the coarsest)."""
     height, width, _ = image.shape
-    qualities = list(VVC_QUALITIES if codec == "vvc" else CODECS[codec][2])
+    finest, coarsest = QP_LIMITS[codec]
+    qualities = range(finest, coarsest + 1)  # the encoder's whole scale
     low, high = 0, len(qualities) - 1
     tried: dict[int, CodedImage] = {}
     while low <= high:
@@ -220,7 +218,7 @@ def _encode_pyav(
     """The encoder's whole output for one frame (``options``: the codec's own unless given)."""
     import av
 
-    encoder, _, _, own = CODECS[codec]
+    encoder, _, own = CODECS[codec]
     options = own if options is None else options
     context = av.CodecContext.create(encoder, "w")
     context.width, context.height = image.shape[1], image.shape[0]
