@@ -61,3 +61,31 @@ def test_a_high_target_gets_the_best_encode_within_it_not_the_finest_qp_searched
     ]
     assert row.bpp <= 2
     assert kept == pytest.approx(max(codec.psnr(reference, c.image) for c in fitting))
+
+
+def one_line_error(capsys, argv, expected: str) -> None:
+    assert generate_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1, err
+
+
+def test_a_ladder_never_lists_points_of_a_reference_renamed_removed_or_edited_since(
+    tmp_path, capsys
+):
+    """The manifest is every point in meta/: a reference renamed (or removed) left its points
+    listed beside the new name's, and a reference edited kept its points at the rates this run
+    did not ask for, made from the old content — one curve over two images, with no word."""
+    refs = reference_folder(tmp_path / "refs", names=("NSI_a.png", "SCI_b.png"))
+    out = tmp_path / "out"
+    assert generate_main(ladder(refs, out, "--qps", "30,45", codecs="hevc")) == 0
+    before = (out / "manifest.csv").read_bytes()
+    Image.open(DEMO / "hubble.png").convert("RGB").resize((128, 96)).save(refs / "NSI_a.png")
+    message = "holds NSI_a__HEVC__qp30, made from an earlier NSI_a.png"
+    one_line_error(capsys, ladder(refs, out, "--qps", "45", codecs="hevc"), message)
+    assert (out / "manifest.csv").read_bytes() == before
+    assert generate_main(ladder(refs, out, "--qps", "30,45", codecs="hevc")) == 0  # remade
+    (refs / "SCI_b.png").rename(refs / "SCI_c.png")
+    message = "holds SCI_b__HEVC__qp30, made from SCI_b.png, which"
+    one_line_error(capsys, ladder(refs, out, "--qps", "30,45", codecs="hevc"), message)
+    manifest = pd.read_csv(out / "manifest.csv")
+    assert set(manifest["reference"]) == {"NSI_a", "SCI_b"}  # as the last run left it
