@@ -12,7 +12,9 @@ two alike.
 
 Resumable: a point whose image, bitstream and metadata exist, made from the same reference
 content, is skipped; one whose reference changed since is made again. An output folder holds
-one reference folder's ladder: a run over another folder is refused (its curves would mix).
+one reference folder's ladder: a run over another folder is refused (its curves would mix), and
+so is a folder holding points of a reference renamed or removed since, or made from an earlier
+content at a rate the run does not make again.
 """
 
 from __future__ import annotations
@@ -157,9 +159,9 @@ def run_ladder(todo: list[Point], out: Path, workers: int = 1) -> int:
 
 def stale(todo: list[Point], out: Path) -> list[Point]:
     """The points to make: those without image, bitstream or metadata, and those made from
-    another content of their reference. A folder holding any point made from another reference
-    folder is refused, before anything is encoded."""
-    check_one_folder(todo, out)
+    another content of their reference. A folder holding a point the run's references do not
+    stand behind is refused, before anything is encoded (:func:`check_points`)."""
+    check_points(todo, out)
     missing = []
     for point in todo:
         meta = _read_meta(out, point)
@@ -168,20 +170,37 @@ def stale(todo: list[Point], out: Path) -> list[Point]:
     return missing
 
 
-def check_one_folder(todo: list[Point], out: Path) -> None:
-    """Refuse an output folder with points of another reference folder: one manifest would
-    mix two sets of references into one curve per codec."""
+def check_points(todo: list[Point], out: Path) -> None:
+    """Refuse an output folder whose manifest would not be a ladder of this run's references:
+    one holding a point of another reference folder (two sets of references in one curve per
+    codec), of a reference the folder no longer has (renamed or removed), or made from an
+    earlier content of a reference at a rate this run does not make again."""
     folders = {p.reference.resolve().parent for p in todo}
+    current = {p.reference.resolve(): p.reference for p in todo}
+    remade = {p.id for p in todo}
     for path in sorted((out / "meta").glob("*.json")):
         try:
-            made_from = Path(json.loads(path.read_text())["reference_path"]).parent
+            meta = json.loads(path.read_text())
+            made_from = Path(meta["reference_path"])
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
             continue  # unreadable: write_manifest names it
-        if made_from not in folders:
+        if made_from.parent not in folders:
             raise codec.CodecError(
-                f"{out} holds a ladder of the references in {made_from}, not "
+                f"{out} holds a ladder of the references in {made_from.parent}, not "
                 f"{', '.join(sorted(map(str, folders)))}: give another --out (one folder, one "
                 "ladder)"
+            )
+        if path.stem in remade:
+            continue  # made again below if its reference changed
+        if made_from not in current:
+            raise codec.CodecError(
+                f"{out} holds {path.stem}, made from {made_from.name}, which {made_from.parent} "
+                f"no longer has: delete {path.relative_to(out)} or give another --out"
+            )
+        if meta.get("reference_digest") != content_digest(current[made_from]):
+            raise codec.CodecError(
+                f"{out} holds {path.stem}, made from an earlier {made_from.name}: ask for its "
+                f"rate again to make it anew, or delete {path.relative_to(out)}"
             )
 
 
