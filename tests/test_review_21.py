@@ -89,3 +89,23 @@ def test_a_ladder_never_lists_points_of_a_reference_renamed_removed_or_edited_si
     one_line_error(capsys, ladder(refs, out, "--qps", "30,45", codecs="hevc"), message)
     manifest = pd.read_csv(out / "manifest.csv")
     assert set(manifest["reference"]) == {"NSI_a", "SCI_b"}  # as the last run left it
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_one_line_error(tmp_path, capsys):
+    """--out naming a file (or a read-only place) ended in a NotADirectoryError traceback."""
+    refs = reference_folder(tmp_path / "refs")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for out in (blocker, blocker / "sub"):
+        one_line_error(capsys, ladder(refs, out, "--qps", "45", codecs="hevc"), "cannot create")
+    plan = tmp_path / "plan.csv"
+    argv = ["plan", "--references", str(refs), "--out", str(plan), "--preset", "benchmark",
+            "--models", "DiffBIR"]  # fmt: skip
+    assert generate_main(argv) == 0
+    captions = tmp_path / "captions.csv"
+    captions.write_text("name,text\nNSI_a.png,a cup\n")
+    config = tmp_path / "models.toml"
+    config.write_text('[DiffBIR]\ncommand = "true {input} {output}"\n')
+    argv = ["run", str(plan), "--out", str(blocker), "--captions", str(captions),
+            "--models-config", str(config), "--device", "cpu"]  # fmt: skip
+    one_line_error(capsys, argv, "cannot create")
