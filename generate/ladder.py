@@ -33,7 +33,7 @@ from tqdm import tqdm
 from generate import codec
 from generate.hints import content_digest, rate_warning
 from generate.plan import content_type
-from generate.run import _write_bytes, _write_json, _write_png, write_manifest
+from generate.run import _write_bytes, _write_json, _write_png, make_folders, write_manifest
 
 MODE = "Codec"
 """The ``mode`` of a ladder point in the manifest."""
@@ -134,8 +134,7 @@ def _in_range(name: str) -> tuple[int, ...]:
 
 def run_ladder(todo: list[Point], out: Path, workers: int = 1) -> int:
     """Make every missing or stale point (``workers`` processes); return how many were made."""
-    for folder in ("images", "meta"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
+    make_folders(out, ("images", "meta"))
     missing = stale(todo, out)
     progress = tqdm(total=len(missing), desc="codec ladder", unit="img", disable=None)
     if workers <= 1:

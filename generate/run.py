@@ -190,8 +190,7 @@ def run_plan(
     world: int = 1,
 ) -> int:
     """Make every missing image of this rank's share; return how many were made."""
-    for folder in ("images", "meta", "hints"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
+    make_folders(out, ("images", "meta", "hints"))
     check_settings(out, settings)
     mine = shard(plan, rank, world)
     finished = [_done(out, row_id) for row_id in mine["id"]]
@@ -556,6 +555,18 @@ def _done(out: Path, row_id: str) -> bool:
     return (out / "images" / f"{row_id}.png").exists() and (
         out / "meta" / f"{row_id}.json"
     ).exists()
+
+
+def make_folders(out: Path, names: tuple[str, ...]) -> None:
+    """The output folder's subfolders; one that cannot be made (``out`` is a file, or a
+    read-only place) is the user's to fix, so a one-line error."""
+    for name in names:
+        try:
+            (out / name).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunError(
+                f"cannot create {out / name} ({error.strerror or error}): give another --out"
+            ) from None
 
 
 def _write_png(target: Path, image: np.ndarray) -> None:
