@@ -109,3 +109,16 @@ def test_an_output_folder_that_cannot_be_made_is_a_one_line_error(tmp_path, caps
     argv = ["run", str(plan), "--out", str(blocker), "--captions", str(captions),
             "--models-config", str(config), "--device", "cpu"]  # fmt: skip
     one_line_error(capsys, argv, "cannot create")
+
+
+def test_a_16_bit_reference_is_refused_not_coded_as_a_white_image(tmp_path, capsys):
+    """PIL's convert("RGB") clips a 16-bit grey image (mode I;16) to 255: the ladder coded a
+    white picture and scored it against a white reference, with no word."""
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    grey = np.asarray(Image.open(DEMO / "coffee.png").convert("L").resize((128, 96)))
+    Image.fromarray(grey.astype(np.uint16) * 257).save(refs / "NSI_deep.png")
+    assert Image.open(refs / "NSI_deep.png").mode == "I;16"
+    out = tmp_path / "out"
+    one_line_error(capsys, ladder(refs, out, "--qps", "45", codecs="hevc"), "8 bits")
+    assert not (out / "meta").exists()
