@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -122,3 +124,26 @@ def test_a_16_bit_reference_is_refused_not_coded_as_a_white_image(tmp_path, caps
     out = tmp_path / "out"
     one_line_error(capsys, ladder(refs, out, "--qps", "45", codecs="hevc"), "8 bits")
     assert not (out / "meta").exists()
+
+
+def help_text(capsys, command: str) -> str:
+    with pytest.raises(SystemExit):
+        generate_main([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_the_ladder_help_shows_qps_it_accepts_and_each_default_once(capsys):
+    """The --qps example read "--qps avc=55,60,64,67", QPs the ladder now refuses, and --workers
+    said "(default: this machine's share of CPUs) (default: None)"."""
+    text = help_text(capsys, "ladder")
+    examples = re.findall(r"--qps (\w+)=([\d,]+\d)", text)
+    assert examples
+    for name, values in examples:
+        for qp in values.split(","):
+            codec.check_qp(name, int(qp))
+    for command in ("ladder", "run"):
+        text = help_text(capsys, command)
+        workers = text[text.index("--workers WORKERS ", text.index("options:")) :]
+        workers = workers[: workers.index(" --", 1)]
+        assert workers.count("default") == 1, workers
+        assert "(default: None)" not in text
