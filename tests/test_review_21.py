@@ -144,6 +144,6 @@ def test_the_ladder_help_shows_qps_it_accepts_and_each_default_once(capsys):
     for command in ("ladder", "run"):
         text = help_text(capsys, command)
         workers = text[text.index("--workers WORKERS ", text.index("options:")) :]
-        workers = workers[: workers.index(" --", 1)]
+        workers = workers.split(" --")[0]  # up to the next option, or the end
         assert workers.count("default") == 1, workers
         assert "(default: None)" not in text
