@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_codec_ints,
         action="append",
         help="fixed quantizers for every codec, e.g. 37,42,47,51, or one codec's, repeatable: "
-        "--qps hevc=37,42,47,51 --qps avc=55,60,64,67",
+        "--qps hevc=37,42,47,51 --qps av1=48,54,59,63",
     )
     rates.add_argument("--bpp", type=_floats, help="target bits per pixel, e.g. 0.024,0.05,0.1")
     ladder_.add_argument(
@@ -222,7 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Each default shown once: none for an option without one (a None default), whose help
+    says what its absence means."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _ints(text: str) -> list[int]:
