@@ -93,6 +93,21 @@ def test_a_ladder_never_lists_points_of_a_reference_renamed_removed_or_edited_si
     assert set(manifest["reference"]) == {"NSI_a", "SCI_b"}  # as the last run left it
 
 
+def restoration_run(tmp_path, refs, out) -> list[str]:
+    """``generate run`` of a benchmark plan of DiffBIR (Image and Full modes: codec hints), its
+    command a no-op: what the codec side does, without a model."""
+    plan = tmp_path / "plan.csv"
+    argv = ["plan", "--references", str(refs), "--out", str(plan), "--preset", "benchmark",
+            "--models", "DiffBIR"]  # fmt: skip
+    assert generate_main(argv) == 0
+    captions = tmp_path / "captions.csv"
+    captions.write_text("name,text\n" + "".join(f"{p.name},a picture\n" for p in refs.iterdir()))
+    config = tmp_path / "models.toml"
+    config.write_text('[DiffBIR]\ncommand = "true {input} {output}"\n')
+    return ["run", str(plan), "--out", str(out), "--captions", str(captions),
+            "--models-config", str(config), "--device", "cpu", "--workers", "1"]  # fmt: skip
+
+
 def test_an_output_folder_that_cannot_be_made_is_a_one_line_error(tmp_path, capsys):
     """--out naming a file (or a read-only place) ended in a NotADirectoryError traceback."""
     refs = reference_folder(tmp_path / "refs")
@@ -100,16 +115,7 @@ def test_an_output_folder_that_cannot_be_made_is_a_one_line_error(tmp_path, caps
     blocker.write_text("not a folder")
     for out in (blocker, blocker / "sub"):
         one_line_error(capsys, ladder(refs, out, "--qps", "45", codecs="hevc"), "cannot create")
-    plan = tmp_path / "plan.csv"
-    argv = ["plan", "--references", str(refs), "--out", str(plan), "--preset", "benchmark",
-            "--models", "DiffBIR"]  # fmt: skip
-    assert generate_main(argv) == 0
-    captions = tmp_path / "captions.csv"
-    captions.write_text("name,text\nNSI_a.png,a cup\n")
-    config = tmp_path / "models.toml"
-    config.write_text('[DiffBIR]\ncommand = "true {input} {output}"\n')
-    argv = ["run", str(plan), "--out", str(blocker), "--captions", str(captions),
-            "--models-config", str(config), "--device", "cpu"]  # fmt: skip
+    argv = restoration_run(tmp_path, refs, blocker)
     one_line_error(capsys, argv, "cannot create")
 
 
@@ -147,3 +153,12 @@ def test_the_ladder_help_shows_qps_it_accepts_and_each_default_once(capsys):
         workers = workers.split(" --")[0]  # up to the next option, or the end
         assert workers.count("default") == 1, workers
         assert "(default: None)" not in text
+
+
+def test_a_reference_too_small_for_the_codec_is_named_in_generate_runs_error(tmp_path, capsys):
+    """ "image 300×1 is too small to encode" named no file: in a study's hundred references, the
+    user could not tell which one to replace."""
+    refs = reference_folder(tmp_path / "refs")
+    Image.new("RGB", (300, 1)).save(refs / "NSI_line.png")
+    argv = restoration_run(tmp_path, refs, tmp_path / "out")
+    one_line_error(capsys, argv, "NSI_line.png: image 300×1 is too small to encode")
