@@ -156,9 +156,9 @@ def test_the_ladder_help_shows_qps_it_accepts_and_each_default_once(capsys):
 
 
 def test_a_reference_too_small_for_the_codec_is_named_in_generate_runs_error(tmp_path, capsys):
-    """ "image 300×1 is too small to encode" named no file: in a study's hundred references, the
-    user could not tell which one to replace."""
+    """The error read "image 300×1 is too small to encode", naming no file (in a study's hundred
+    references, which one?), and came after the other references' hints were made."""
     refs = reference_folder(tmp_path / "refs")
     Image.new("RGB", (300, 1)).save(refs / "NSI_line.png")
     argv = restoration_run(tmp_path, refs, tmp_path / "out")
-    one_line_error(capsys, argv, "NSI_line.png: image 300×1 is too small to encode")
+    one_line_error(capsys, argv, "NSI_line.png is 300×1: too small to encode")
