@@ -14,6 +14,7 @@ from generate.decode import QUALITY_PROMPT, DecoderError
 from generate.registry import (
     CAPTION_WORDS,
     CAPTIONED_MODES,
+    CODED_MODES,
     GENERATIVE,
     RESTORATION,
     RegistryError,
@@ -341,7 +342,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_codec(plan, name: str, fixed: int | None) -> None:
-    """The run's codec can honour its fixed QP and every QP the plan's rows ask for."""
+    """The run's codec can honour its fixed QP, every QP the plan's rows ask for, and the size
+    of every reference it codes."""
     if not codec.available(name):
         raise CodecError(
             f"codec '{name}' is not available here"
@@ -352,6 +354,8 @@ def _check_codec(plan, name: str, fixed: int | None) -> None:
     )
     for qp in sorted(wanted):
         codec.check_qp(name, qp)
+    for reference in dict.fromkeys(plan.loc[plan["mode"].isin(CODED_MODES), "reference_path"]):
+        codec.check_size(Path(reference))  # before any hint is made, by name
 
 
 def _ladder(args: argparse.Namespace) -> int:

@@ -149,6 +149,17 @@ def psnr(reference: np.ndarray, image: np.ndarray) -> float:
     return math.inf if error == 0 else 10 * math.log10(255**2 / error)
 
 
+def check_size(reference: Path) -> None:
+    """Refuse a reference file too small for the encoders, by name (its header only: cheap
+    before a run or a ladder encodes anything)."""
+    with Image.open(reference) as image:
+        width, height = image.size
+    if min(width, height) < MIN_SIDE:
+        raise CodecError(
+            f"{Path(reference).name} is {width}×{height}: too small to encode (min side {MIN_SIDE})"
+        )
+
+
 def check_qp(codec: str, qp: int) -> None:
     """Refuse a codec this tool does not drive, or a quantizer its encoder would not code as is."""
     if codec not in QP_LIMITS:

@@ -84,12 +84,7 @@ def points(
             )
     table = per_codec_qps(codecs, qps) if qps else {}
     for reference in references:  # headers only: a too-small image stops the ladder up front
-        with Image.open(reference) as image:
-            if min(image.size) < codec.MIN_SIDE:
-                raise codec.CodecError(
-                    f"{reference.name} is {image.size[0]}×{image.size[1]}: too small to encode "
-                    f"(min side {codec.MIN_SIDE})"
-                )
+        codec.check_size(reference)
     for label, values in (("--codecs", codecs), ("--bpp", bpps or [])):
         if len(set(values)) != len(values):
             raise codec.CodecError(f"{label} lists a value twice")
