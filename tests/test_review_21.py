@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import numpy as np
 import pandas as pd
@@ -102,8 +103,10 @@ def restoration_run(tmp_path, refs, out) -> list[str]:
     assert generate_main(argv) == 0
     captions = tmp_path / "captions.csv"
     captions.write_text("name,text\n" + "".join(f"{p.name},a picture\n" for p in refs.iterdir()))
+    script = tmp_path / "restore.py"  # "restores" by copying its input
+    script.write_text("import shutil, sys\nshutil.copy(sys.argv[1], sys.argv[2] + '/r.png')\n")
     config = tmp_path / "models.toml"
-    config.write_text('[DiffBIR]\ncommand = "true {input} {output}"\n')
+    config.write_text(f'[DiffBIR]\ncommand = "{sys.executable} {script} {{input}} {{output}}"\n')
     return ["run", str(plan), "--out", str(out), "--captions", str(captions),
             "--models-config", str(config), "--device", "cpu", "--workers", "1"]  # fmt: skip
 
@@ -162,3 +165,22 @@ def test_a_reference_too_small_for_the_codec_is_named_in_generate_runs_error(tmp
     Image.new("RGB", (300, 1)).save(refs / "NSI_line.png")
     argv = restoration_run(tmp_path, refs, tmp_path / "out")
     one_line_error(capsys, argv, "NSI_line.png is 300×1: too small to encode")
+
+
+def test_a_codec_hint_whose_png_was_deleted_is_made_again(tmp_path):
+    """A hint counted as made when its metadata and bitstream were there: with its PNG deleted,
+    the next image that needed it ended in a FileNotFoundError traceback."""
+    refs = reference_folder(tmp_path / "refs")
+    out = tmp_path / "out"
+    argv = restoration_run(tmp_path, refs, out)
+    assert generate_main(argv) == 0
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    row = manifest[manifest["mode"] == "Image"].iloc[0]
+    hint = out / row.codec_bitstream_path
+    hint.with_suffix(".png").unlink()
+    (out / row.distorted_path).unlink()
+    (out / "meta" / f"{row.id}.json").unlink()
+    assert generate_main(argv) == 0
+    assert hint.with_suffix(".png").is_file()
+    again = pd.read_csv(out / "manifest.csv", keep_default_na=False).set_index("id")
+    assert again.loc[row.id, "codec_bits"] == row.codec_bits == 8 * hint.stat().st_size
