@@ -402,9 +402,10 @@ class Hints:
         return self._codec_paths(path, qp)[0].with_suffix(codec.EXTENSIONS[self.settings.codec])
 
     def _made(self, path: Path, qp: int | None) -> bool:
-        """A hint is made when its metadata and bitstream exist (one cached before bitstreams
-        were kept counted other bytes as its rate, so it is made again)."""
-        return self._codec_paths(path, qp)[1].exists() and self._bitstream_path(path, qp).exists()
+        """A hint is made when its image, bitstream and metadata exist (one cached before
+        bitstreams were kept counted other bytes as its rate, so it is made again)."""
+        image_path, meta_path = self._codec_paths(path, qp)
+        return all(p.exists() for p in (image_path, self._bitstream_path(path, qp), meta_path))
 
     def _store(self, path: Path, qp: int | None, coded: codec.CodedImage) -> None:
         """The hint image, then its metadata (which marks it made), each atomically; a bpp
