@@ -318,7 +318,7 @@ def _run(args: argparse.Namespace) -> int:
             "--pixel-bits must be 1–8; --pixel-block, --steps, --batch-size and --workers ≥ 1; "
             "--size ≥ 8"
         )
-    codec.check_target(args.target_bpp)
+    codec.check_target(args.target_bpp, "--target-bpp")
     _check_codec(plan, args.codec, args.codec_qp)
     rank, world, local = launcher_rank()
     needs_caption = plan["mode"].isin(CAPTIONED_MODES).any()

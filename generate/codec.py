@@ -106,13 +106,14 @@ def available(codec: str) -> bool:
     return True
 
 
-def check_target(target_bpp: float) -> None:
+def check_target(target_bpp: float, option: str | None = None) -> None:
     """Refuse a target bpp no codec image can mean: not a number, ≤ 0, or at least the
-    uncompressed image's 24 bpp (8-bit RGB)."""
+    uncompressed image's 24 bpp (8-bit RGB); ``option`` (the command line's name for it)
+    leads the message."""
     if not (math.isfinite(target_bpp) and 0 < target_bpp < RAW_BPP):
         raise CodecError(
-            f"a target bpp must be a number > 0 and below {RAW_BPP} (the uncompressed 8-bit RGB "
-            f"image), got {target_bpp:g}"
+            f"{f'{option}: ' if option else ''}a target bpp must be a number > 0 and below "
+            f"{RAW_BPP} (the uncompressed 8-bit RGB image), got {target_bpp:g}"
         )
 
 

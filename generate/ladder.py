@@ -71,7 +71,7 @@ def points(
     if not codecs:
         raise codec.CodecError("--codecs lists no codec (choose among avc,hevc,av1,vvc)")
     for target in bpps or []:
-        codec.check_target(target)
+        codec.check_target(target, "--bpp")
     for name in codecs:
         if name not in codec.QP_LIMITS:
             raise codec.CodecError(
