@@ -184,3 +184,11 @@ def test_a_codec_hint_whose_png_was_deleted_is_made_again(tmp_path):
     assert hint.with_suffix(".png").is_file()
     again = pd.read_csv(out / "manifest.csv", keep_default_na=False).set_index("id")
     assert again.loc[row.id, "codec_bits"] == row.codec_bits == 8 * hint.stat().st_size
+
+
+def test_two_targets_that_name_one_point_are_refused(tmp_path, capsys):
+    """A point is named by its target to 6 digits: --bpp 0.1,0.1000001 made two encodes into one
+    file, "made 2 of 2" and a manifest of one row."""
+    refs = reference_folder(tmp_path / "refs")
+    argv = ladder(refs, tmp_path / "out", "--bpp", "0.1,0.1000001", codecs="hevc")
+    one_line_error(capsys, argv, "--bpp lists a value twice")
