@@ -85,9 +85,11 @@ def points(
     table = per_codec_qps(codecs, qps) if qps else {}
     for reference in references:  # headers only: a too-small image stops the ladder up front
         codec.check_size(reference)
-    for label, values in (("--codecs", codecs), ("--bpp", bpps or [])):
-        if len(set(values)) != len(values):
-            raise codec.CodecError(f"{label} lists a value twice")
+    if len(set(codecs)) != len(codecs):
+        raise codec.CodecError("--codecs lists a value twice")
+    named = [f"{target:g}" for target in bpps or []]  # as a point's id names its target
+    if len(set(named)) != len(named):
+        raise codec.CodecError("--bpp lists a value twice (to 6 significant digits)")
     return [
         Point(reference, name, qp=qp) if qp is not None else Point(reference, name, target_bpp=b)
         for reference in references
