@@ -196,7 +196,7 @@ def check_points(todo: list[Point], out: Path) -> None:
         if meta.get("reference_digest") != content_digest(current[made_from]):
             raise codec.CodecError(
                 f"{out} holds {path.stem}, made from an earlier {made_from.name}: ask for its "
-                f"rate again to make it anew, or delete {path.relative_to(out)}"
+                f"codec and rate again to make it anew, or delete {path.relative_to(out)}"
             )
 
 
