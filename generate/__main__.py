@@ -14,6 +14,7 @@ from generate.decode import QUALITY_PROMPT, DecoderError
 from generate.registry import (
     CAPTION_WORDS,
     CAPTIONED_MODES,
+    CODED_MODES,
     GENERATIVE,
     RESTORATION,
     RegistryError,
@@ -207,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_codec_ints,
         action="append",
         help="fixed quantizers for every codec, e.g. 37,42,47,51, or one codec's, repeatable: "
-        "--qps hevc=37,42,47,51 --qps avc=55,60,64,67",
+        "--qps hevc=37,42,47,51 --qps av1=48,54,59,63",
     )
     rates.add_argument("--bpp", type=_floats, help="target bits per pixel, e.g. 0.024,0.05,0.1")
     ladder_.add_argument(
@@ -222,7 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Each default shown once: none for an option without one (a None default), whose help
+    says what its absence means."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _ints(text: str) -> list[int]:
@@ -311,7 +318,7 @@ def _run(args: argparse.Namespace) -> int:
             "--pixel-bits must be 1–8; --pixel-block, --steps, --batch-size and --workers ≥ 1; "
             "--size ≥ 8"
         )
-    codec.check_target(args.target_bpp)
+    codec.check_target(args.target_bpp, "--target-bpp")
     _check_codec(plan, args.codec, args.codec_qp)
     rank, world, local = launcher_rank()
     needs_caption = plan["mode"].isin(CAPTIONED_MODES).any()
@@ -335,7 +342,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_codec(plan, name: str, fixed: int | None) -> None:
-    """The run's codec can honour its fixed QP and every QP the plan's rows ask for."""
+    """The run's codec can honour its fixed QP, every QP the plan's rows ask for, and the size
+    of every reference it codes."""
     if not codec.available(name):
         raise CodecError(
             f"codec '{name}' is not available here"
@@ -346,6 +354,8 @@ def _check_codec(plan, name: str, fixed: int | None) -> None:
     )
     for qp in sorted(wanted):
         codec.check_qp(name, qp)
+    for reference in dict.fromkeys(plan.loc[plan["mode"].isin(CODED_MODES), "reference_path"]):
+        codec.check_size(Path(reference))  # before any hint is made, by name
 
 
 def _ladder(args: argparse.Namespace) -> int:

@@ -38,12 +38,12 @@ from PIL import Image
 from generate.bitstream import decoder_stream
 
 CODECS = {
-    # name: (encoder, decoder, quality range searched, encoder options; "{qp}" is the quantizer)
-    "av1": ("libsvtav1", "libdav1d", range(20, 64), {"preset": "8", "svtav1-params":
+    # name: (encoder, decoder, encoder options; "{qp}" is the quantizer)
+    "av1": ("libsvtav1", "libdav1d", {"preset": "8", "svtav1-params":
             "rc=0:qp={qp}:aq-mode=0:use-fixed-qindex-offsets=1:key-frame-qindex-offset=0"}),
-    "hevc": ("libx265", "hevc", range(20, 52), {"qp": "{qp}", "x265-params":
+    "hevc": ("libx265", "hevc", {"qp": "{qp}", "x265-params":
              "info=0:log-level=error:ipratio=1:pbratio=1"}),
-    "avc": ("libx264", "h264", range(20, 52), {"qp": "{qp}", "x264-params":
+    "avc": ("libx264", "h264", {"qp": "{qp}", "x264-params":
             "ipratio=1:sliced-threads=0"}),
 }  # fmt: skip
 """ipratio=1 / the fixed key-frame qindex offset 0: the intra frame is coded at the QP asked for
@@ -51,7 +51,7 @@ CODECS = {
 slice, whatever the machine's thread count (a slice per thread would change the bits)."""
 QP_LIMITS = {"av1": (1, 63), "hevc": (0, 51), "avc": (0, 51), "vvc": (0, 63)}
 """The quantizers each encoder codes as asked (a fixed QP outside them is refused: x264 takes up
-to 69 but codes every QP above 51 as 51)."""
+to 69 but codes every QP above 51 as 51); the bpp search looks over the whole of them."""
 EXTENSIONS = {"avc": ".h264", "hevc": ".hevc", "av1": ".obu", "vvc": ".266"}
 """The suffix of a kept bitstream (Annex-B byte streams; AV1 a low-overhead OBU stream)."""
 LABELS = {"avc": "AVC", "hevc": "HEVC", "av1": "AV1", "vvc": "VVC"}
@@ -89,9 +89,6 @@ class CodedImage:
         return self.bits / (height * width)
 
 
-VVC_QUALITIES = range(20, 64)
-
-
 def available(codec: str) -> bool:
     """Whether ``codec`` can be used on this machine."""
     if codec == "vvc":
@@ -100,7 +97,7 @@ def available(codec: str) -> bool:
         return False
     import av
 
-    encoder, decoder, *_ = CODECS[codec]
+    encoder, decoder, _ = CODECS[codec]
     try:
         av.codec.Codec(encoder, "w")
         av.codec.Codec(decoder, "r")
@@ -109,13 +106,14 @@ def available(codec: str) -> bool:
     return True
 
 
-def check_target(target_bpp: float) -> None:
+def check_target(target_bpp: float, option: str | None = None) -> None:
     """Refuse a target bpp no codec image can mean: not a number, ≤ 0, or at least the
-    uncompressed image's 24 bpp (8-bit RGB)."""
+    uncompressed image's 24 bpp (8-bit RGB); ``option`` (the command line's name for it)
+    leads the message."""
     if not (math.isfinite(target_bpp) and 0 < target_bpp < RAW_BPP):
         raise CodecError(
-            f"a target bpp must be a number > 0 and below {RAW_BPP} (the uncompressed 8-bit RGB "
-            f"image), got {target_bpp:g}"
+            f"{f'{option}: ' if option else ''}a target bpp must be a number > 0 and below "
+            f"{RAW_BPP} (the uncompressed 8-bit RGB image), got {target_bpp:g}"
         )
 
 
@@ -152,6 +150,17 @@ def psnr(reference: np.ndarray, image: np.ndarray) -> float:
     return math.inf if error == 0 else 10 * math.log10(255**2 / error)
 
 
+def check_size(reference: Path) -> None:
+    """Refuse a reference file too small for the encoders, by name (its header only: cheap
+    before a run or a ladder encodes anything)."""
+    with Image.open(reference) as image:
+        width, height = image.size
+    if min(width, height) < MIN_SIDE:
+        raise CodecError(
+            f"{Path(reference).name} is {width}×{height}: too small to encode (min side {MIN_SIDE})"
+        )
+
+
 def check_qp(codec: str, qp: int) -> None:
     """Refuse a codec this tool does not drive, or a quantizer its encoder would not code as is."""
     if codec not in QP_LIMITS:
@@ -172,9 +181,16 @@ def encode_at_qp(image: np.ndarray, qp: int, codec: str = "av1") -> CodedImage:
 
 def encode(image: np.ndarray, quality: int, codec: str = "av1", scale: float = 1.0) -> CodedImage:
     """Encode one frame at a fixed quantizer (and downscale), keep what a decoder needs of the
-    bitstream, decode that, and restore the image's size."""
+    bitstream, decode that, and restore the image's size.
+
+    The encoders take 4:2:0 frames, so even sides: at full size an odd side is padded by
+    repeating its last row or column and the decoded picture cropped back (a conformance
+    window's job), so the image is exactly the bitstream's decode, not a resampling of it."""
     height, width, _ = image.shape
-    small = _resize(image, _even(width * scale), _even(height * scale))
+    if scale == 1.0:
+        small = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+    else:
+        small = _resize(image, _even(width * scale), _even(height * scale))
     if codec == "vvc":
         kept, decoded = _vvc(small, quality)
     elif codec in CODECS:
@@ -183,7 +199,7 @@ def encode(image: np.ndarray, quality: int, codec: str = "av1", scale: float = 1
     else:
         raise CodecError(f"unknown codec '{codec}' (choose from {', '.join(CODECS)}, vvc)")
     return CodedImage(
-        image=_resize(decoded, width, height),
+        image=decoded[:height, :width] if scale == 1.0 else _resize(decoded, width, height),
         bitstream=kept,
         codec=codec,
         settings={"quality": quality, "scale": scale, "encoder": CODECS.get(codec, ("vvenc",))[0]},
@@ -193,7 +209,8 @@ def encode(image: np.ndarray, quality: int, codec: str = "av1", scale: float = 1
 def _bisect_quality(image: np.ndarray, target_bpp: float, codec: str, scale: float) -> CodedImage:
     """The finest quantizer at ``scale`` whose rate is within the target (else the coarsest)."""
     height, width, _ = image.shape
-    qualities = list(VVC_QUALITIES if codec == "vvc" else CODECS[codec][2])
+    finest, coarsest = QP_LIMITS[codec]
+    qualities = range(finest, coarsest + 1)  # the encoder's whole scale
     low, high = 0, len(qualities) - 1
     tried: dict[int, CodedImage] = {}
     while low <= high:
@@ -213,7 +230,7 @@ def _encode_pyav(
     """The encoder's whole output for one frame (``options``: the codec's own unless given)."""
     import av
 
-    encoder, _, _, own = CODECS[codec]
+    encoder, _, own = CODECS[codec]
     options = own if options is None else options
     context = av.CodecContext.create(encoder, "w")
     context.width, context.height = image.shape[1], image.shape[0]

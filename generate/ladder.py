@@ -12,7 +12,9 @@ two alike.
 
 Resumable: a point whose image, bitstream and metadata exist, made from the same reference
 content, is skipped; one whose reference changed since is made again. An output folder holds
-one reference folder's ladder: a run over another folder is refused (its curves would mix).
+one reference folder's ladder: a run over another folder is refused (its curves would mix), and
+so is a folder holding points of a reference renamed or removed since, or made from an earlier
+content at a rate the run does not make again.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tqdm import tqdm
 from generate import codec
 from generate.hints import content_digest, rate_warning
 from generate.plan import content_type
-from generate.run import _write_bytes, _write_json, _write_png, write_manifest
+from generate.run import _write_bytes, _write_json, _write_png, make_folders, write_manifest
 
 MODE = "Codec"
 """The ``mode`` of a ladder point in the manifest."""
@@ -69,7 +71,7 @@ def points(
     if not codecs:
         raise codec.CodecError("--codecs lists no codec (choose among avc,hevc,av1,vvc)")
     for target in bpps or []:
-        codec.check_target(target)
+        codec.check_target(target, "--bpp")
     for name in codecs:
         if name not in codec.QP_LIMITS:
             raise codec.CodecError(
@@ -82,15 +84,12 @@ def points(
             )
     table = per_codec_qps(codecs, qps) if qps else {}
     for reference in references:  # headers only: a too-small image stops the ladder up front
-        with Image.open(reference) as image:
-            if min(image.size) < codec.MIN_SIDE:
-                raise codec.CodecError(
-                    f"{reference.name} is {image.size[0]}×{image.size[1]}: too small to encode "
-                    f"(min side {codec.MIN_SIDE})"
-                )
-    for label, values in (("--codecs", codecs), ("--bpp", bpps or [])):
-        if len(set(values)) != len(values):
-            raise codec.CodecError(f"{label} lists a value twice")
+        codec.check_size(reference)
+    if len(set(codecs)) != len(codecs):
+        raise codec.CodecError("--codecs lists a value twice")
+    named = [f"{target:g}" for target in bpps or []]  # as a point's id names its target
+    if len(set(named)) != len(named):
+        raise codec.CodecError("--bpp lists a value twice (to 6 significant digits)")
     return [
         Point(reference, name, qp=qp) if qp is not None else Point(reference, name, target_bpp=b)
         for reference in references
@@ -132,8 +131,7 @@ def _in_range(name: str) -> tuple[int, ...]:
 
 def run_ladder(todo: list[Point], out: Path, workers: int = 1) -> int:
     """Make every missing or stale point (``workers`` processes); return how many were made."""
-    for folder in ("images", "meta"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
+    make_folders(out, ("images", "meta"))
     missing = stale(todo, out)
     progress = tqdm(total=len(missing), desc="codec ladder", unit="img", disable=None)
     if workers <= 1:
@@ -157,9 +155,9 @@ def run_ladder(todo: list[Point], out: Path, workers: int = 1) -> int:
 
 def stale(todo: list[Point], out: Path) -> list[Point]:
     """The points to make: those without image, bitstream or metadata, and those made from
-    another content of their reference. A folder holding any point made from another reference
-    folder is refused, before anything is encoded."""
-    check_one_folder(todo, out)
+    another content of their reference. A folder holding a point the run's references do not
+    stand behind is refused, before anything is encoded (:func:`check_points`)."""
+    check_points(todo, out)
     missing = []
     for point in todo:
         meta = _read_meta(out, point)
@@ -168,20 +166,37 @@ def stale(todo: list[Point], out: Path) -> list[Point]:
     return missing
 
 
-def check_one_folder(todo: list[Point], out: Path) -> None:
-    """Refuse an output folder with points of another reference folder: one manifest would
-    mix two sets of references into one curve per codec."""
+def check_points(todo: list[Point], out: Path) -> None:
+    """Refuse an output folder whose manifest would not be a ladder of this run's references:
+    one holding a point of another reference folder (two sets of references in one curve per
+    codec), of a reference the folder no longer has (renamed or removed), or made from an
+    earlier content of a reference at a rate this run does not make again."""
     folders = {p.reference.resolve().parent for p in todo}
+    current = {p.reference.resolve(): p.reference for p in todo}
+    remade = {p.id for p in todo}
     for path in sorted((out / "meta").glob("*.json")):
         try:
-            made_from = Path(json.loads(path.read_text())["reference_path"]).parent
+            meta = json.loads(path.read_text())
+            made_from = Path(meta["reference_path"])
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
             continue  # unreadable: write_manifest names it
-        if made_from not in folders:
+        if made_from.parent not in folders:
             raise codec.CodecError(
-                f"{out} holds a ladder of the references in {made_from}, not "
+                f"{out} holds a ladder of the references in {made_from.parent}, not "
                 f"{', '.join(sorted(map(str, folders)))}: give another --out (one folder, one "
                 "ladder)"
+            )
+        if path.stem in remade:
+            continue  # made again below if its reference changed
+        if made_from not in current:
+            raise codec.CodecError(
+                f"{out} holds {path.stem}, made from {made_from.name}, which {made_from.parent} "
+                f"no longer has: delete {path.relative_to(out)} or give another --out"
+            )
+        if meta.get("reference_digest") != content_digest(current[made_from]):
+            raise codec.CodecError(
+                f"{out} holds {path.stem}, made from an earlier {made_from.name}: ask for its "
+                f"codec and rate again to make it anew, or delete {path.relative_to(out)}"
             )
 
 

@@ -311,12 +311,17 @@ def _check_names(path: Path, plan: pd.DataFrame) -> None:
         )
 
 
+DEEP_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+"""PIL modes of more than 8 bits a sample: ``convert("RGB")`` clips them to 255 (a white
+image), so every stage would read such a reference wrongly."""
+
+
 def check_references(path: Path, references: pd.Series) -> None:
-    """Every reference exists and is an image (headers only: cheap for a study's hundred)."""
+    """Every reference exists and is an 8-bit image (headers only: cheap for a study's hundred)."""
     for reference in dict.fromkeys(references):
         try:
-            with Image.open(reference):  # reads and identifies the header only
-                pass
+            with Image.open(reference) as image:  # reads and identifies the header only
+                mode = image.mode
         except FileNotFoundError:
             absent = sum(not Path(r).is_file() for r in set(references))
             raise PlanError(
@@ -326,6 +331,11 @@ def check_references(path: Path, references: pd.Series) -> None:
             raise PlanError(
                 f"{path}: reference {reference} is not a readable image ({error})"
             ) from None
+        if mode in DEEP_MODES:
+            raise PlanError(
+                f"{path}: reference {reference} has more than 8 bits a sample (mode {mode}), "
+                "which would be read clipped to white: save it as 8-bit RGB or grey first"
+            )
 
 
 def _apportion(total: int, shares: tuple[float, ...]) -> list[int]:

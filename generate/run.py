@@ -190,8 +190,7 @@ def run_plan(
     world: int = 1,
 ) -> int:
     """Make every missing image of this rank's share; return how many were made."""
-    for folder in ("images", "meta", "hints"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
+    make_folders(out, ("images", "meta", "hints"))
     check_settings(out, settings)
     mine = shard(plan, rank, world)
     finished = [_done(out, row_id) for row_id in mine["id"]]
@@ -403,9 +402,10 @@ class Hints:
         return self._codec_paths(path, qp)[0].with_suffix(codec.EXTENSIONS[self.settings.codec])
 
     def _made(self, path: Path, qp: int | None) -> bool:
-        """A hint is made when its metadata and bitstream exist (one cached before bitstreams
-        were kept counted other bytes as its rate, so it is made again)."""
-        return self._codec_paths(path, qp)[1].exists() and self._bitstream_path(path, qp).exists()
+        """A hint is made when its image, bitstream and metadata exist (one cached before
+        bitstreams were kept counted other bytes as its rate, so it is made again)."""
+        image_path, meta_path = self._codec_paths(path, qp)
+        return all(p.exists() for p in (image_path, self._bitstream_path(path, qp), meta_path))
 
     def _store(self, path: Path, qp: int | None, coded: codec.CodedImage) -> None:
         """The hint image, then its metadata (which marks it made), each atomically; a bpp
@@ -556,6 +556,18 @@ def _done(out: Path, row_id: str) -> bool:
     return (out / "images" / f"{row_id}.png").exists() and (
         out / "meta" / f"{row_id}.json"
     ).exists()
+
+
+def make_folders(out: Path, names: tuple[str, ...]) -> None:
+    """The output folder's subfolders; one that cannot be made (``out`` is a file, or a
+    read-only place) is the user's to fix, so a one-line error."""
+    for name in names:
+        try:
+            (out / name).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunError(
+                f"cannot create {out / name} ({error.strerror or error}): give another --out"
+            ) from None
 
 
 def _write_png(target: Path, image: np.ndarray) -> None:

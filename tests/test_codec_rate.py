@@ -127,7 +127,7 @@ def test_the_bpp_search_keeps_the_best_encode_within_the_target(image, name, tar
     every = [
         codec.encode(image, quality, name, scale)
         for scale in (1.0, 0.5)
-        for quality in codec.CODECS[name][2]
+        for quality in range(codec.QP_LIMITS[name][0], codec.QP_LIMITS[name][1] + 1)
     ]
     fitting = [c for c in every if c.bpp(height, width) <= target]
     best = max(codec.psnr(image, c.image) for c in fitting)
