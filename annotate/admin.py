@@ -263,7 +263,7 @@ def quality():
     from annotate.online import OnlineSettings, signals_table
 
     config = OnlineSettings.from_config(current_app.config)
-    table = signals_table(get_db(), config)
+    table = signals_table(config)
     return render_template("admin/quality.html", rows=table.to_dict("records"), rules=config.rules)
 
 

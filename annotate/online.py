@@ -60,9 +60,10 @@ from annotate import sittings
 from annotate.db import get_db
 from annotate.forms import ConsentForm, finite
 from annotate.practice import made_pairs
-from mos.qc import ExclusionRules, qc_signals, trials_frame, trials_query
+from annotate.tally import AllocationState
+from mos.qc import ExclusionRules
 from studydb import Rating, Session, Stimulus, Trial, Viewer
-from studydb.allocation import Allocator, Precision, ci_halfwidths
+from studydb.allocation import Allocator
 
 bp = Blueprint("online", __name__, url_prefix="/online")
 
@@ -497,59 +498,17 @@ def start_online_sitting(
     return sitting
 
 
-@dataclass
-class AllocationState:
-    """The study as the allocator sees it: eligible stimuli (ids), references, precision."""
-
-    stimuli: np.ndarray
-    reference: np.ndarray
-    reference_paths: list[str]
-    precision: Precision
-    signals: pd.DataFrame
-
-
-def allocation_state(db: OrmSession, plan: sittings.Design, config: OnlineSettings):
+def allocation_state(
+    db: OrmSession, plan: sittings.Design, config: OnlineSettings
+) -> AllocationState:
     """Precision of every eligible stimulus from the kept participants' test ratings.
 
     Eligible: not withheld (gold pairs are stored withheld), not a practice stimulus. Kept: not
     excluded by the QC rules. Trials planned in open sittings count towards each image's number
-    (so that simultaneous participants do not all get the least-rated images).
+    (so that simultaneous participants do not all get the least-rated images). Read from the
+    app's :class:`annotate.tally.TrialTally`: only the ratings new since the last open.
     """
-    rows = db.execute(
-        select(Stimulus.id, Stimulus.key, Stimulus.reference, Stimulus.reference_path)
-        .where(Stimulus.withheld.is_(False))
-        .order_by(Stimulus.id)
-    ).all()
-    rows = [r for r in rows if r.key not in plan.practice_keys]
-    stimuli = np.array([r.id for r in rows], dtype=np.int64)
-    reference = pd.factorize(pd.Series([r.reference or r.reference_path for r in rows]))[0]
-    trials = trials_frame(pd.read_sql(trials_query(), db.connection()))
-    signals = config.rules.apply(qc_signals(trials, config.rules.fast_seconds))
-    excluded = set(signals.loc[signals["excluded"], "participant"])
-    test = trials[(trials["check"] == "") & ~trials["participant"].isin(excluded)]
-    index = pd.Series(np.arange(stimuli.size), index=stimuli)
-    test = test[test["stimulus"].isin(index.index)]
-    codes = pd.factorize(test["participant"])[0]
-    precision = ci_halfwidths(
-        index.loc[test["stimulus"]].to_numpy(),
-        codes,
-        test["score"].to_numpy(dtype=float),
-        stimuli.size,
-        int(codes.max()) + 1 if codes.size else 0,
-    )
-    planned = db.scalars(
-        select(Trial.stimulus_id)
-        .join(Session, Trial.session_id == Session.id)
-        .where(
-            Session.closed_reason.is_(None),
-            Trial.is_warmup.is_(False),
-            Trial.check_kind.is_(None),
-            Trial.position.not_in(select(Rating.position).where(Rating.session_id == Session.id)),
-        )
-    ).all()
-    waiting = index.reindex(planned).dropna().to_numpy(dtype=np.int64)
-    precision.n = precision.n + np.bincount(waiting, minlength=stimuli.size)
-    return AllocationState(stimuli, reference, [r.reference_path for r in rows], precision, signals)
+    return current_app.extensions["trial_tally"].state(db, plan.practice_keys, config.rules)
 
 
 def _rated_by(db: OrmSession, viewer: Viewer) -> list[int]:
@@ -644,7 +603,9 @@ def complete():
     )
 
 
-def signals_table(db: OrmSession, config: OnlineSettings) -> pd.DataFrame:
+def signals_table(config: OnlineSettings) -> pd.DataFrame:
     """Every participant's QC signals and verdict, for the admin (empty before any rating)."""
-    trials = trials_frame(pd.read_sql(trials_query(), db.connection()))
-    return config.rules.apply(qc_signals(trials, config.rules.fast_seconds))
+    tally = current_app.extensions["trial_tally"]
+    verdicts = tally.verdicts(config.rules)
+    codes = tally.codes()
+    return verdicts.assign(participant=[codes[v] for v in verdicts["participant"]])

@@ -293,6 +293,8 @@ def trials_query(has_checks: bool = True):
     )
     return (
         select(
+            Rating.id.label("rating_id"),
+            Session.viewer_id,
             Viewer.code.label("participant"),
             Rating.stimulus_id.label("stimulus"),
             Rating.consistency,

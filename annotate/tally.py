@@ -1,0 +1,234 @@
+"""The online allocator's and quality control's view of the study, kept up to date incrementally.
+
+Opening an online sitting needs every participant's QC verdict (to leave the excluded out) and
+every image's precision (:func:`studydb.allocation.ci_halfwidths`) — figures over *all* ratings.
+Reading all of them through ORM objects on every sitting open took seconds at the paper's size
+and grew with the study (issue 19). Ratings are append-only, so :class:`TrialTally` holds the
+submitted trials as numpy columns and reads, on each use, only the rows added since it last
+looked — one Core ``SELECT`` of the needed columns over the primary key. The database stays the
+one truth: each server process keeps its own tally of it, so several worker processes agree.
+
+Computed figures are memoised per (rows held, eligible stimuli); a sitting open during a launch
+burst, with no new rating since the last open, reuses them. Rating POSTs never touch the tally.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session as OrmSession
+
+from mos.qc import ExclusionRules, qc_signals, trials_query
+from studydb import Rating, Session, Stimulus, Trial
+from studydb.allocation import Precision, ci_halfwidths
+
+REREAD = 2000
+"""Rating ids below the highest one seen that are read again on each update: on PostgreSQL an id
+is drawn at insert but becomes visible at commit, so a short transaction holding a lower id can
+commit after a higher one was read. Rows already held are recognised by id and not added twice."""
+
+
+@dataclass
+class AllocationState:
+    """The study as the allocator sees it: eligible stimuli (ids), references, precision."""
+
+    stimuli: np.ndarray
+    reference: np.ndarray
+    reference_paths: list[str]
+    precision: Precision
+    signals: pd.DataFrame
+
+
+@dataclass
+class _Columns:
+    """Submitted non-warm-up trials as parallel arrays, in rating-id order."""
+
+    rating: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    viewer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    stimulus: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    score: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    check: np.ndarray = field(default_factory=lambda: np.zeros(0, object))
+    low: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    high: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def extend(self, other: _Columns) -> _Columns:
+        return _Columns(
+            **{
+                name: np.concatenate([getattr(self, name), getattr(other, name)])
+                for name in self.__dataclass_fields__
+            }
+        )
+
+    def frame(self, codes: dict[int, str] | None = None) -> pd.DataFrame:
+        """The rows as :func:`mos.qc.qc_signals` reads them (participant: the viewer's id, or
+        its code when ``codes`` is given)."""
+        participant = self.viewer if codes is None else [codes[v] for v in self.viewer]
+        return pd.DataFrame(
+            {
+                "participant": participant,
+                "stimulus": self.stimulus,
+                "score": self.score,
+                "seconds": self.seconds,
+                "check": self.check,
+                "low": self.low,
+                "high": self.high,
+            }
+        )
+
+
+class TrialTally:
+    """One process's incrementally read copy of the study's submitted trials (thread-safe)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._rows = _Columns()
+        self._codes: dict[int, str] = {}
+        self._read = threading.Lock()
+        self._memo: dict[tuple, tuple] = {}
+        self._memo_lock = threading.Lock()
+        self._stimuli: tuple[tuple[int, int], list] | None = None
+
+    def update(self) -> _Columns:
+        """Read the rows added since the last update; return every row held (an immutable
+        snapshot: later updates build new arrays)."""
+        with self._read:
+            rows = self._rows
+            since = int(rows.rating[-1]) - REREAD if rows.rating.size else 0
+            with self.engine.connect() as connection:
+                found = connection.execute(
+                    trials_query().where(Rating.id > since).order_by(Rating.id)
+                ).all()
+            new = [r for r in found if not _held(rows.rating, r.rating_id)]
+            if new:
+                self._codes.update((r.viewer_id, r.participant) for r in new)
+                added = _columns(new)
+                merged = rows.extend(added)
+                if added.rating.size and rows.rating.size and added.rating[0] < rows.rating[-1]:
+                    merged = _sorted(merged)  # a late commit of a lower id
+                self._rows = merged
+            return self._rows
+
+    def codes(self) -> dict[int, str]:
+        """Viewer id → participant code of every viewer with a row held."""
+        with self._read:
+            return dict(self._codes)
+
+    def verdicts(self, rules: ExclusionRules) -> pd.DataFrame:
+        """Every participant's QC signals, ``excluded`` and ``reasons`` (participant: viewer id)."""
+        rows = self.update()
+        return self._memoised(("verdicts", rows.rating.size, rules), lambda: _verdicts(rows, rules))
+
+    def state(self, db: OrmSession, practice_keys: frozenset[str], rules: ExclusionRules):
+        """The :class:`AllocationState` of now: kept participants' test ratings (memoised) plus
+        the trials planned in open sittings (read on every call: they change with each open)."""
+        rows = self.update()
+        ids, references, paths = self._eligible(db, practice_keys)
+        signals = self.verdicts(rules)
+        key = ("precision", rows.rating.size, rules, hash(ids.tobytes()))
+        precision = self._memoised(key, lambda: _precision(rows, signals, ids))
+        planned = db.scalars(_planned_query()).all()
+        index = pd.Series(np.arange(ids.size), index=ids)
+        waiting = index.reindex(planned).dropna().to_numpy(dtype=np.int64)
+        counted = Precision(
+            quality=precision.quality,
+            ci95=precision.ci95,
+            n=precision.n + np.bincount(waiting, minlength=ids.size),
+        )
+        codes = self.codes()
+        shown = signals.assign(participant=[codes[v] for v in signals["participant"]])
+        return AllocationState(ids, references, paths, counted, shown)
+
+    def _memoised(self, key: tuple, compute):
+        with self._memo_lock:
+            if key not in self._memo:
+                self._memo = {k: v for k, v in self._memo.items() if k[0] != key[0]}
+                self._memo[key] = compute()
+            return self._memo[key]
+
+    def _eligible(self, db: OrmSession, practice_keys: frozenset[str]):
+        """(stimulus ids, reference codes, reference paths) of the images a sitting may show:
+        not withheld (gold pairs are stored withheld), not a practice stimulus. The stimulus
+        table only grows by imports, so it is read again only when its size or top id moved;
+        the withheld ones (a few) are read every time."""
+        size, top = db.execute(select(func.count(Stimulus.id), func.max(Stimulus.id))).one()
+        if self._stimuli is None or self._stimuli[0] != (size, top):
+            every = db.execute(
+                select(
+                    Stimulus.id, Stimulus.key, Stimulus.reference, Stimulus.reference_path
+                ).order_by(Stimulus.id)
+            ).all()
+            self._stimuli = ((size, top), every)
+        withheld = set(db.scalars(select(Stimulus.id).where(Stimulus.withheld.is_(True))))
+        rows = [r for r in self._stimuli[1] if r.id not in withheld and r.key not in practice_keys]
+        ids = np.array([r.id for r in rows], dtype=np.int64)
+        references = pd.factorize(pd.Series([r.reference or r.reference_path for r in rows]))[0]
+        return ids, references, [r.reference_path for r in rows]
+
+
+def _held(ratings: np.ndarray, rating_id: int) -> bool:
+    if not ratings.size or rating_id > ratings[-1]:
+        return False
+    at = int(np.searchsorted(ratings, rating_id))
+    return at < ratings.size and ratings[at] == rating_id
+
+
+def _columns(rows) -> _Columns:
+    def seconds(r) -> float:
+        if r.served_at is None or r.submitted_at is None:
+            return np.nan
+        return (r.submitted_at - r.served_at).total_seconds()
+
+    return _Columns(
+        rating=np.array([r.rating_id for r in rows], dtype=np.int64),
+        viewer=np.array([r.viewer_id for r in rows], dtype=np.int64),
+        stimulus=np.array([r.stimulus for r in rows], dtype=np.int64),
+        score=np.array([np.nan if r.consistency is None else r.consistency for r in rows]),
+        seconds=np.array([seconds(r) for r in rows], dtype=float),
+        check=np.array([r.check or "" for r in rows], dtype=object),
+        low=np.array([np.nan if r.accept_low is None else r.accept_low for r in rows]),
+        high=np.array([np.nan if r.accept_high is None else r.accept_high for r in rows]),
+    )
+
+
+def _sorted(rows: _Columns) -> _Columns:
+    order = np.argsort(rows.rating, kind="stable")
+    return _Columns(**{name: getattr(rows, name)[order] for name in rows.__dataclass_fields__})
+
+
+def _verdicts(rows: _Columns, rules: ExclusionRules) -> pd.DataFrame:
+    return rules.apply(qc_signals(rows.frame(), rules.fast_seconds))
+
+
+def _precision(rows: _Columns, signals: pd.DataFrame, stimuli: np.ndarray) -> Precision:
+    """Each eligible image's precision from the test ratings of the participants QC keeps."""
+    excluded = signals.loc[signals["excluded"], "participant"].to_numpy()
+    index = pd.Series(np.arange(stimuli.size), index=stimuli)
+    test = (rows.check == "") & ~np.isin(rows.viewer, excluded) & np.isin(rows.stimulus, stimuli)
+    codes = pd.factorize(rows.viewer[test])[0]
+    return ci_halfwidths(
+        index.loc[rows.stimulus[test]].to_numpy(),
+        codes,
+        rows.score[test],
+        stimuli.size,
+        int(codes.max()) + 1 if codes.size else 0,
+    )
+
+
+def _planned_query():
+    """Stimulus ids of the test trials planned in open sittings and not rated yet: they count
+    towards each image's number, so simultaneous participants do not all get the same images."""
+    return (
+        select(Trial.stimulus_id)
+        .join(Session, Trial.session_id == Session.id)
+        .where(
+            Session.closed_reason.is_(None),
+            Trial.is_warmup.is_(False),
+            Trial.check_kind.is_(None),
+            Trial.position.not_in(select(Rating.position).where(Rating.session_id == Session.id)),
+        )
+    )
