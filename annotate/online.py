@@ -27,6 +27,7 @@ import hmac
 import io
 import re
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -46,9 +47,6 @@ from flask import (
     url_for,
 )
 from flask_wtf import FlaskForm
-from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -61,6 +59,7 @@ from annotate.db import get_db
 from annotate.forms import ConsentForm, finite
 from annotate.practice import made_pairs
 from annotate.tally import AllocationState
+from annotate.throttle import DatabaseThrottle
 from mos.qc import ExclusionRules
 from studydb import Rating, Session, Stimulus, Trial, Viewer
 from studydb.allocation import Allocator
@@ -92,15 +91,16 @@ def init_app(app: Flask) -> None:
         return
     settings = OnlineSettings.from_config(app.config)  # raises ValueError on a bad value
     Allocator(np.zeros(1), settings.policy, settings.min_ratings, settings.target_ci)
-    app.extensions["online_throttle"] = (
-        MovingWindowRateLimiter(MemoryStorage()),
-        parse(app.config["ONLINE_ENTRY_LIMIT"]),
+    engine = app.extensions["study_engine"]
+    # Read the study's ratings now, in the background, not on the first participant's open.
+    threading.Thread(target=app.extensions["trial_tally"].update, daemon=True).start()
+    app.extensions["online_throttle"] = DatabaseThrottle(
+        engine, "online-entry", app.config["ONLINE_ENTRY_LIMIT"]
     )
     # Failed screen checks per participant id, on the server: the session cookie is client-side,
     # so a counter kept there is reset by replaying an older cookie or by entering again.
-    app.extensions["online_display_throttle"] = (
-        MovingWindowRateLimiter(MemoryStorage()),
-        parse(f"{DISPLAY_TRIES} per day"),
+    app.extensions["online_display_throttle"] = DatabaseThrottle(
+        engine, "online-display", f"{DISPLAY_TRIES} per day"
     )
 
     @app.before_request
@@ -197,9 +197,8 @@ def settings() -> OnlineSettings:
 @bp.route("/start")
 def start():
     """The entry link: read the platform's ids, refuse a participant who already took part."""
-    throttle, limit = current_app.extensions["online_throttle"]
     address = request.remote_addr or "unknown"
-    if not throttle.hit(limit, "online-entry", address):
+    if not current_app.extensions["online_throttle"].hit(address):
         message = "Too many entries from this address; please wait a few minutes."
         return render_template("error.html", message=message), 429
     platform, ids = _platform_ids(request.args)
@@ -327,10 +326,9 @@ def display():
     if sitting is None and _sittings_left(db, viewer) <= 0:
         return _already_taken(viewer)
     form = DisplayForm()
-    throttle, limit = current_app.extensions["online_display_throttle"]
+    throttle = current_app.extensions["online_display_throttle"]
     if form.is_submitted() and (
-        session.get("display_tries", 0) >= DISPLAY_TRIES
-        or not throttle.test(limit, "online-display", str(viewer.id))
+        session.get("display_tries", 0) >= DISPLAY_TRIES or not throttle.test(str(viewer.id))
     ):
         message = "Too many tries of the screen check; please return the study on your platform."
         return render_template("error.html", message=message), 429
@@ -339,7 +337,7 @@ def display():
         measured = {name: getattr(form, name).data for name in DISPLAY_FIELDS}
         problems = display_problems(measured, form.digits.data, settings())
         if problems:
-            throttle.hit(limit, "online-display", str(viewer.id))
+            throttle.hit(str(viewer.id))
             session["display_nonce"] = secrets.token_hex(8)  # a new number for the next try
             return render_template("online_refused.html", problems=problems), 403
         environment = {**measured, "online": _entered()}

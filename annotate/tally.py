@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.orm import Session as OrmSession
 
 from mos.qc import ExclusionRules, qc_signals, trials_query
@@ -27,9 +27,10 @@ from studydb import Rating, Session, Stimulus, Trial
 from studydb.allocation import Precision, ci_halfwidths
 
 REREAD = 2000
-"""Rating ids below the highest one seen that are read again on each update: on PostgreSQL an id
-is drawn at insert but becomes visible at commit, so a short transaction holding a lower id can
-commit after a higher one was read. Rows already held are recognised by id and not added twice."""
+"""How far below the highest rating id seen a missing id is looked for again on each update: on
+PostgreSQL an id is drawn at insert but becomes visible at commit, so a short transaction holding
+a lower id can commit after a higher one was read. Only the missing ids (gaps: such late commits,
+or ids of rolled-back inserts) are asked for, not the rows already held."""
 
 
 @dataclass
@@ -87,6 +88,7 @@ class TrialTally:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._rows = _Columns()
+        self._seen = np.zeros(0, np.int64)  # every rating id read, warm-ups included (sorted)
         self._codes: dict[int, str] = {}
         self._read = threading.Lock()
         self._memo: dict[tuple, tuple] = {}
@@ -97,18 +99,23 @@ class TrialTally:
         """Read the rows added since the last update; return every row held (an immutable
         snapshot: later updates build new arrays)."""
         with self._read:
-            rows = self._rows
-            since = int(rows.rating[-1]) - REREAD if rows.rating.size else 0
+            top = int(self._seen[-1]) if self._seen.size else 0
+            window = np.arange(max(1, top - REREAD + 1), top + 1)
+            gaps = np.setdiff1d(window, self._seen[-REREAD:], assume_unique=True)
+            new = Rating.id > top
+            if gaps.size:
+                new = or_(new, Rating.id.in_(gaps.tolist()))
             with self.engine.connect() as connection:
                 found = connection.execute(
-                    trials_query().where(Rating.id > since).order_by(Rating.id)
+                    trials_query(warmups=True).where(new).order_by(Rating.id)
                 ).all()
-            new = [r for r in found if not _held(rows.rating, r.rating_id)]
-            if new:
-                self._codes.update((r.viewer_id, r.participant) for r in new)
-                added = _columns(new)
-                merged = rows.extend(added)
-                if added.rating.size and rows.rating.size and added.rating[0] < rows.rating[-1]:
+            if found:
+                self._seen = np.union1d(self._seen, [r.rating_id for r in found])
+                scored = [r for r in found if not r.warmup]
+                self._codes.update((r.viewer_id, r.participant) for r in scored)
+                added = _columns(scored)
+                merged = self._rows.extend(added)
+                if added.rating.size and self._rows.rating.size and added.rating[0] < top:
                     merged = _sorted(merged)  # a late commit of a lower id
                 self._rows = merged
             return self._rows
@@ -168,13 +175,6 @@ class TrialTally:
         ids = np.array([r.id for r in rows], dtype=np.int64)
         references = pd.factorize(pd.Series([r.reference or r.reference_path for r in rows]))[0]
         return ids, references, [r.reference_path for r in rows]
-
-
-def _held(ratings: np.ndarray, rating_id: int) -> bool:
-    if not ratings.size or rating_id > ratings[-1]:
-        return False
-    at = int(np.searchsorted(ratings, rating_id))
-    return at < ratings.size and ratings[at] == rating_id
 
 
 def _columns(rows) -> _Columns:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import and_, select
+from sqlalchemy import and_, select, true
 from sqlalchemy.exc import SQLAlchemyError
 
 from mos.ratings import InputError, RatingTable, has_check_column
@@ -280,11 +280,13 @@ def _is_sqlite(path: Path) -> bool:
         raise InputError(f"{path}: cannot be read ({error.strerror})") from error
 
 
-def trials_query(has_checks: bool = True):
+def trials_query(has_checks: bool = True, warmups: bool = False):
     """The SQL of every submitted non-warm-up trial with what quality control needs.
 
     Shared by ``mos.compute --exclude`` and the app (admin QC page, online allocation), so both
     judge participants on the same rows. ``has_checks``: schema ≥ 4 (an older study has none).
+    ``warmups``: include the warm-up trials too (flagged in ``warmup``), for a reader that must
+    know every rating id it has seen (:mod:`annotate.tally`).
     """
     trial = and_(Trial.session_id == Rating.session_id, Trial.position == Rating.position)
     served = Trial.served_at if has_checks else Trial.shown_at
@@ -300,13 +302,14 @@ def trials_query(has_checks: bool = True):
             Rating.consistency,
             Rating.perception,
             Rating.submitted_at,
+            Rating.is_warmup.label("warmup"),
             served.label("served_at"),
             *checks,
         )
         .join(Session, Session.id == Rating.session_id)
         .join(Viewer, Viewer.id == Session.viewer_id)
         .outerjoin(Trial, trial)
-        .where(Rating.is_warmup.is_(False))
+        .where(true() if warmups else Rating.is_warmup.is_(False))
     )
 
 

@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Bumped whenever a table changes, so an old study database can be recognised and upgraded.
 
 2: ``trials`` (the per-viewer order kept on the server) and the break/closing fields of sessions.
@@ -37,6 +37,8 @@ viewer (a partial unique index), ``trials.served_at`` and ``ratings.scale``.
 4: quality control of online studies — ``trials.check_kind`` / ``accept_low`` / ``accept_high``
 (gold trials and attention checks with their accepted score range) and ``ratings.check_kind``
 (so that readers leave check trials out of every MOS without a join).
+5: ``throttle_events`` — the online entry throttle and display-check tries, in the database so
+that they hold across server processes and restarts.
 """
 
 CHECK_KINDS = ("gold", "attention")
@@ -240,3 +242,16 @@ class Rating(Base):
 
     session: Mapped[Session] = relationship(back_populates="ratings")
     stimulus: Mapped[Stimulus] = relationship()
+
+
+class ThrottleEvent(Base):
+    """One counted event of a throttle (an entry from an address, a failed display check of a
+    participant): kept in the database so that every server process counts the same events."""
+
+    __tablename__ = "throttle_events"
+    __table_args__ = (Index("ix_throttle_scope_key_at", "scope", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(32), doc="which throttle, e.g. 'online-entry'")
+    key: Mapped[str] = mapped_column(String(255), doc="whom it counts: an address, a viewer id")
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
