@@ -33,7 +33,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
-import pandas as pd
 from flask import (
     Blueprint,
     Flask,
@@ -48,7 +47,7 @@ from flask import (
 )
 from flask_wtf import FlaskForm
 from PIL import Image, ImageDraw, ImageFont
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 from wtforms import FloatField, HiddenField, IntegerField, StringField
@@ -479,19 +478,22 @@ def start_online_sitting(
     for check in checks:
         # anywhere after the first test trial, so a sitting never opens with a trick
         planned.insert(int(rng.integers(len(warmups) + 1, len(planned) + 1)), check)
+    rows = []
     for position, (stimulus_id, warmup, check) in enumerate(planned):
         kind, low, high = check if check is not None else (None, None, None)
-        db.add(
-            Trial(
+        rows.append(
+            dict(
                 session_id=sitting.id,
                 position=position,
                 stimulus_id=stimulus_id,
                 is_warmup=warmup,
+                is_repeat=False,
                 check_kind=kind,
                 accept_low=low,
                 accept_high=high,
             )
         )
+    db.execute(insert(Trial), rows)  # one executemany: the write transaction stays short
     db.commit()
     return sitting
 
@@ -599,11 +601,3 @@ def complete():
         reason=last.closed_reason if last is not None else None,
         **_completion(completed),
     )
-
-
-def signals_table(config: OnlineSettings) -> pd.DataFrame:
-    """Every participant's QC signals and verdict, for the admin (empty before any rating)."""
-    tally = current_app.extensions["trial_tally"]
-    verdicts = tally.verdicts(config.rules)
-    codes = tally.codes()
-    return verdicts.assign(participant=[codes[v] for v in verdicts["participant"]])

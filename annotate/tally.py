@@ -42,6 +42,7 @@ class AllocationState:
     reference_paths: list[str]
     precision: Precision
     signals: pd.DataFrame
+    """The QC verdicts (participant: the viewer's id; :meth:`TrialTally.verdicts`)."""
 
 
 @dataclass
@@ -49,6 +50,7 @@ class _Columns:
     """Submitted non-warm-up trials as parallel arrays, in rating-id order."""
 
     rating: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    trial: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # _trial_key
     viewer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     stimulus: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     score: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -93,7 +95,9 @@ class TrialTally:
         self._read = threading.Lock()
         self._memo: dict[tuple, tuple] = {}
         self._memo_lock = threading.Lock()
-        self._stimuli: tuple[tuple[int, int], list] | None = None
+        self._stimuli: tuple[int, list] | None = None
+        self._plans: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # open sitting → (keys, ids)
+        self._plans_lock = threading.Lock()
 
     def update(self) -> _Columns:
         """Read the rows added since the last update; return every row held (an immutable
@@ -138,7 +142,7 @@ class TrialTally:
         signals = self.verdicts(rules)
         key = ("precision", rows.rating.size, rules, hash(ids.tobytes()))
         precision = self._memoised(key, lambda: _precision(rows, signals, ids))
-        planned = db.scalars(_planned_query()).all()
+        planned = self._planned(db, rows)
         index = pd.Series(np.arange(ids.size), index=ids)
         waiting = index.reindex(planned).dropna().to_numpy(dtype=np.int64)
         counted = Precision(
@@ -146,9 +150,36 @@ class TrialTally:
             ci95=precision.ci95,
             n=precision.n + np.bincount(waiting, minlength=ids.size),
         )
-        codes = self.codes()
-        shown = signals.assign(participant=[codes[v] for v in signals["participant"]])
-        return AllocationState(ids, references, paths, counted, shown)
+        return AllocationState(ids, references, paths, counted, signals)
+
+    def _planned(self, db: OrmSession, rows: _Columns) -> np.ndarray:
+        """Stimulus ids of the test trials planned in open sittings and not rated yet: they
+        count towards each image's number, so simultaneous participants do not all get the same
+        images. A sitting's plan never changes once drawn, so each open sitting's test trials
+        are read once and kept; what is rated comes from the tally's rows (read before the open
+        sittings, so a rating arriving in between counts as planned, never twice nor not at all)."""
+        still_open = db.scalars(select(Session.id).where(Session.closed_reason.is_(None))).all()
+        with self._plans_lock:
+            current = set(still_open)
+            self._plans = {s: p for s, p in self._plans.items() if s in current}
+            new = [s for s in still_open if s not in self._plans]
+            if new:
+                found = db.execute(_plans_query(new)).all()
+                for sitting in new:
+                    self._plans[sitting] = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+                by_sitting: dict[int, list] = {}
+                for sitting, position, stimulus in found:
+                    by_sitting.setdefault(sitting, []).append((position, stimulus))
+                for sitting, trials in by_sitting.items():
+                    plan = np.array(trials, dtype=np.int64)
+                    self._plans[sitting] = (_trial_key(sitting, plan[:, 0]), plan[:, 1])
+            plans = list(self._plans.values())
+        if not plans:
+            return np.zeros(0, np.int64)
+        keys = np.concatenate([k for k, _ in plans])
+        stimuli = np.concatenate([s for _, s in plans])
+        recent = rows.trial[rows.trial >= keys.min()] if keys.size else rows.trial[:0]
+        return stimuli[~np.isin(keys, recent)]
 
     def _memoised(self, key: tuple, compute):
         with self._memo_lock:
@@ -160,21 +191,26 @@ class TrialTally:
     def _eligible(self, db: OrmSession, practice_keys: frozenset[str]):
         """(stimulus ids, reference codes, reference paths) of the images a sitting may show:
         not withheld (gold pairs are stored withheld), not a practice stimulus. The stimulus
-        table only grows by imports, so it is read again only when its size or top id moved;
+        table only grows (imports, new gold pairs), so it is read again when its top id moved;
         the withheld ones (a few) are read every time."""
-        size, top = db.execute(select(func.count(Stimulus.id), func.max(Stimulus.id))).one()
-        if self._stimuli is None or self._stimuli[0] != (size, top):
+        top = db.scalar(select(func.max(Stimulus.id)))
+        if self._stimuli is None or self._stimuli[0] != top:
             every = db.execute(
                 select(
                     Stimulus.id, Stimulus.key, Stimulus.reference, Stimulus.reference_path
                 ).order_by(Stimulus.id)
             ).all()
-            self._stimuli = ((size, top), every)
-        withheld = set(db.scalars(select(Stimulus.id).where(Stimulus.withheld.is_(True))))
-        rows = [r for r in self._stimuli[1] if r.id not in withheld and r.key not in practice_keys]
-        ids = np.array([r.id for r in rows], dtype=np.int64)
-        references = pd.factorize(pd.Series([r.reference or r.reference_path for r in rows]))[0]
-        return ids, references, [r.reference_path for r in rows]
+            self._stimuli = (top, every)
+        withheld = frozenset(db.scalars(select(Stimulus.id).where(Stimulus.withheld.is_(True))))
+        key = ("eligible", top, withheld, practice_keys)
+        return self._memoised(key, lambda: _eligible(self._stimuli[1], withheld, practice_keys))
+
+
+def _eligible(stimuli: list, withheld: frozenset[int], practice_keys: frozenset[str]):
+    rows = [r for r in stimuli if r.id not in withheld and r.key not in practice_keys]
+    ids = np.array([r.id for r in rows], dtype=np.int64)
+    references = pd.factorize(pd.Series([r.reference or r.reference_path for r in rows]))[0]
+    return ids, references, [r.reference_path for r in rows]
 
 
 def _columns(rows) -> _Columns:
@@ -185,6 +221,10 @@ def _columns(rows) -> _Columns:
 
     return _Columns(
         rating=np.array([r.rating_id for r in rows], dtype=np.int64),
+        trial=_trial_key(
+            np.array([r.session_id for r in rows], dtype=np.int64),
+            np.array([r.position for r in rows], dtype=np.int64),
+        ),
         viewer=np.array([r.viewer_id for r in rows], dtype=np.int64),
         stimulus=np.array([r.stimulus for r in rows], dtype=np.int64),
         score=np.array([np.nan if r.consistency is None else r.consistency for r in rows]),
@@ -219,16 +259,15 @@ def _precision(rows: _Columns, signals: pd.DataFrame, stimuli: np.ndarray) -> Pr
     )
 
 
-def _planned_query():
-    """Stimulus ids of the test trials planned in open sittings and not rated yet: they count
-    towards each image's number, so simultaneous participants do not all get the same images."""
-    return (
-        select(Trial.stimulus_id)
-        .join(Session, Trial.session_id == Session.id)
-        .where(
-            Session.closed_reason.is_(None),
-            Trial.is_warmup.is_(False),
-            Trial.check_kind.is_(None),
-            Trial.position.not_in(select(Rating.position).where(Rating.session_id == Session.id)),
-        )
+def _plans_query(sittings: list[int]):
+    """(sitting, position, stimulus) of the test trials of ``sittings`` (trials' primary key)."""
+    return select(Trial.session_id, Trial.position, Trial.stimulus_id).where(
+        Trial.session_id.in_(sittings),
+        Trial.is_warmup.is_(False),
+        Trial.check_kind.is_(None),
     )
+
+
+def _trial_key(sitting, position):
+    """One integer per (sitting, position): a trial's identity in numpy set operations."""
+    return np.asarray(sitting, dtype=np.int64) * 2**20 + np.asarray(position, dtype=np.int64)

@@ -157,7 +157,9 @@ def build(out: Path, url: str | None, references: int, per_reference: int, parti
         Image.fromarray(reference).save(images / f"r{r}.png")
         noisy = np.clip(reference + rng.normal(0, 20, reference.shape), 0, 255)
         Image.fromarray(noisy.astype(np.uint8)).save(images / f"r{r}_d.png")
-        paths.append((str((images / f"r{r}_d.png").resolve()), str((images / f"r{r}.png").resolve())))
+        paths.append(
+            (str((images / f"r{r}_d.png").resolve()), str((images / f"r{r}.png").resolve()))
+        )
     (instance / "config.py").write_text(
         f"DATABASE = {database!r}\nONLINE = True\nSECRET_KEY = {SECRET!r}\n"
         f"ADMIN_PASSWORD_HASH = {generate_password_hash(PASSWORD)!r}\n"

@@ -296,6 +296,8 @@ def trials_query(has_checks: bool = True, warmups: bool = False):
     return (
         select(
             Rating.id.label("rating_id"),
+            Rating.session_id,
+            Rating.position,
             Session.viewer_id,
             Viewer.code.label("participant"),
             Rating.stimulus_id.label("stimulus"),
