@@ -274,13 +274,13 @@ class serving:
         self.handle.close()
 
 
-def wait_until_up(port: int, server: subprocess.Popen, seconds: float = 60) -> None:
+def wait_until_up(port: int, server: subprocess.Popen, seconds: float = 180) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"the server exited ({server.returncode}); see its log")
         try:
-            if requests.get(f"http://127.0.0.1:{port}/online/start", timeout=2).status_code == 400:
+            if requests.get(f"http://127.0.0.1:{port}/online/start", timeout=10).status_code == 400:
                 return
         except requests.RequestException:
             pass

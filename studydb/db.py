@@ -27,7 +27,9 @@ def make_engine(location: str | Path, read_only: bool = False) -> Engine:
     (``read_only``) changes nothing in the file, not even its journal mode.
     """
     url = database_url(location)
-    engine = create_engine(url)
+    # A server database (PostgreSQL) may restart or drop connections: each pooled connection is
+    # checked before use, so a blip costs the requests during it (a 503), not every later one.
+    engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite" and not read_only:
 
         @event.listens_for(engine, "connect")

@@ -4,6 +4,8 @@ server processes. The figures at crowd size are ``bench/crowd_scale.py``'s."""
 from __future__ import annotations
 
 import datetime as dt
+import io
+import re
 
 import numpy as np
 import pandas as pd
@@ -18,9 +20,15 @@ from mos.qc import qc_signals, trials_frame, trials_query
 from studydb import Rating, Session, Stimulus, Trial, Viewer
 from studydb.allocation import Allocator, ci_halfwidths
 from studydb.manifest import read_manifest
-from tests.annotate_helpers import make_app, make_study
+from tests.annotate_helpers import ADMIN_PASSWORD, Browser, make_app, make_study
+from tests.test_online_app import GOOD_SCREEN as SCREEN
+from tests.test_online_app import entry, shown_digits
 
-ONLINE = {"ONLINE": True, "ONLINE_SITTING_PAIRS": 8, "QC_RULES": {"min_trials": 3}}
+ONLINE = {
+    "ONLINE": True,
+    "ONLINE_SITTING_PAIRS": 8,
+    "QC_RULES": {"min_trials": 3, "max_fast_share": None},
+}
 
 
 def full_recomputation(db, plan: Design, config: OnlineSettings):
@@ -169,3 +177,100 @@ def test_a_late_commit_of_a_lower_rating_id_is_still_counted(study):
         rows = tally_after_delete.update()
         assert rows.rating.size == held and np.all(np.diff(rows.rating) > 0)
         assert tally_after_delete.update().rating.size == held  # and is not added twice
+
+
+# --------------------------------------------------------------------------- shared state
+
+
+def test_the_entry_throttle_and_display_tries_hold_across_processes_and_restarts(tmp_path):
+    """Two apps on one database stand for two server processes, a third for a restart: all
+    count the same entries and the same failed display checks."""
+    manifest = make_study(tmp_path / "images", references=2, per_reference=3)
+    config = {**ONLINE, "ONLINE_ENTRY_LIMIT": "3 per minute", "DATABASE": str(tmp_path / "s.db")}
+    first = make_app(tmp_path / "one", **config)
+    with first.app_context():
+        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    second = make_app(tmp_path / "two", **config)
+    assert [first.test_client().get(entry(f"A{i}")).status_code for i in range(2)] == [302] * 2
+    assert second.test_client().get(entry("B1")).status_code == 302
+    assert second.test_client().get(entry("B2")).status_code == 429
+    restarted = make_app(tmp_path / "three", **config)
+    assert restarted.test_client().get(entry("C1")).status_code == 429
+    # Display tries: 5 failures per participant id and day, whichever process counted them.
+    config["ONLINE_ENTRY_LIMIT"] = "1000 per minute"
+    apps = [make_app(tmp_path / name, **config) for name in ("four", "five", "six")]
+    statuses = []
+    for attempt in range(7):
+        browser = Browser(apps[attempt % 3])
+        browser.get(entry("TRIER"))
+        browser.get("/online/consent")
+        browser.post("/online/consent", {"agree": "y"})
+        browser.get("/online/display")
+        statuses.append(browser.post("/online/display", {**SCREEN, "digits": "x"}).status_code)
+    assert statuses == [403] * 5 + [429] * 2
+
+
+# --------------------------------------------------------------------------- admin at scale
+
+
+def test_admin_tables_are_paginated_sortable_filterable_and_export_prolific_actions(study):
+    from tests.test_online_app import enter, finish
+
+    finish(study, enter(study, "GOODONE1"), "GOODONE1")
+    finish(study, enter(study, "CARELESS"), "CARELESS", attentive=False)
+    enter(study, "STILLOPEN")
+    with study.app_context():
+        add_participants(get_db(), np.random.default_rng(3), list(range(1, 13)), 0, 60)
+    admin = Browser(study)
+    admin.get("/admin/login")
+    admin.post("/admin/login", {"password": ADMIN_PASSWORD})
+    page = admin.get("/admin/quality?per=20").get_data(as_text=True)
+    assert "63 participants" in page and 'id="quality-summary"' in page
+    assert page.count("<tr><td>") == 20 and "page 1 of 4" in page
+    last = admin.get("/admin/quality?per=20&page=4").get_data(as_text=True)
+    assert last.count("<tr><td>") == 3
+    rows = lambda html: re.findall(r"<tr><td>(\w+)</td>", html)  # noqa: E731
+    down = rows(admin.get("/admin/quality?per=500&sort=participant&order=desc").get_data(True))
+    assert down == sorted(down, reverse=True) and len(down) == 63
+    found = admin.get("/admin/quality?q=careless").get_data(as_text=True)
+    assert rows(found) == ["CARELESS"] and ">reject<" in found
+    opened = admin.get("/admin/quality?state=open").get_data(as_text=True)
+    assert rows(opened) == ["STILLOPEN"] and "sitting not completed (open)" in opened
+    assert rows(admin.get("/admin/quality?action=approve&q=GOOD").get_data(True)) == ["GOODONE1"]
+    for bad in ("page=0", "page=x", "sort=password", "order=up", "per=100000"):
+        assert admin.get(f"/admin/quality?{bad}").status_code == 400, bad
+    dashboard = admin.get("/admin/?per=10&state=open").get_data(as_text=True)
+    assert 'id="summary"' in dashboard and "1 of 63 row(s) match" in dashboard
+    assert len(dashboard) < 100_000  # one page of the tables, not every row
+    export = pd.read_csv(io.BytesIO(admin.get("/admin/export/prolific.csv").data))
+    actions = dict(zip(export["participant_id"], export["action"], strict=True))
+    assert actions["GOODONE1"] == "approve" and actions["CARELESS"] == "reject"
+    assert actions["STILLOPEN"] == "review" and list(export.columns[:2]) == [
+        "participant_id",
+        "action",
+    ]
+    rejected = admin.get("/admin/export/prolific-reject.txt").get_data(as_text=True).split()
+    assert "CARELESS" in rejected and "GOODONE1" not in rejected
+    assert admin.get("/admin/export/prolific-pay.txt").status_code == 404
+    assert Browser(study).get("/admin/export/prolific.csv").status_code == 302  # admins only
+
+
+def test_one_id_in_two_browsers_the_second_is_told_its_rating_was_not_stored(study):
+    from tests.test_online_app import enter
+
+    first = enter(study, "TWICE1")
+    first.practise()
+    second = Browser(study)  # the same id in another browser resumes the same sitting
+    assert second.get(entry("TWICE1")).headers["Location"].endswith("/online/display")
+    second.get("/online/display")
+    digits = {"digits": shown_digits(study, second)}
+    assert second.post("/online/display", {**SCREEN, **digits}).status_code == 302
+    position = first.current_position()
+    assert second.current_position() == position
+    assert first.rate(position, consistency=4.0, perception=4.0).status_code == 303
+    refused = second.rate(position, consistency=1.0, perception=1.0)
+    assert refused.status_code == 409 and "not stored" in refused.get_data(as_text=True)
+    assert first.rate(position, consistency=4.0, perception=4.0).status_code == 303  # a resubmit
+    with study.app_context():
+        stored = get_db().scalars(select(Rating).where(Rating.position == position)).all()
+    assert [(r.consistency, r.perception) for r in stored] == [(4.0, 4.0)]
