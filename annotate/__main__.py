@@ -18,6 +18,10 @@ from annotate.private import PASSWORD_FILE, private_folder, rotate_epoch, write_
 from studydb.manifest import ManifestError, read_manifest
 
 DEFAULT_INSTANCE = Path("instance")
+CONNECTIONS = 1000
+"""Open connections one server process keeps (waitress's default, 100, stops accepting at a
+launch: every participant's browser holds a keep-alive connection; gunicorn's gthread workers
+also allow 1000)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,7 +259,13 @@ def _http_server(app, args: argparse.Namespace):
             clear_untrusted_proxy_headers=True,
         )
     server = waitress.create_server(
-        app, host=args.host, port=args.port, threads=args.threads, ident="cmc-lab", **proxy
+        app,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        ident="cmc-lab",
+        connection_limit=CONNECTIONS,
+        **proxy,
     )
     server.print_listen("Serving on http://{}:{}")
     return server.run

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     with serving(instance, port, args.workers, args.threads):
         base = f"http://127.0.0.1:{port}"
-        opens = [Participant(base, f"open{i}").arrive() for i in range(args.opens + 1)][1:]
+        opens = [Participant(base, f"open{i}").arrive().leave() for i in range(args.opens + 1)]
+        opens = opens[1:]  # the first open after a start is not timed
         burst = run_burst(base, args.burst)
         ratings, arrivals = rate_under_arrivals(base, burst, args.arrivals)
         admin, quality = time_admin(base)
@@ -346,6 +347,11 @@ class Participant:
         if POSITION.search(self.page) is None:
             raise RuntimeError(f"{self.pid}: no first trial")
         self.first_trial_ms = (time.perf_counter() - begun) * 1000
+        return self
+
+    def leave(self) -> Participant:
+        """Close the browser's connection (a participant who is done)."""
+        self.http.close()
         return self
 
     def rate_until(self, deadline: float) -> None:

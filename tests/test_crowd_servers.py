@@ -97,7 +97,7 @@ def wait_until_up(port: int, server: subprocess.Popen, log: Path) -> None:
     while time.monotonic() < deadline:
         assert server.poll() is None, log.read_text()
         try:
-            requests.get(f"http://127.0.0.1:{port}/online/start", timeout=5)
+            requests.get(f"http://127.0.0.1:{port}/static/online_display.js", timeout=5)
             return
         except requests.RequestException:
             time.sleep(0.1)
@@ -197,7 +197,7 @@ def pid(name: str) -> str:
 def test_two_server_processes_share_one_postgresql_study(tmp_path):
     """One open sitting per participant, the pairs reserved by open sittings and the entry
     throttle hold across two server processes; a third runs gunicorn's workers."""
-    instance = study_instance(tmp_path, URL, entry_limit="14 per minute")
+    instance = study_instance(tmp_path, URL, entry_limit="14 per hour")
     with serving(instance) as (first, _), serving(instance) as (second, _):
         one = Participant(first, pid("same"))
         assert one.enter().headers["Location"].endswith("/instructions")
@@ -224,7 +224,7 @@ def test_two_server_processes_share_one_postgresql_study(tmp_path):
             answers = list(pool.map(Participant.enter, people))
         assert all(a.status_code == 302 for a in answers)
         assert sorted(sittings_per_viewer(URL)) == [1] * 9
-        # The entry throttle: 14 per minute from this address, counted by both processes.
+        # The entry throttle: 14 per hour from this address, counted by both processes.
         entries = 2 + 4 + 4
         codes = [
             requests.get(
@@ -234,6 +234,13 @@ def test_two_server_processes_share_one_postgresql_study(tmp_path):
         ]
         assert codes == [302] * (14 - entries) + [429] * (6 - 14 + entries)
     with serving(instance, "--workers", "2", "--threads", "2") as (base, _):
+        # Restarted as gunicorn's workers, the throttle still holds (it is in the database) ...
+        assert requests.get(f"{base}/online/start?participant=y").status_code == 429
+        engine = make_engine(URL)
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DELETE FROM throttle_events")
+        engine.dispose()
+        # ... and once the window has passed, a participant goes through to the trials.
         late = Participant(base, pid("late"))
         assert late.enter().status_code == 302 and late.first_trial() >= 0
 
@@ -278,6 +285,7 @@ class Blackout:
         threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
 
     def cut(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread: stop listening
         self.listener.close()
         for connection in self.connections:
             try:
