@@ -94,10 +94,13 @@ def open_sitting(
     A sitting left idle too long or past its time limit is closed first, so what comes back can
     really be continued.
     """
-    expire(db, design, moment or now(), viewer_id=viewer.id)
-    return db.scalar(
+    sitting = db.scalar(
         select(Session).where(Session.viewer_id == viewer.id, Session.closed_reason.is_(None))
     )
+    if sitting is None or overdue(sitting, design, moment or now()) is None:
+        return sitting
+    expire(db, design, moment or now(), viewer_id=viewer.id)
+    return None
 
 
 def expire(

@@ -298,15 +298,15 @@ def free_port() -> int:
 # --------------------------------------------------------------------------- participants
 
 
-def display_digits(cookie: str) -> str:
-    """The contrast test's number for this browser, from its session cookie and the bench's
-    secret (a participant reads it off the screen)."""
+def display_digits(cookie: str, secret: str = SECRET) -> str:
+    """The contrast test's number for this browser, from its session cookie and the app's
+    secret (a participant reads it off the screen; tests/test_crowd_servers.py uses it too)."""
     from flask import Flask, session
 
     from annotate.online import display_digits as digits
 
     app = Flask("bench")
-    app.config["SECRET_KEY"] = SECRET
+    app.config["SECRET_KEY"] = secret
     stored = app.session_interface.get_signing_serializer(app).loads(cookie)
     with app.test_request_context():
         session.update(stored)

@@ -37,6 +37,10 @@ def make_engine(location: str | Path, read_only: bool = False) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
+            # WAL's recommended setting: a commit no longer waits for an fsync (~10 ms each,
+            # several per participant page), yet a crashed or killed server loses nothing
+            # committed; only a power cut can drop the last transactions (never corrupts).
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
     return engine

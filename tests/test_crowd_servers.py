@@ -22,6 +22,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
+from bench.crowd_scale import display_digits
 from studydb import Base, Rating, Session, make_engine
 from tests.annotate_helpers import make_study
 
@@ -104,20 +105,6 @@ def wait_until_up(port: int, server: subprocess.Popen, log: Path) -> None:
     raise AssertionError(f"the server did not start: {log.read_text()}")
 
 
-def digits_of(cookie: str) -> str:
-    """The contrast test's number, recomputed from the session cookie and the app's secret."""
-    from flask import Flask, session
-
-    from annotate.online import display_digits
-
-    app = Flask("test")
-    app.config["SECRET_KEY"] = SECRET
-    stored = app.session_interface.get_signing_serializer(app).loads(cookie)
-    with app.test_request_context():
-        session.update(stored)
-        return display_digits()
-
-
 class Participant:
     """A browser: entry link, consent, display check, practice, trials (retrying while the
     server is down, as a participant reloading the page would)."""
@@ -149,7 +136,7 @@ class Participant:
         if landed.url.endswith("/online/consent"):
             self.post("/online/consent", {"agree": "y"})
         self.get("/online/display")
-        digits = digits_of(self.http.cookies["session"])
+        digits = display_digits(self.http.cookies["session"], SECRET)
         return self.post("/online/display", {**SCREEN, "digits": digits})
 
     def first_trial(self) -> int:
