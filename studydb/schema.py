@@ -38,7 +38,7 @@ viewer (a partial unique index), ``trials.served_at`` and ``ratings.scale``.
 (gold trials and attention checks with their accepted score range) and ``ratings.check_kind``
 (so that readers leave check trials out of every MOS without a join).
 5: ``throttle_events`` — the online entry throttle and display-check tries, in the database so
-that they hold across server processes and restarts.
+that they hold across server processes and restarts — and an index on ``ratings.nsfw``.
 """
 
 CHECK_KINDS = ("gold", "attention")
@@ -224,7 +224,9 @@ class Rating(Base):
     position: Mapped[int] = mapped_column(Integer, doc="0-based place of the trial in the session")
     consistency: Mapped[float | None] = mapped_column(Float)
     perception: Mapped[float | None] = mapped_column(Float)
-    nsfw: Mapped[bool] = mapped_column(Boolean, default=False)
+    nsfw: Mapped[bool] = mapped_column(
+        Boolean, default=False, index=True, doc="indexed: the dashboard's NSFW queue reads these"
+    )
     nsfw_reason: Mapped[str | None] = mapped_column(Text)
     is_warmup: Mapped[bool] = mapped_column(Boolean, default=False)
     is_repeat: Mapped[bool] = mapped_column(
