@@ -40,6 +40,9 @@ class WorkerServer(BaseApplication):
             "keepalive": 5,
             "preload_app": False,
             "proc_name": "cmc-lab",
+            # gunicorn's runtime control socket is one per user (~/.gunicorn): two studies
+            # served at once would share it. Nothing here uses it.
+            "control_socket_disable": True,
         }
         super().__init__()
 

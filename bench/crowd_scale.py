@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     instance, database = build(args.out, args.database, references, 40, participants)
     built = time.perf_counter() - started
+    before_ms, now_ms = time_allocator_state(instance)
     port = free_port()
     load = os.getloadavg()
     with serving(instance, port, args.workers, args.threads):
@@ -116,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         ("study", f"{references * 40} images, {participants} participants × 63 pages, "
                   f"{participants * PAGES['tests']} test ratings ({kind}, built in {built:.0f} s)"),
         ("server", f"{args.workers} process(es) × {args.threads} threads"),
+        ("allocator state per sitting open, in-process: before (whole-study read) / now "
+         "(incremental), median of 3", f"{before_ms:.0f} / {now_ms:.0f} ms"),
         ("machine load (1-min average) before / after", f"{load[0]:.1f} / {load_after[0]:.1f}"),
         ("sitting open p50 / p99 (target < 150 / < 500 ms)",
          f"{np.percentile(open_ms, 50):.0f} / {np.percentile(open_ms, 99):.0f} ms "
@@ -249,6 +252,31 @@ def write_sittings(engine, rng, paths, per_reference: int, participants: int) ->
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                     f"(SELECT max(id) FROM {table}))"
                 )
+
+
+def time_allocator_state(instance: Path) -> tuple[float, float]:
+    """The anchor, in one process on the built study: what the open path computed before issue 19
+    (every rating read through pandas per open: ``tests/test_crowd_scale.full_recomputation``)
+    against the incremental tally (after its first read), median of 3 each."""
+    from annotate import create_app
+    from annotate.db import get_db
+    from annotate.online import OnlineSettings, allocation_state
+    from annotate.sittings import Design
+    from tests.test_crowd_scale import full_recomputation
+
+    app = create_app({"SESSION_COOKIE_SECURE": False}, instance_path=str(instance.resolve()))
+    times: dict[str, list[float]] = {"before": [], "now": []}
+    with app.app_context():
+        db = get_db()
+        plan, config = Design.from_config(app.config), OnlineSettings.from_config(app.config)
+        allocation_state(db, plan, config)  # the tally's first read, once per server process
+        for _ in range(3):
+            for name, run in (("before", full_recomputation), ("now", allocation_state)):
+                begun = time.perf_counter()
+                run(db, plan, config)
+                times[name].append((time.perf_counter() - begun) * 1000)
+    app.extensions["study_engine"].dispose()
+    return float(np.median(times["before"])), float(np.median(times["now"]))
 
 
 # --------------------------------------------------------------------------- the server
