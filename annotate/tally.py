@@ -22,7 +22,7 @@ import pandas as pd
 from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.orm import Session as OrmSession
 
-from mos.qc import ExclusionRules, qc_signals, trials_query
+from mos.qc import ExclusionRules, qc_signals, trials_frame, trials_query
 from studydb import Rating, Session, Stimulus, Trial
 from studydb.allocation import Precision, ci_halfwidths
 
@@ -31,6 +31,13 @@ REREAD = 2000
 PostgreSQL an id is drawn at insert but becomes visible at commit, so a short transaction holding
 a lower id can commit after a higher one was read. Only the missing ids (gaps: such late commits,
 or ids of rolled-back inserts) are asked for, not the rows already held."""
+
+
+_EMPTY = pd.DataFrame(
+    columns=["participant", "stimulus", "consistency", "submitted_at", "served_at", "check",
+             "accept_low", "accept_high"]
+)  # fmt: skip
+"""What :func:`mos.qc.trials_frame` reads, without rows (a study before its first rating)."""
 
 
 @dataclass
@@ -47,40 +54,31 @@ class AllocationState:
 
 @dataclass
 class _Columns:
-    """Submitted non-warm-up trials as parallel arrays, in rating-id order."""
+    """Submitted non-warm-up trials in rating-id order: the ids the tally needs, and the rows as
+    :func:`mos.qc.trials_frame` normalises them (whatever columns :func:`mos.qc.trials_query`
+    selects, so QC here judges on exactly what ``mos.compute --exclude`` judges on), with the
+    participant given by the viewer's id."""
 
     rating: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     trial: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # _trial_key
     viewer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    stimulus: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    score: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    check: np.ndarray = field(default_factory=lambda: np.zeros(0, object))
-    low: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    high: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    frame: pd.DataFrame | None = None
 
     def extend(self, other: _Columns) -> _Columns:
+        frames = [f for f in (self.frame, other.frame) if f is not None]
         return _Columns(
-            **{
-                name: np.concatenate([getattr(self, name), getattr(other, name)])
-                for name in self.__dataclass_fields__
-            }
+            rating=np.concatenate([self.rating, other.rating]),
+            trial=np.concatenate([self.trial, other.trial]),
+            viewer=np.concatenate([self.viewer, other.viewer]),
+            frame=pd.concat(frames, ignore_index=True) if frames else None,
         )
 
-    def frame(self, codes: dict[int, str] | None = None) -> pd.DataFrame:
-        """The rows as :func:`mos.qc.qc_signals` reads them (participant: the viewer's id, or
-        its code when ``codes`` is given)."""
-        participant = self.viewer if codes is None else [codes[v] for v in self.viewer]
-        return pd.DataFrame(
-            {
-                "participant": participant,
-                "stimulus": self.stimulus,
-                "score": self.score,
-                "seconds": self.seconds,
-                "check": self.check,
-                "low": self.low,
-                "high": self.high,
-            }
+    def take(self, order: np.ndarray) -> _Columns:
+        return _Columns(
+            rating=self.rating[order],
+            trial=self.trial[order],
+            viewer=self.viewer[order],
+            frame=None if self.frame is None else self.frame.iloc[order].reset_index(drop=True),
         )
 
 
@@ -116,6 +114,8 @@ class TrialTally:
             if found:
                 self._seen = np.union1d(self._seen, [r.rating_id for r in found])
                 scored = [r for r in found if not r.warmup]
+                if not scored:
+                    return self._rows
                 self._codes.update((r.viewer_id, r.participant) for r in scored)
                 added = _columns(scored)
                 merged = self._rows.extend(added)
@@ -214,46 +214,44 @@ def _eligible(stimuli: list, withheld: frozenset[int], practice_keys: frozenset[
 
 
 def _columns(rows) -> _Columns:
-    def seconds(r) -> float:
-        if r.served_at is None or r.submitted_at is None:
-            return np.nan
-        return (r.submitted_at - r.served_at).total_seconds()
-
+    viewer = np.array([r.viewer_id for r in rows], dtype=np.int64)
+    frame = trials_frame(pd.DataFrame([tuple(r) for r in rows], columns=list(rows[0]._fields)))
+    frame["participant"] = viewer
     return _Columns(
         rating=np.array([r.rating_id for r in rows], dtype=np.int64),
         trial=_trial_key(
             np.array([r.session_id for r in rows], dtype=np.int64),
             np.array([r.position for r in rows], dtype=np.int64),
         ),
-        viewer=np.array([r.viewer_id for r in rows], dtype=np.int64),
-        stimulus=np.array([r.stimulus for r in rows], dtype=np.int64),
-        score=np.array([np.nan if r.consistency is None else r.consistency for r in rows]),
-        seconds=np.array([seconds(r) for r in rows], dtype=float),
-        check=np.array([r.check or "" for r in rows], dtype=object),
-        low=np.array([np.nan if r.accept_low is None else r.accept_low for r in rows]),
-        high=np.array([np.nan if r.accept_high is None else r.accept_high for r in rows]),
+        viewer=viewer,
+        frame=frame,
     )
 
 
 def _sorted(rows: _Columns) -> _Columns:
-    order = np.argsort(rows.rating, kind="stable")
-    return _Columns(**{name: getattr(rows, name)[order] for name in rows.__dataclass_fields__})
+    return rows.take(np.argsort(rows.rating, kind="stable"))
 
 
 def _verdicts(rows: _Columns, rules: ExclusionRules) -> pd.DataFrame:
-    return rules.apply(qc_signals(rows.frame(), rules.fast_seconds))
+    if rows.frame is None:
+        return rules.apply(qc_signals(trials_frame(_EMPTY), rules.fast_seconds))
+    return rules.apply(qc_signals(rows.frame, rules.fast_seconds))
 
 
 def _precision(rows: _Columns, signals: pd.DataFrame, stimuli: np.ndarray) -> Precision:
     """Each eligible image's precision from the test ratings of the participants QC keeps."""
     excluded = signals.loc[signals["excluded"], "participant"].to_numpy()
     index = pd.Series(np.arange(stimuli.size), index=stimuli)
-    test = (rows.check == "") & ~np.isin(rows.viewer, excluded) & np.isin(rows.stimulus, stimuli)
+    if rows.frame is None:
+        return ci_halfwidths(np.zeros(0), np.zeros(0), np.zeros(0), stimuli.size, 0)
+    stimulus = rows.frame["stimulus"].to_numpy(dtype=np.int64)
+    check = rows.frame["check"].to_numpy()
+    test = (check == "") & ~np.isin(rows.viewer, excluded) & np.isin(stimulus, stimuli)
     codes = pd.factorize(rows.viewer[test])[0]
     return ci_halfwidths(
-        index.loc[rows.stimulus[test]].to_numpy(),
+        index.loc[stimulus[test]].to_numpy(),
         codes,
-        rows.score[test],
+        rows.frame["score"].to_numpy(dtype=float)[test],
         stimuli.size,
         int(codes.max()) + 1 if codes.size else 0,
     )
