@@ -406,7 +406,7 @@ class Participant:
             self.page = self.http.get(self.base + "/trial").text
 
     def get(self, path: str) -> requests.Response:
-        answer = self.http.get(self.base + path, timeout=30)
+        answer = self.http.get(self.base + path, timeout=120)
         found = TOKEN.search(answer.text)
         if found:
             self.token = found.group(1)
@@ -416,7 +416,7 @@ class Participant:
         return self.http.post(
             self.base + path,
             data={**data, "csrf_token": self.token},
-            timeout=30,
+            timeout=120,
             allow_redirects=follow,
         )
 
