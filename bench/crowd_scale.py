@@ -338,7 +338,7 @@ def display_digits(cookie: str, secret: str = SECRET) -> str:
 
     from annotate.online import display_digits as digits
 
-    app = Flask("bench")
+    app = Flask(__name__, root_path=str(Path(__file__).resolve().parent))
     app.config["SECRET_KEY"] = secret
     stored = app.session_interface.get_signing_serializer(app).loads(cookie)
     with app.test_request_context():
