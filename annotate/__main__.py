@@ -18,6 +18,10 @@ from annotate.private import PASSWORD_FILE, private_folder, rotate_epoch, write_
 from studydb.manifest import ManifestError, read_manifest
 
 DEFAULT_INSTANCE = Path("instance")
+CONNECTIONS = 1000
+"""Open connections one server process keeps (waitress's default, 100, stops accepting at a
+launch: every participant's browser holds a keep-alive connection; gunicorn's gthread workers
+also allow 1000)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +93,14 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
         help="address to listen on: 0.0.0.0 for every machine of the lab network",
     )
     parser.add_argument("--port", type=int, default=5000, help="port to listen on")
-    parser.add_argument("--threads", type=int, default=8, help="worker threads")
+    parser.add_argument("--threads", type=int, default=8, help="worker threads (per process)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes: more than 1 runs gunicorn's workers (Linux/macOS), for a crowd "
+        "study on PostgreSQL (docs/annotate.md, 'Crowd studies at scale')",
+    )
     tls = parser.add_argument_group(
         "HTTPS (default: plain HTTP; cookies are Secure exactly when a page comes over HTTPS)"
     )
@@ -113,11 +124,11 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _app(args: argparse.Namespace, defaults: dict | None = None):
-    from annotate import create_app
-
-    config = {"SESSION_COOKIE_SECURE": False} if getattr(args, "http", False) else None
-    return create_app(config, instance_path=str(args.instance.resolve()), defaults=defaults)
+def _app(args: argparse.Namespace):
+    """The app of the command's instance folder (and the demo's defaults, for ``demo``)."""
+    return _app_for(
+        args.instance.resolve(), getattr(args, "http", False), getattr(args, "defaults", None)
+    )
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -185,6 +196,16 @@ def _serve(args: argparse.Namespace, app=None) -> int:
     if args.certfile is not None and args.behind_proxy:
         print("annotate: error: choose --certfile or --behind-proxy, not both", file=sys.stderr)
         return 2
+    if args.workers < 1 or args.threads < 1:
+        print("annotate: error: --workers and --threads must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and args.certfile is not None:
+        print(
+            "annotate: error: several --workers serve plain HTTP: put a TLS reverse proxy in "
+            "front (--behind-proxy) instead of --certfile",
+            file=sys.stderr,
+        )
+        return 2
     logging.basicConfig(  # an audit trail on stderr: logins, failures, database errors
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -200,7 +221,10 @@ def _serve(args: argparse.Namespace, app=None) -> int:
     for name in app.jinja_env.list_templates():  # compile now, not on the first viewer's click
         app.jinja_env.get_template(name)
     try:
-        run = _https_server(app, args) if args.certfile else _http_server(app, args)
+        if args.workers > 1:
+            run = _worker_processes(app, args)
+        else:
+            run = _https_server(app, args) if args.certfile else _http_server(app, args)
     except ssl.SSLError as error:  # before OSError: it is one
         print(
             f"annotate: error: cannot use the certificate {args.certfile} with the key "
@@ -250,10 +274,39 @@ def _http_server(app, args: argparse.Namespace):
             clear_untrusted_proxy_headers=True,
         )
     server = waitress.create_server(
-        app, host=args.host, port=args.port, threads=args.threads, ident="cmc-lab", **proxy
+        app,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        ident="cmc-lab",
+        connection_limit=CONNECTIONS,
+        **proxy,
     )
     server.print_listen("Serving on http://{}:{}")
     return server.run
+
+
+def _worker_processes(app, args: argparse.Namespace):
+    """gunicorn with ``--workers`` processes of ``--threads`` threads each. Every worker builds
+    its own app (and database engine) after the fork; all they share lives in the database."""
+    from annotate.workers import WorkerServer
+
+    app.extensions["study_engine"].dispose()  # no connection of the parent crosses the fork
+    return WorkerServer(
+        lambda: _app(args),
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+        proxy=args.behind_proxy,
+    ).run
+
+
+def _app_for(instance: Path, http: bool, defaults: dict | None):
+    from annotate import create_app
+
+    config = {"SESSION_COOKIE_SECURE": False} if http else None
+    return create_app(config, instance_path=str(instance), defaults=defaults)
 
 
 def _https_server(app, args: argparse.Namespace):
@@ -288,7 +341,8 @@ def _demo(args: argparse.Namespace) -> int:
     password = demo_password(instance)
     rotate_epoch(instance)  # a new demo revokes every admin session of the previous one
     args.instance = instance
-    app = _app(args, defaults=demo_defaults(manifest, args.instance.parent / "config.py"))
+    args.defaults = demo_defaults(manifest, args.instance.parent / "config.py")
+    app = _app(args)
     with app.app_context():
         added, _ = import_manifest(
             get_db(), read_manifest(manifest), app.config["GROUP_SIZE"], np.random.default_rng(0)

@@ -46,7 +46,10 @@ from annotate.db import get_db
 from annotate.export import copy_database, to_safe_csv, trials_frame, viewers_frame
 from annotate.forms import ActionForm, LoginForm
 from annotate.private import PASSWORD_FILE, current_epoch, read_optional, rotate_epoch
-from studydb import Rating, Session, Stimulus, StudyGroup, Trial, Viewer
+from annotate.roster import ACTIONS, STATES, RosterCache
+from annotate.tables import BadQuery, table_page
+from mos.qc import ExclusionRules
+from studydb import Rating, Session, Stimulus, StudyGroup
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 log = logging.getLogger("annotate")
@@ -86,6 +89,13 @@ def init_app(app: Flask) -> None:
     )
     app.extensions["login_locks"] = AddressLocks()
     live.init_app(app)
+    app.extensions["roster"] = RosterCache(
+        app.extensions["study_engine"],
+        app.extensions["trial_tally"],
+        ExclusionRules(**dict(app.config["QC_RULES"])),
+        sittings.Design.from_config(app.config),
+        app.config["SCREENING_REFRESH_SECONDS"],
+    )
     app.extensions["file_check"] = FileCheckCache(
         app.extensions["study_engine"], app.config["FILE_CHECK_SECONDS"]
     )
@@ -185,11 +195,17 @@ def logout():
 @bp.route("/")
 @admin_required
 def dashboard():
+    """Summary first, then one page of the sittings (sortable, filterable), the live screening
+    and the NSFW queue; the per-sitting and per-participant figures come from the background
+    :class:`annotate.roster.Roster`, so a load never reads every rating."""
     db = get_db()
     target = current_app.config["VIEWERS_PER_STIMULUS"]
     cache = current_app.extensions["live_screening"]
     last_rating = db.scalar(select(func.coalesce(func.max(Rating.id), 0)))
-    snapshot = cache.latest(last_rating, wait=current_app.config["SCREENING_WAIT_SECONDS"])
+    wait = current_app.config["SCREENING_WAIT_SECONDS"]
+    snapshot = cache.latest(last_rating, wait=wait)
+    roster = _roster(db)
+    table = _page(roster.sittings if roster else None, SITTING_COLUMNS, ("state",), "id", "desc")
     return render_template(
         "admin/dashboard.html",
         groups=_group_progress(db, target),
@@ -198,15 +214,61 @@ def dashboard():
         screening_behind=(last_rating - snapshot.last_rating) if snapshot else None,
         live=cache.screening,
         flagged=_flagged(db),
-        sittings=_sittings(db),
-        files=current_app.extensions["file_check"].latest(
-            wait=current_app.config["SCREENING_WAIT_SECONDS"]
-        ),
+        roster=roster,
+        roster_error=current_app.extensions["roster"].error,
+        table=table,
+        states=STATES,
+        files=current_app.extensions["file_check"].latest(wait=wait),
         files_error=current_app.extensions["file_check"].error,
         files_shown=MISSING_FILES_SHOWN,
+        shown=SHOWN,
         action=ActionForm(),
         target=target,
     )
+
+
+SITTING_COLUMNS = ("id", "participant", "group", "started", "last", "rated", "state")
+PARTICIPANT_COLUMNS = (
+    "participant",
+    "state",
+    "rated",
+    "trials",
+    "gold_failures",
+    "attention_failures",
+    "fast_trials",
+    "agreement",
+    "score_std",
+    "time_spread",
+    "no_input_trials",
+    "slider_events",
+    "first_input_median",
+    "outcome",
+    "excluded",
+    "action",
+    "last",
+)
+SHOWN = 50  # rows of the dashboard's per-viewer screening and progress lists
+
+
+def _roster(db):
+    """The latest background roster (recomputed at once when it is quick and out of date)."""
+    from annotate.roster import version
+
+    wait = current_app.config["SCREENING_WAIT_SECONDS"]
+    return current_app.extensions["roster"].latest(version(db), wait=wait)
+
+
+def _page(frame, sortable, filters, default_sort, default_order="asc"):
+    """One page of ``frame`` by this request's query string (400 for a value it cannot use)."""
+    if frame is None:
+        return None
+    try:
+        return table_page(
+            frame, request.args, sortable, filters, default_sort=default_sort,
+            default_order=default_order,
+        )  # fmt: skip
+    except BadQuery as error:
+        abort(400, description=str(error))
 
 
 @bp.route("/sittings/<int:sitting_id>/close", methods=["POST"])
@@ -221,6 +283,7 @@ def close_sitting(sitting_id: int):
     db = get_db()
     sitting = db.get(Session, sitting_id) or abort(404)
     sittings.close(db, sitting, "closed by experimenter")
+    current_app.extensions["roster"].refresh(wait=current_app.config["SCREENING_WAIT_SECONDS"])
     return redirect(url_for("admin.dashboard") + "#sittings", code=303)
 
 
@@ -259,12 +322,55 @@ def withhold_missing():
 @bp.route("/quality")
 @admin_required
 def quality():
-    """Every participant's quality-control signals and whether the rules exclude them (mos.qc)."""
-    from annotate.online import OnlineSettings, signals_table
+    """Per participant: the sitting's state, completion, the QC signals and verdict (mos.qc) and
+    the platform action — summary first, one sortable, filterable page at a time."""
+    db = get_db()
+    roster = _roster(db)
+    table = _page(
+        roster.participants if roster else None,
+        PARTICIPANT_COLUMNS,
+        ("state", "action", "excluded"),
+        "participant",
+    )
+    return render_template(
+        "admin/quality.html",
+        roster=roster,
+        roster_error=current_app.extensions["roster"].error,
+        table=table,
+        rules=current_app.extensions["roster"].rules,
+        states=STATES,
+        actions=ACTIONS,
+    )
 
-    config = OnlineSettings.from_config(current_app.config)
-    table = signals_table(get_db(), config)
-    return render_template("admin/quality.html", rows=table.to_dict("records"), rules=config.rules)
+
+@bp.route("/export/prolific.csv")
+@admin_required
+def export_prolific():
+    """Every participant with the action to take and why, computed now (not the background
+    roster): participant_id, action (approve / reject / review), state, the completion code's
+    outcome (paid / failed_checks), reasons."""
+    people = current_app.extensions["roster"].compute().participants
+    frame = people.rename(columns={"participant": "participant_id", "why": "reasons"})[
+        ["participant_id", "action", "state", "outcome", "reasons"]
+    ]
+    return _csv_download(frame, "prolific_actions.csv")
+
+
+@bp.route("/export/prolific-<action>.txt")
+@admin_required
+def export_prolific_ids(action: str):
+    """The participant ids of one action, one per line: what Prolific's bulk approve / reject
+    box takes (paste, or upload as a list). Only completed sittings are approved or rejected."""
+    if action not in ACTIONS:
+        abort(404)
+    people = current_app.extensions["roster"].compute().participants
+    ids = people.loc[people["action"] == action, "participant"].astype(str)
+    return send_file(
+        io.BytesIO("".join(f"{i}\n" for i in ids).encode()),
+        mimetype="text/plain",
+        as_attachment=True,
+        download_name=f"prolific_{action.replace(' ', '_')}.txt",
+    )
 
 
 @bp.route("/export/trials.csv")
@@ -305,32 +411,6 @@ def export_db():
         as_attachment=True,
         download_name="ratings.db",
     )
-
-
-def _sittings(db) -> list[dict]:
-    """Every sitting, newest first, with how far it got and why it closed (open ones first
-    expire, so an abandoned sitting shows as such)."""
-    sittings.expire(db, sittings.Design.from_config(current_app.config), sittings.now())
-    rated = dict(
-        db.execute(select(Rating.session_id, func.count()).group_by(Rating.session_id)).all()
-    )
-    planned = dict(
-        db.execute(select(Trial.session_id, func.count()).group_by(Trial.session_id)).all()
-    )
-    codes = dict(db.execute(select(Viewer.id, Viewer.code)).all())
-    return [
-        dict(
-            id=s.id,
-            viewer=codes.get(s.viewer_id),
-            group=s.group_id,
-            started=s.started_at,
-            last=s.last_active_at,
-            rated=rated.get(s.id, 0),
-            planned=planned.get(s.id, 0),
-            reason=s.closed_reason,
-        )
-        for s in db.scalars(select(Session).order_by(Session.id.desc()))
-    ]
 
 
 def _group_progress(db, target: int) -> list[dict]:

@@ -7,8 +7,13 @@ load asks for a new one, which runs in a daemon thread unless one is already run
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from typing import Any
+
+log = logging.getLogger("annotate")
+FIRST_WAIT = 5.0  # seconds: the first load after a start waits for the first result this long
 
 
 class BackgroundJob:
@@ -34,3 +39,47 @@ class BackgroundJob:
 
     def _run(self) -> None:
         raise NotImplementedError
+
+
+class LatestResult(BackgroundJob):
+    """The latest result of a computation over the whole study, recomputed in the background
+    when the study has changed since (its ``version``: e.g. the highest rating id).
+
+    Subclasses define ``compute() -> result``; a result has ``version`` and ``seconds`` (how
+    long it took). Shared by the dashboard's live screening and the participants' roster.
+    """
+
+    def __init__(self, name: str, refresh_seconds: float) -> None:
+        super().__init__(name)
+        self.refresh_seconds = refresh_seconds
+        self.snapshot: Any = None
+        self.error: str | None = None
+
+    def latest(self, version: Any, wait: float = 0.0):
+        """The latest result, recomputed in the background when the study moved on since.
+
+        A recomputation that took at most ``wait`` seconds last time is started at once and
+        waited for (a small study is always up to date); a longer one at most every
+        ``refresh_seconds``, not waited for (a big study answers at once with the previous
+        result and its age). The first result after a start is waited for up to
+        ``FIRST_WAIT`` seconds, so the first page has figures.
+        """
+        current = self.snapshot
+        if current is None:
+            self.refresh(wait=FIRST_WAIT)
+        elif current.version != version:
+            quick = current.seconds <= wait
+            if quick or time.monotonic() - self.started >= self.refresh_seconds:
+                self.refresh(wait=wait if quick else 0)
+        return self.snapshot
+
+    def compute(self) -> Any:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        try:
+            self.snapshot = self.compute()
+            self.error = None
+        except Exception as error:  # shown on the dashboard, never a crash of the server
+            log.exception("%s failed", self.name)
+            self.error = f"{type(error).__name__}: {error}"

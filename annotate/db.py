@@ -5,12 +5,14 @@ from __future__ import annotations
 from flask import Flask, current_app, g
 from sqlalchemy.orm import Session as OrmSession
 
+from annotate.tally import TrialTally
 from studydb import create_study
 
 
 def init_app(app: Flask) -> None:
     """Open (create or upgrade) the study database and close each request's session after it."""
     app.extensions["study_engine"] = create_study(app.config["DATABASE"])
+    app.extensions["trial_tally"] = TrialTally(app.extensions["study_engine"])
     app.teardown_appcontext(_close)
 
 

@@ -11,7 +11,6 @@ how fresh the result is. The ratings are read by ``mos``'s own columnar reader.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import time
 from dataclasses import dataclass
 
@@ -21,15 +20,13 @@ from flask import Flask
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session as OrmSession
 
-from annotate.background import BackgroundJob
+from annotate.background import LatestResult
 from mos.observations import Observations
 from mos.ratings import load_ratings
 from mos.screening import LiveScreening
 from studydb import Rating, Session, Stimulus, Viewer
 
-log = logging.getLogger("annotate")
 DIMENSIONS = ("consistency", "perception")
-FIRST_WAIT = 5.0  # seconds: the first load after a start waits for the first result this long
 
 
 @dataclass
@@ -44,9 +41,14 @@ class Snapshot:
     computed_at: dt.datetime
     seconds: float  # how long the computation took
 
+    @property
+    def version(self) -> int:
+        return self.last_rating
 
-class LiveScreeningCache(BackgroundJob):
-    """The latest screening of one app, refreshed by a background thread on demand."""
+
+class LiveScreeningCache(LatestResult):
+    """The latest screening of one app, refreshed by a background thread on demand (its
+    version: the highest rating id included)."""
 
     def __init__(
         self,
@@ -56,40 +58,14 @@ class LiveScreeningCache(BackgroundJob):
         target: int,
         refresh_seconds: float,
     ) -> None:
-        super().__init__("screening")
+        super().__init__("screening", refresh_seconds)
         self.engine = engine
         self.database = database
         self.target = target
         self.screening = screening
-        self.refresh_seconds = refresh_seconds
-        self.snapshot: Snapshot | None = None
-        self.error: str | None = None
 
-    def latest(self, last_rating: int, wait: float = 0.0) -> Snapshot | None:
-        """The latest result, recomputed in the background when ratings have arrived since.
-
-        A recomputation that took at most ``wait`` seconds last time is started at once and
-        waited for (a small study is always up to date); a longer one at most every
-        ``refresh_seconds``, not waited for (a big study answers at once with the previous
-        result and its age). The first result after a start is waited for up to
-        ``FIRST_WAIT`` seconds, so the first page has figures.
-        """
-        current = self.snapshot
-        if current is None:
-            self.refresh(wait=FIRST_WAIT)
-        elif current.last_rating < last_rating:
-            quick = current.seconds <= wait
-            if quick or time.monotonic() - self.started >= self.refresh_seconds:
-                self.refresh(wait=wait if quick else 0)
-        return self.snapshot
-
-    def _run(self) -> None:
-        try:
-            self.snapshot = compute(self.engine, self.database, self.screening, self.target)
-            self.error = None
-        except Exception as error:  # shown on the dashboard, never a crash of the server
-            log.exception("live screening failed")
-            self.error = f"{type(error).__name__}: {error}"
+    def compute(self) -> Snapshot:
+        return compute(self.engine, self.database, self.screening, self.target)
 
 
 def compute(engine: Engine, database: str, screening: LiveScreening, target: int) -> Snapshot:

@@ -28,12 +28,12 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
-import pandas as pd
 from flask import (
     Blueprint,
     Flask,
@@ -47,10 +47,7 @@ from flask import (
     url_for,
 )
 from flask_wtf import FlaskForm
-from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 from wtforms import FloatField, HiddenField, IntegerField, StringField
@@ -64,9 +61,11 @@ from annotate.forms import ConsentForm, finite
 from annotate.length import consent_text
 from annotate.pay import PaySettings, settle
 from annotate.practice import made_pairs, study_practice_pairs
-from mos.qc import ExclusionRules, qc_signals, trials_frame, trials_query
+from annotate.tally import AllocationState
+from annotate.throttle import DatabaseThrottle
+from mos.qc import ExclusionRules
 from studydb import Rating, Session, Stimulus, Trial, Viewer
-from studydb.allocation import Allocator, Precision, ci_halfwidths
+from studydb.allocation import Allocator
 
 bp = Blueprint("online", __name__, url_prefix="/online")
 
@@ -95,15 +94,16 @@ def init_app(app: Flask) -> None:
         return
     settings = OnlineSettings.from_config(app.config)  # raises ValueError on a bad value
     Allocator(np.zeros(1), settings.policy, settings.min_ratings, settings.target_ci)
-    app.extensions["online_throttle"] = (
-        MovingWindowRateLimiter(MemoryStorage()),
-        parse(app.config["ONLINE_ENTRY_LIMIT"]),
+    engine = app.extensions["study_engine"]
+    # Read the study's ratings now, in the background, not on the first participant's open.
+    threading.Thread(target=app.extensions["trial_tally"].update, daemon=True).start()
+    app.extensions["online_throttle"] = DatabaseThrottle(
+        engine, "online-entry", app.config["ONLINE_ENTRY_LIMIT"]
     )
     # Failed screen checks per participant id, on the server: the session cookie is client-side,
     # so a counter kept there is reset by replaying an older cookie or by entering again.
-    app.extensions["online_display_throttle"] = (
-        MovingWindowRateLimiter(MemoryStorage()),
-        parse(f"{DISPLAY_TRIES} per day"),
+    app.extensions["online_display_throttle"] = DatabaseThrottle(
+        engine, "online-display", f"{DISPLAY_TRIES} per day"
     )
 
     @app.before_request
@@ -205,9 +205,8 @@ def settings() -> OnlineSettings:
 @bp.route("/start")
 def start():
     """The entry link: read the platform's ids, refuse a participant who already took part."""
-    throttle, limit = current_app.extensions["online_throttle"]
     address = request.remote_addr or "unknown"
-    if not throttle.hit(limit, "online-entry", address):
+    if not current_app.extensions["online_throttle"].hit(address):
         message = "Too many entries from this address; please wait a few minutes."
         return render_template("error.html", message=message), 429
     platform, ids = _platform_ids(request.args)
@@ -345,10 +344,9 @@ def display():
     if sitting is None and _sittings_left(db, viewer) <= 0:
         return _already_taken(viewer)
     form = DisplayForm()
-    throttle, limit = current_app.extensions["online_display_throttle"]
+    throttle = current_app.extensions["online_display_throttle"]
     if form.is_submitted() and (
-        session.get("display_tries", 0) >= DISPLAY_TRIES
-        or not throttle.test(limit, "online-display", str(viewer.id))
+        session.get("display_tries", 0) >= DISPLAY_TRIES or not throttle.test(str(viewer.id))
     ):
         message = "Too many tries of the screen check; please return the study on your platform."
         return render_template("error.html", message=message), 429
@@ -358,7 +356,7 @@ def display():
         digits_read = (form.digits.data or "").strip() == display_digits()
         problems = display_needs(db).problems(measured, digits_read)
         if problems:
-            throttle.hit(limit, "online-display", str(viewer.id))
+            throttle.hit(str(viewer.id))
             session["display_nonce"] = secrets.token_hex(8)  # a new number for the next try
             return render_template("online_refused.html", problems=problems), 403
         environment = {**measured, "online": _entered()}
@@ -477,76 +475,37 @@ def start_online_sitting(
     for check in checks:
         # anywhere after the first test trial, so a sitting never opens with a trick
         planned.insert(int(rng.integers(len(warmups) + 1, len(planned) + 1)), check)
+    rows = []
     for position, (stimulus_id, warmup, check) in enumerate(planned):
         kind, low, high = check if check is not None else (None, None, None)
-        db.add(
-            Trial(
+        rows.append(
+            dict(
                 session_id=sitting.id,
                 position=position,
                 stimulus_id=stimulus_id,
                 is_warmup=warmup,
+                is_repeat=False,
                 check_kind=kind,
                 accept_low=low,
                 accept_high=high,
             )
         )
+    db.execute(insert(Trial), rows)  # one executemany: the write transaction stays short
     db.commit()
     return sitting
 
 
-@dataclass
-class AllocationState:
-    """The study as the allocator sees it: eligible stimuli (ids), references, precision."""
-
-    stimuli: np.ndarray
-    reference: np.ndarray
-    reference_paths: list[str]
-    precision: Precision
-    signals: pd.DataFrame
-
-
-def allocation_state(db: OrmSession, plan: sittings.Design, config: OnlineSettings):
+def allocation_state(
+    db: OrmSession, plan: sittings.Design, config: OnlineSettings
+) -> AllocationState:
     """Precision of every eligible stimulus from the kept participants' test ratings.
 
     Eligible: not withheld (gold pairs are stored withheld), not a practice stimulus. Kept: not
     excluded by the QC rules. Trials planned in open sittings count towards each image's number
-    (so that simultaneous participants do not all get the least-rated images).
+    (so that simultaneous participants do not all get the least-rated images). Read from the
+    app's :class:`annotate.tally.TrialTally`: only the ratings new since the last open.
     """
-    rows = db.execute(
-        select(Stimulus.id, Stimulus.key, Stimulus.reference, Stimulus.reference_path)
-        .where(Stimulus.withheld.is_(False))
-        .order_by(Stimulus.id)
-    ).all()
-    rows = [r for r in rows if r.key not in plan.practice_keys]
-    stimuli = np.array([r.id for r in rows], dtype=np.int64)
-    reference = pd.factorize(pd.Series([r.reference or r.reference_path for r in rows]))[0]
-    trials = trials_frame(pd.read_sql(trials_query(), db.connection()))
-    signals = config.rules.apply(qc_signals(trials, config.rules.fast_seconds))
-    excluded = set(signals.loc[signals["excluded"], "participant"])
-    test = trials[(trials["check"] == "") & ~trials["participant"].isin(excluded)]
-    index = pd.Series(np.arange(stimuli.size), index=stimuli)
-    test = test[test["stimulus"].isin(index.index)]
-    codes = pd.factorize(test["participant"])[0]
-    precision = ci_halfwidths(
-        index.loc[test["stimulus"]].to_numpy(),
-        codes,
-        test["score"].to_numpy(dtype=float),
-        stimuli.size,
-        int(codes.max()) + 1 if codes.size else 0,
-    )
-    planned = db.scalars(
-        select(Trial.stimulus_id)
-        .join(Session, Trial.session_id == Session.id)
-        .where(
-            Session.closed_reason.is_(None),
-            Trial.is_warmup.is_(False),
-            Trial.check_kind.is_(None),
-            Trial.position.not_in(select(Rating.position).where(Rating.session_id == Session.id)),
-        )
-    ).all()
-    waiting = index.reindex(planned).dropna().to_numpy(dtype=np.int64)
-    precision.n = precision.n + np.bincount(waiting, minlength=stimuli.size)
-    return AllocationState(stimuli, reference, [r.reference_path for r in rows], precision, signals)
+    return current_app.extensions["trial_tally"].state(db, plan.practice_keys, config.rules)
 
 
 def _rated_by(db: OrmSession, viewer: Viewer) -> list[int]:
@@ -664,27 +623,3 @@ def complete():
         reason=last.closed_reason if last is not None else None,
         **_outcome_page(last),
     )
-
-
-def signals_table(db: OrmSession, config: OnlineSettings) -> pd.DataFrame:
-    """Every participant's QC signals and verdict, for the admin (empty before any rating), with
-    their latest sitting's state and the outcome it was paid on (:mod:`annotate.pay`)."""
-    trials = trials_frame(pd.read_sql(trials_query(), db.connection()))
-    table = config.rules.apply(qc_signals(trials, config.rules.fast_seconds))
-    latest = (
-        select(Session.viewer_id, func.max(Session.id).label("id"))
-        .group_by(Session.viewer_id)
-        .subquery()
-    )
-    sittings_now = pd.DataFrame(
-        db.execute(
-            select(Viewer.code, Session.closed_reason, Session.outcome)
-            .join(latest, latest.c.viewer_id == Viewer.id)
-            .join(Session, Session.id == latest.c.id)
-        ).all(),
-        columns=["participant", "sitting", "outcome"],
-    )
-    table = table.merge(sittings_now, on="participant", how="left")
-    table["sitting"] = table["sitting"].fillna("open")
-    table["outcome"] = table["outcome"].fillna("")
-    return table

@@ -94,10 +94,13 @@ def open_sitting(
     A sitting left idle too long or past its time limit is closed first, so what comes back can
     really be continued.
     """
-    expire(db, design, moment or now(), viewer_id=viewer.id)
-    return db.scalar(
+    sitting = db.scalar(
         select(Session).where(Session.viewer_id == viewer.id, Session.closed_reason.is_(None))
     )
+    if sitting is None or overdue(sitting, design, moment or now()) is None:
+        return sitting
+    expire(db, design, moment or now(), viewer_id=viewer.id)
+    return None
 
 
 def expire(
@@ -503,7 +506,8 @@ class Submission:
 
 
 def record(db: OrmSession, sitting: Session, submission: Submission, design: Design) -> bool:
-    """Store one rating; True if stored now, False if that trial was already rated (a resubmit).
+    """Store one rating; True if stored now, False if that trial already holds these scores (a
+    resubmit). Other scores for a rated trial (a second browser) raise a 409 :class:`StudyError`.
 
     Everything a scripted client could forge is checked against the server's own records: the
     stimulus comes from the plan, the trial must be the current one, its page must have been
@@ -532,11 +536,7 @@ def record(db: OrmSession, sitting: Session, submission: Submission, design: Des
         raise StudyError("No such trial in this sitting.")
     if current == "break" and not _shown_before_break(sitting, trial, moment):
         raise StudyError("A break is in progress; the rating was not stored.", status=409)
-    if db.scalar(
-        select(Rating.id).where(
-            Rating.session_id == sitting.id, Rating.position == submission.position
-        )
-    ):
+    if _already_rated(db, sitting, submission):
         return False
     expected = next_trial(db, sitting)
     if expected is None or expected.position != submission.position:
@@ -582,7 +582,34 @@ def record(db: OrmSession, sitting: Session, submission: Submission, design: Des
         db.commit()
     except IntegrityError:  # the same trial submitted twice at once: the first one won
         db.rollback()
+        if _already_rated(db, sitting, submission):
+            return False
+        raise
+    return True
+
+
+def _already_rated(db: OrmSession, sitting: Session, submission: Submission) -> bool:
+    """Whether the trial has a rating already: True when it holds these very scores (a double
+    click, a resubmit after a lost answer); a :class:`StudyError` when it holds others — the
+    same participant id rates in a second window or browser, and this rating is not stored."""
+    stored = db.execute(
+        select(Rating.consistency, Rating.perception, Rating.nsfw).where(
+            Rating.session_id == sitting.id, Rating.position == submission.position
+        )
+    ).first()
+    if stored is None:
         return False
+    same = (
+        stored.consistency == round(submission.consistency, 1)
+        and stored.perception == round(submission.perception, 1)
+        and bool(stored.nsfw) == bool(submission.nsfw)
+    )
+    if not same:
+        raise StudyError(
+            "This trial was already rated with other scores — your id is rating in another "
+            "window or browser. This rating was not stored; please continue in one window only.",
+            409,
+        )
     return True
 
 

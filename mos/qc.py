@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import and_, select
+from sqlalchemy import and_, select, true
 from sqlalchemy.exc import SQLAlchemyError
 
 from mos.ratings import InputError, RatingTable, has_check_column
@@ -337,12 +337,14 @@ def _is_sqlite(path: Path) -> bool:
         raise InputError(f"{path}: cannot be read ({error.strerror})") from error
 
 
-def trials_query(has_checks: bool = True, has_interaction: bool = True):
+def trials_query(has_checks: bool = True, has_interaction: bool = True, warmups: bool = False):
     """The SQL of every submitted non-warm-up trial with what quality control needs.
 
     Shared by ``mos.compute --exclude`` and the app (admin QC page, online allocation), so both
     judge participants on the same rows. ``has_checks``: schema ≥ 4 (an older study has none);
-    ``has_interaction``: schema ≥ 5 (the slider moves counted on the page).
+    ``has_interaction``: schema ≥ 5 (the slider moves counted on the page). ``warmups``: include
+    the warm-up trials too (flagged in ``warmup``), for a reader that must know every rating id
+    it has seen (:mod:`annotate.tally`).
     """
     trial = and_(Trial.session_id == Rating.session_id, Trial.position == Rating.position)
     served = Trial.served_at if has_checks else Trial.shown_at
@@ -356,11 +358,16 @@ def trials_query(has_checks: bool = True, has_interaction: bool = True):
     )
     return (
         select(
+            Rating.id.label("rating_id"),
+            Rating.session_id,
+            Rating.position,
+            Session.viewer_id,
             Viewer.code.label("participant"),
             Rating.stimulus_id.label("stimulus"),
             Rating.consistency,
             Rating.perception,
             Rating.submitted_at,
+            Rating.is_warmup.label("warmup"),
             served.label("served_at"),
             *checks,
             *interaction,
@@ -368,7 +375,7 @@ def trials_query(has_checks: bool = True, has_interaction: bool = True):
         .join(Session, Session.id == Rating.session_id)
         .join(Viewer, Viewer.id == Session.viewer_id)
         .outerjoin(Trial, trial)
-        .where(Rating.is_warmup.is_(False))
+        .where(true() if warmups else Rating.is_warmup.is_(False))
     )
 
 

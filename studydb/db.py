@@ -27,7 +27,9 @@ def make_engine(location: str | Path, read_only: bool = False) -> Engine:
     (``read_only``) changes nothing in the file, not even its journal mode.
     """
     url = database_url(location)
-    engine = create_engine(url)
+    # A server database (PostgreSQL) may restart or drop connections: each pooled connection is
+    # checked before use, so a blip costs the requests during it (a 503), not every later one.
+    engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite" and not read_only:
 
         @event.listens_for(engine, "connect")
@@ -35,6 +37,10 @@ def make_engine(location: str | Path, read_only: bool = False) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
+            # WAL's recommended setting: a commit no longer waits for an fsync (~10 ms each,
+            # several per participant page), yet a crashed or killed server loses nothing
+            # committed; only a power cut can drop the last transactions (never corrupts).
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
     return engine

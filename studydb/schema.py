@@ -37,8 +37,10 @@ viewer (a partial unique index), ``trials.served_at`` and ``ratings.scale``.
 4: quality control of online studies — ``trials.check_kind`` / ``accept_low`` / ``accept_high``
 (gold trials and attention checks with their accepted score range) and ``ratings.check_kind``
 (so that readers leave check trials out of every MOS without a join).
-5: honest pay online — ``sessions.outcome`` / ``outcome_reasons`` (which completion code a
-completed sitting got, and why) and ``ratings.slider_events`` (how often the sliders moved).
+5: online studies at crowd scale — ``sessions.outcome`` / ``outcome_reasons`` (which completion
+code a completed sitting got, and why), ``ratings.slider_events`` (how often the sliders moved),
+``throttle_events`` (the online entry throttle and display-check tries, in the database so that
+they hold across server processes and restarts) and an index on ``ratings.nsfw``.
 """
 
 CHECK_KINDS = ("gold", "attention")
@@ -233,7 +235,9 @@ class Rating(Base):
     position: Mapped[int] = mapped_column(Integer, doc="0-based place of the trial in the session")
     consistency: Mapped[float | None] = mapped_column(Float)
     perception: Mapped[float | None] = mapped_column(Float)
-    nsfw: Mapped[bool] = mapped_column(Boolean, default=False)
+    nsfw: Mapped[bool] = mapped_column(
+        Boolean, default=False, index=True, doc="indexed: the dashboard's NSFW queue reads these"
+    )
     nsfw_reason: Mapped[str | None] = mapped_column(Text)
     is_warmup: Mapped[bool] = mapped_column(Boolean, default=False)
     is_repeat: Mapped[bool] = mapped_column(
@@ -254,3 +258,16 @@ class Rating(Base):
 
     session: Mapped[Session] = relationship(back_populates="ratings")
     stimulus: Mapped[Stimulus] = relationship()
+
+
+class ThrottleEvent(Base):
+    """One counted event of a throttle (an entry from an address, a failed display check of a
+    participant): kept in the database so that every server process counts the same events."""
+
+    __tablename__ = "throttle_events"
+    __table_args__ = (Index("ix_throttle_scope_key_at", "scope", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(32), doc="which throttle, e.g. 'online-entry'")
+    key: Mapped[str] = mapped_column(String(255), doc="whom it counts: an address, a viewer id")
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)

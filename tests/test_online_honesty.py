@@ -176,8 +176,11 @@ def test_a_careful_participant_is_paid_and_a_careless_one_gets_the_other_code(ap
     admin.post("/admin/login", {"password": ADMIN_PASSWORD})
     table = admin.get("/admin/quality").get_data(as_text=True)
     rows = {m.group(1): m.group(0) for m in re.finditer(r"<tr><td>(\w+)</td>.*?</tr>", table, re.S)}
-    assert "<td>completed</td><td>paid</td>" in rows["careful1"]
-    assert "<td>completed</td><td>failed_checks</td>" in rows["careless1"]
+    assert '<td class="state">completed</td><td class="outcome">paid</td>' in rows["careful1"]
+    assert (
+        '<td class="state">completed</td><td class="outcome">failed_checks</td>'
+        in rows["careless1"]
+    )
 
 
 def test_without_a_failed_checks_code_the_participant_is_asked_to_return(tmp_path, clock):
