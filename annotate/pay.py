@@ -18,7 +18,8 @@ taken once, when the completed sitting is first shown its end page, and stored o
 Participant ids are normalised before they name anyone: surrounding blanks are dropped and,
 for platforms whose ids are case-insensitive (``ONLINE_ID_CASE``), folded to the platform's case,
 so ``5F3A…`` and ``5f3a…`` are one participant. ``ONLINE_ID_PATTERNS`` optionally pins each
-platform's id format (Prolific: 24 hexadecimal characters).
+platform's id format (Prolific: 24 hexadecimal characters); once set, only the platforms it
+names can enter.
 """
 
 from __future__ import annotations
@@ -91,14 +92,16 @@ class PaySettings:
 
     def normalised_id(self, platform: str, participant: str) -> str | None:
         """The participant id as the study stores it; None when it breaks the platform's
-        configured pattern."""
+        configured pattern, or comes by a platform the patterns do not name (a study that pins
+        Prolific ids is entered by Prolific's link only: another platform's parameters would
+        let any string, or a Prolific id in the other case, in as a new participant)."""
         value = participant.strip()
         if platform in self.cases:
             value = CASES[self.cases[platform]](value)
+        if not self.patterns:
+            return value
         pattern = self.patterns.get(platform)
-        if pattern is not None and not pattern.fullmatch(value):
-            return None
-        return value
+        return value if pattern is not None and pattern.fullmatch(value) else None
 
     def completion(self, outcome: str | None) -> dict[str, Any]:
         """What the end page shows for a sitting's outcome (None: not completed)."""
