@@ -3,8 +3,22 @@ a crowd worker scripting their way to the paying code and as a researcher config
 
 from __future__ import annotations
 
+import struct
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from annotate.db import get_db
+from annotate.importer import import_manifest
+from studydb.manifest import read_manifest
+from tests.annotate_helpers import make_app
 from tests.test_online_honesty import (
+    HONEST,
     PROLIFIC_ID,
+    enter,
+    image_urls,
+    planned,
     study,
 )
 from tests.test_online_honesty import clock as clock  # noqa: F401 (the app's clock, a fixture)
@@ -25,3 +39,64 @@ def test_an_id_pattern_is_not_bypassed_by_another_platforms_parameters(tmp_path,
         assert refused.status_code == 400, link
         assert "recruitment platform" in refused.get_data(as_text=True)
     assert client.get(f"/online/start?PROLIFIC_PID={PROLIFIC_ID}&STUDY_ID=S").status_code == 302
+
+
+def _smooth_study(tmp_path):
+    """Photographs compress: smooth gradients with a little texture, saved as PNG."""
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "images"
+    (folder / "ref").mkdir(parents=True)
+    (folder / "dist").mkdir()
+    y, x = np.mgrid[0:48, 0:64]
+    rows = []
+    for r in range(4):
+        base = np.stack([x * 3 + r * 20, y * 4 + r * 10, (x + y) * 2], axis=-1)
+        image = np.clip(base + rng.normal(0, 2, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(folder / "ref" / f"r{r}.png")
+        for d in range(4):
+            step = 2 * (d + 1)
+            noisy = (image // step) * step
+            Image.fromarray(noisy.astype(np.uint8)).save(folder / "dist" / f"r{r}_d{d}.png")
+            rows.append(
+                {"id": f"r{r}_d{d}", "distorted_path": f"dist/r{r}_d{d}.png",
+                 "reference_path": f"ref/r{r}.png", "reference": f"r{r}"}
+            )  # fmt: skip
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    app = make_app(tmp_path / "instance", **HONEST)
+    with app.app_context():
+        import_manifest(
+            get_db(), read_manifest(folder / "manifest.csv"), 400, np.random.default_rng(0)
+        )
+    return app
+
+
+def _png_chunks(body: bytes) -> set[bytes]:
+    """The chunk types of a PNG (IHDR, IDAT, tEXt, ...)."""
+    kinds, offset = set(), 8
+    while offset < len(body):
+        (length,) = struct.unpack(">I", body[offset : offset + 4])
+        kinds.add(body[offset + 4 : offset + 8])
+        offset += 12 + length
+    return kinds
+
+
+def test_gold_images_carry_no_chunk_that_the_study_images_lack(tmp_path, clock):
+    """A script that looks for a text chunk (``b"tEXt" in body``) must not find the gold pairs:
+    an image to rate that carries metadata no study image carries is a gold pair."""
+    app = _smooth_study(tmp_path)
+    browser = enter(app, clock, "chunks1")
+    trials = planned(app, "chunks1")
+    study_chunks, gold_chunks = set(), {}
+    while (position := browser.current_position()) is not None:
+        page = browser.get("/trial").get_data(as_text=True)
+        body = browser.client.get(image_urls(page)[0]).data
+        if trials[position].check_kind == "gold":
+            gold_chunks[trials[position].stimulus.key] = _png_chunks(body)
+        elif trials[position].check_kind is None:
+            study_chunks |= _png_chunks(body)
+        clock.advance(3 + position % 4)
+        browser.rate(position, consistency=2.5, perception=2.5, slider_events=2,
+                     first_input_ms=800)  # fmt: skip
+    assert len(gold_chunks) == 2
+    for key, chunks in gold_chunks.items():
+        assert chunks <= study_chunks, (key, chunks - study_chunks)
