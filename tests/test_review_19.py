@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from annotate.db import get_db
@@ -14,11 +15,15 @@ from annotate.importer import import_manifest
 from studydb.manifest import read_manifest
 from tests.annotate_helpers import make_app
 from tests.test_online_honesty import (
+    CODES,
     HONEST,
     PROLIFIC_ID,
+    careful,
     enter,
+    human_wait,
     image_urls,
     planned,
+    sit,
     study,
 )
 from tests.test_online_honesty import clock as clock  # noqa: F401 (the app's clock, a fixture)
@@ -100,3 +105,26 @@ def test_gold_images_carry_no_chunk_that_the_study_images_lack(tmp_path, clock):
     assert len(gold_chunks) == 2
     for key, chunks in gold_chunks.items():
         assert chunks <= study_chunks, (key, chunks - study_chunks)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"COMPLETION_CODES": {"paid": "", "failed_checks": "NOPAY7"}},
+        {"COMPLETION_CODES": {"paid": "", "failed_checks": ""}},  # the default, with a link
+    ],
+)
+def test_a_platform_link_or_review_code_without_a_paid_code_is_refused_at_start_up(
+    tmp_path, config
+):
+    """With no paid code every honest completer would be sent nowhere (or only the failing ones
+    would get a code): a mistake that costs every participant their pay, caught at start-up."""
+    with pytest.raises(ValueError, match="paid"):
+        make_app(tmp_path / "bad", **{**HONEST, **config})
+
+
+def test_an_unpaid_study_without_codes_or_link_still_starts(tmp_path, clock):
+    """Volunteers (no platform, no pay): no codes and no link is a valid study."""
+    app = study(tmp_path, COMPLETION_CODES={"paid": "", "failed_checks": ""}, COMPLETION_URL="")
+    page = sit(app, clock, "volunteer1", careful, human_wait)
+    assert "You have completed the study." in page and CODES["paid"] not in page
