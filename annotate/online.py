@@ -144,6 +144,7 @@ class OnlineSettings:
 
     @classmethod
     def from_config(cls, config) -> OnlineSettings:
+        _check_completion_url(str(config.get("COMPLETION_URL") or ""))
         settings = cls(
             pairs=int(config["ONLINE_SITTING_PAIRS"]),
             gold=int(config["ONLINE_GOLD_TRIALS"]),
@@ -161,7 +162,6 @@ class OnlineSettings:
             raise ValueError("ONLINE_SITTING_PAIRS and ONLINE_SITTINGS_PER_PARTICIPANT must be ≥ 1")
         if min(settings.gold, settings.attention) < 0 or not 1 <= settings.contrast <= 120:
             raise ValueError("check counts must be ≥ 0 and DISPLAY_CONTRAST within 1–120")
-        _check_completion_url(str(config.get("COMPLETION_URL") or ""))
         DisplayNeeds.from_config(config, (0, 0))  # raises on a display setting that cannot work
         try:
             consent_text(config)

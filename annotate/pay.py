@@ -71,6 +71,15 @@ class PaySettings:
             raise ValueError(
                 "COMPLETION_CODES: the failed_checks code must differ from the paid one"
             )
+        url = str(config.get("COMPLETION_URL") or "")
+        if not codes["paid"] and (codes["failed_checks"] or url):
+            # Every honest completer would be sent nowhere, or only the failing ones get a code.
+            raise ValueError(
+                "COMPLETION_CODES['paid'] is empty while "
+                + ("a failed_checks code" if codes["failed_checks"] else "COMPLETION_URL")
+                + " is set: set the platform's paying code (only a study without pay, "
+                "with neither codes nor COMPLETION_URL, has no paid code)"
+            )
         cases = dict(config.get("ONLINE_ID_CASE") or {})
         patterns = dict(config.get("ONLINE_ID_PATTERNS") or {})
         for name, table in (("ONLINE_ID_CASE", cases), ("ONLINE_ID_PATTERNS", patterns)):
@@ -88,7 +97,7 @@ class PaySettings:
                 compiled[platform] = re.compile(pattern)
             except (re.error, TypeError) as error:
                 raise ValueError(f"ONLINE_ID_PATTERNS[{platform!r}] {pattern!r}: {error}") from None
-        return cls(dict(codes), str(config.get("COMPLETION_URL") or ""), cases, compiled)
+        return cls(dict(codes), url, cases, compiled)
 
     def normalised_id(self, platform: str, participant: str) -> str | None:
         """The participant id as the study stores it; None when it breaks the platform's
