@@ -4,6 +4,8 @@ a crowd worker scripting their way to the paying code and as a researcher config
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -128,3 +130,25 @@ def test_an_unpaid_study_without_codes_or_link_still_starts(tmp_path, clock):
     app = study(tmp_path, COMPLETION_CODES={"paid": "", "failed_checks": ""}, COMPLETION_URL="")
     page = sit(app, clock, "volunteer1", careful, human_wait)
     assert "You have completed the study." in page and CODES["paid"] not in page
+
+
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        ('COMPLETION_CODE = "OLD123"', "COMPLETION_CODES = {'paid'"),
+        ('COMPLETION_CODES = {"paid": "A1", "failed_checks": "A1"}', "must differ"),
+    ],
+)
+def test_serve_refuses_a_bad_pay_setting_in_one_line_with_exit_2(tmp_path, setting, needle):
+    """A researcher migrating an old instance/config.py: the message says what to write
+    instead, as one line and exit status 2, never a traceback."""
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    (instance / "config.py").write_text(f"ONLINE = True\n{setting}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "annotate", "--instance", str(instance), "serve", "--port", "0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and needle in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
