@@ -117,7 +117,11 @@ def _app(args: argparse.Namespace, defaults: dict | None = None):
     from annotate import create_app
 
     config = {"SESSION_COOKIE_SECURE": False} if getattr(args, "http", False) else None
-    return create_app(config, instance_path=str(args.instance.resolve()), defaults=defaults)
+    try:
+        return create_app(config, instance_path=str(args.instance.resolve()), defaults=defaults)
+    except ValueError as error:  # a setting checked at start-up: say which, not a traceback
+        print(f"annotate: error: {args.instance / 'config.py'}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _import(args: argparse.Namespace) -> int:
