@@ -3,6 +3,7 @@ a crowd worker scripting their way to the paying code and as a researcher config
 
 from __future__ import annotations
 
+import re
 import struct
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 from PIL import Image
 
 from annotate.db import get_db
@@ -152,3 +154,32 @@ def test_serve_refuses_a_bad_pay_setting_in_one_line_with_exit_2(tmp_path, setti
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and needle in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_the_printed_entry_link_reaches_the_server_on_a_port_the_os_chose(tmp_path):
+    """``serve --port 0`` (a free port): the entry link a researcher pastes into Prolific names
+    the port the server really listens on, not 0."""
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    (instance / "config.py").write_text(
+        "ONLINE = True\nCOMPLETION_CODES = {'paid': 'C0DE42', 'failed_checks': 'NOPAY7'}\n"
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "annotate", "--instance", str(instance), "serve",
+         "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        lines = []
+        for line in server.stdout:  # the server prints its links, then serves until stopped
+            lines.append(line)
+            if line.startswith("entry link"):
+                break
+        link = re.search(r"http://\S+", lines[-1]).group(0)
+        assert ":0/" not in link, "".join(lines)
+        link = link.replace("{{%PROLIFIC_PID%}}", PROLIFIC_ID).replace("{{%", "").replace("%}}", "")
+        response = requests.get(link, timeout=30, allow_redirects=False)
+        assert response.status_code == 302 and "/online/consent" in response.headers["Location"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
