@@ -257,6 +257,7 @@ def _http_server(app, args: argparse.Namespace):
         app, host=args.host, port=args.port, threads=args.threads, ident="cmc-lab", **proxy
     )
     server.print_listen("Serving on http://{}:{}")
+    args.port = server.effective_port  # --port 0: the links printed name the port bound
     return server.run
 
 
@@ -269,6 +270,7 @@ def _https_server(app, args: argparse.Namespace):
     server = Server((args.host, args.port), app, numthreads=args.threads, server_name="cmc-lab")
     server.ssl_adapter = adapter
     server.prepare()
+    args.port = server.bind_addr[1]  # --port 0: the links printed name the port bound
 
     def run() -> None:
         try:
