@@ -17,7 +17,7 @@ from PIL import Image
 from annotate.db import get_db
 from annotate.importer import import_manifest
 from studydb.manifest import read_manifest
-from tests.annotate_helpers import make_app
+from tests.annotate_helpers import Browser, make_app
 from tests.test_online_honesty import (
     CODES,
     HONEST,
@@ -183,3 +183,26 @@ def test_the_printed_entry_link_reaches_the_server_on_a_port_the_os_chose(tmp_pa
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_online_texts_count_one_of_a_kind_in_the_singular(tmp_path, clock):
+    """A short pilot (one practice pair, one page, no warm-up, no checks): the consent reads as
+    English, not "1 practice pairs, then 1 pages ... about 1 minutes"."""
+    app = study(
+        tmp_path, ONLINE_SITTING_PAIRS=1, WARMUP_TRIALS=0, ONLINE_GOLD_TRIALS=0,
+        ONLINE_ATTENTION_CHECKS=0, TRAINING_STIMULI=["r0_d0"],
+    )  # fmt: skip
+    browser = Browser(app)
+    browser.get(f"/online/start?PROLIFIC_PID={PROLIFIC_ID}&STUDY_ID=S&SESSION_ID=X")
+    text = browser.get("/online/consent").get_data(as_text=True)
+    assert "about 1 minute:" in text and "1 practice pair," in text and "1 page to rate" in text
+    assert "1 pairs" not in text and "1 pages" not in text
+
+
+def test_a_sitting_longer_than_its_time_limit_is_refused_at_start_up(tmp_path):
+    """With SESSION_LIMIT_MINUTES under the sitting's own expected length every sitting would be
+    closed before its end — no participant could complete it and earn the code — while the
+    consent promised it: refused at start-up."""
+    with pytest.raises(ValueError, match="SESSION_LIMIT_MINUTES"):
+        make_app(tmp_path / "bad", **{**HONEST, "ONLINE_SITTING_PAIRS": 60,
+                                       "SESSION_LIMIT_MINUTES": 5})  # fmt: skip
