@@ -61,7 +61,7 @@ from annotate.controls import attention_image, contrast_png, reencoded, seed_of
 from annotate.db import get_db
 from annotate.display import DisplayNeeds, largest_pair
 from annotate.forms import ConsentForm, finite
-from annotate.length import consent_text
+from annotate.length import SittingLength, consent_text
 from annotate.pay import PaySettings, settle
 from annotate.practice import made_pairs, study_practice_pairs
 from mos.qc import ExclusionRules, qc_signals, trials_frame, trials_query
@@ -169,6 +169,7 @@ class OnlineSettings:
             raise ValueError(
                 f"ONLINE_CONSENT_TEXT: the only placeholder is {{length}} ({error!r})"
             ) from None
+        _check_length(SittingLength.from_config(config))
         floor = (config["GREY_SCREEN_MS"] + config["MIN_VIEWING_MS"]) / 1000
         if settings.rules.max_fast_share is not None and settings.rules.fast_seconds <= floor:
             raise ValueError(
@@ -177,6 +178,20 @@ class OnlineSettings:
                 "ratings, so the timing check would never fire"
             )
         return settings
+
+
+def _check_length(length: SittingLength) -> None:
+    """A sitting that takes longer than SESSION_LIMIT_MINUTES is closed before its end: no one
+    could complete it (and earn the code) though the consent promised it."""
+    needed = length.minutes + (
+        length.break_minutes if length.minutes > length.break_after_minutes else 0
+    )
+    if needed > length.limit_minutes:
+        raise ValueError(
+            f"SESSION_LIMIT_MINUTES ({length.limit_minutes:g}) is shorter than an online sitting "
+            f"(about {needed} minutes with its practice and any break): every sitting would "
+            "close before its end; raise it or lower ONLINE_SITTING_PAIRS"
+        )
 
 
 def _check_completion_url(url: str) -> None:
