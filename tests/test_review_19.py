@@ -206,3 +206,19 @@ def test_a_sitting_longer_than_its_time_limit_is_refused_at_start_up(tmp_path):
     with pytest.raises(ValueError, match="SESSION_LIMIT_MINUTES"):
         make_app(tmp_path / "bad", **{**HONEST, "ONLINE_SITTING_PAIRS": 60,
                                        "SESSION_LIMIT_MINUTES": 5})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"ONLINE_ID_PATTERNS": [r"[0-9a-f]{24}"]},
+        {"ONLINE_ID_PATTERNS": r"[0-9a-f]{24}"},
+        {"ONLINE_ID_CASE": "lower"},
+    ],
+)
+def test_an_id_setting_that_is_no_table_says_so(tmp_path, config):
+    """A pattern or case given without its platform: the message names the setting and the form
+    it takes, not Python's "dictionary update sequence element #0"."""
+    name = next(iter(config))
+    with pytest.raises(ValueError, match=rf"{name} must be a table of platform"):
+        make_app(tmp_path / "bad", **{**HONEST, **config})
