@@ -80,9 +80,16 @@ class PaySettings:
                 + " is set: set the platform's paying code (only a study without pay, "
                 "with neither codes nor COMPLETION_URL, has no paid code)"
             )
-        cases = dict(config.get("ONLINE_ID_CASE") or {})
-        patterns = dict(config.get("ONLINE_ID_PATTERNS") or {})
+        cases = config.get("ONLINE_ID_CASE") or {}
+        patterns = config.get("ONLINE_ID_PATTERNS") or {}
         for name, table in (("ONLINE_ID_CASE", cases), ("ONLINE_ID_PATTERNS", patterns)):
+            if not isinstance(table, dict):
+                raise ValueError(
+                    f"{name} must be a table of platform → value, e.g. "
+                    + ("{'prolific': 'lower'}" if name == "ONLINE_ID_CASE" else
+                       "{'prolific': r'[0-9a-f]{24}'}")
+                    + f", not {table!r}"
+                )  # fmt: skip
             unknown = set(table) - set(platforms)
             if unknown:
                 raise ValueError(
@@ -97,7 +104,7 @@ class PaySettings:
                 compiled[platform] = re.compile(pattern)
             except (re.error, TypeError) as error:
                 raise ValueError(f"ONLINE_ID_PATTERNS[{platform!r}] {pattern!r}: {error}") from None
-        return cls(dict(codes), url, cases, compiled)
+        return cls(dict(codes), url, dict(cases), compiled)
 
     def normalised_id(self, platform: str, participant: str) -> str | None:
         """The participant id as the study stores it; None when it breaks the platform's
