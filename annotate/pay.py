@@ -82,14 +82,14 @@ class PaySettings:
             )
         cases = config.get("ONLINE_ID_CASE") or {}
         patterns = config.get("ONLINE_ID_PATTERNS") or {}
-        for name, table in (("ONLINE_ID_CASE", cases), ("ONLINE_ID_PATTERNS", patterns)):
+        for name, table, example in (
+            ("ONLINE_ID_CASE", cases, "{'prolific': 'lower'}"),
+            ("ONLINE_ID_PATTERNS", patterns, "{'prolific': r'[0-9a-f]{24}'}"),
+        ):
             if not isinstance(table, dict):
                 raise ValueError(
-                    f"{name} must be a table of platform → value, e.g. "
-                    + ("{'prolific': 'lower'}" if name == "ONLINE_ID_CASE" else
-                       "{'prolific': r'[0-9a-f]{24}'}")
-                    + f", not {table!r}"
-                )  # fmt: skip
+                    f"{name} must be a table of platform → value, e.g. {example}, not {table!r}"
+                )
             unknown = set(table) - set(platforms)
             if unknown:
                 raise ValueError(
