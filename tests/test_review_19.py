@@ -222,3 +222,21 @@ def test_an_id_setting_that_is_no_table_says_so(tmp_path, config):
     name = next(iter(config))
     with pytest.raises(ValueError, match=rf"{name} must be a table of platform"):
         make_app(tmp_path / "bad", **{**HONEST, **config})
+
+
+def test_the_same_image_gold_pair_is_not_the_one_image_larger_than_its_reference(tmp_path, clock):
+    """A distorted image is nearly always a smaller file than its reference (compression and
+    generation remove detail); a ±1 dither adds noise, so the "same" gold pair was the image
+    larger than its reference — a script's one comparison of two lengths found it."""
+    app = _smooth_study(tmp_path)
+    browser = enter(app, clock, "sizes1")
+    trials = planned(app, "sizes1")
+    larger = []
+    while (position := browser.current_position()) is not None:
+        page = browser.get("/trial").get_data(as_text=True)
+        shown, reference = (len(browser.client.get(url).data) for url in image_urls(page))
+        if shown > reference:
+            larger.append(trials[position].stimulus.key)
+        clock.advance(3 + position % 4)
+        browser.rate(position, consistency=2.5, perception=2.5)
+    assert not [key for key in larger if key.startswith("gold-same")], larger
