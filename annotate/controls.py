@@ -1,7 +1,8 @@
 """The images of the online quality controls, made so that a short script cannot pass them.
 
 - **Gold pairs** are never the reference's own file: a "same" pair shows a fresh, visually
-  lossless re-encoding of the reference (a seeded ±1 dither, keyed by the app's secret, so its
+  lossless re-encoding of the reference (each odd sample rounded at random to an even
+  neighbour, seeded by the app's secret: a smaller file, as a distorted image is, and its
   bytes and length differ from the reference's and no outsider can recompute them; no metadata
   is added, but where the image does not compress and so keeps its length), in the
   format of the study's own distorted images (a PNG among JPEGs would give it away by its
@@ -28,9 +29,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
-DITHER_SHARE = 0.5
-"""Share of the colour samples nudged by ±1 grey level: invisible (PSNR ≈ 51 dB), yet the
-encoded bytes and their length change."""
 GRADIENT = 48
 """The contrast test's background runs this many grey levels either side of mid-grey."""
 GRAIN = 3.0
@@ -52,8 +50,11 @@ def reencoded(source: Path, target: Path, seed: int) -> Path:
     with Image.open(source) as opened:
         image = np.asarray(opened.convert("RGB"), dtype=np.int16)
     rng = np.random.default_rng(seed)
-    nudge = rng.choice((-1, 1), size=image.shape) * (rng.random(image.shape) < DITHER_SHARE)
-    dithered = Image.fromarray(np.clip(image + nudge, 0, 255).astype(np.uint8))
+    # Each odd colour sample moves to a random even neighbour (±1 grey level, PSNR ≈ 51 dB):
+    # invisible, its bytes differ, and the copy loses a bit of noise as a distorted image
+    # does — never gains it, which would make the one image larger than its reference.
+    nudge = rng.choice((-1, 1), size=image.shape) * (image % 2)
+    dithered = Image.fromarray(np.clip(image + nudge, 0, 254).astype(np.uint8))
     encoded = _encoded(dithered, target.suffix)
     if len(encoded) == source.stat().st_size:
         # An image that does not compress (noise) encodes to the same length whatever its
