@@ -125,10 +125,15 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _app(args: argparse.Namespace):
-    """The app of the command's instance folder (and the demo's defaults, for ``demo``)."""
-    return _app_for(
-        args.instance.resolve(), getattr(args, "http", False), getattr(args, "defaults", None)
-    )
+    """The app of the command's instance folder (and the demo's defaults, for ``demo``); a
+    setting refused at start-up is one line naming the config file, not a traceback."""
+    try:
+        return _app_for(
+            args.instance.resolve(), getattr(args, "http", False), getattr(args, "defaults", None)
+        )
+    except ValueError as error:
+        print(f"annotate: error: {args.instance / 'config.py'}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -283,6 +288,7 @@ def _http_server(app, args: argparse.Namespace):
         **proxy,
     )
     server.print_listen("Serving on http://{}:{}")
+    args.port = server.effective_port  # --port 0: the links printed name the port bound
     return server.run
 
 
@@ -318,6 +324,7 @@ def _https_server(app, args: argparse.Namespace):
     server = Server((args.host, args.port), app, numthreads=args.threads, server_name="cmc-lab")
     server.ssl_adapter = adapter
     server.prepare()
+    args.port = server.bind_addr[1]  # --port 0: the links printed name the port bound
 
     def run() -> None:
         try:

@@ -85,7 +85,8 @@ ONLINE_ENTRY_LIMIT = "30 per minute"  # entry-link visits per client address, th
 # the study). Codes differ; letters, digits, _ and - only; checked at start-up.
 COMPLETION_CODES: dict = {"paid": "", "failed_checks": ""}
 # Participant ids: folded to one case per platform whose ids are case-insensitive, and optionally
-# checked against a full-match pattern per platform (e.g. {"prolific": r"[0-9a-f]{24}"})
+# checked against a full-match pattern per platform (e.g. {"prolific": r"[0-9a-f]{24}"}; once set,
+# only the platforms it names can enter)
 ONLINE_ID_CASE: dict = {"prolific": "lower", "mturk": "upper"}
 ONLINE_ID_PATTERNS: dict = {}
 # where a completed participant is sent; {code} is replaced ("" = show the code, no redirect);

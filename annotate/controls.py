@@ -1,8 +1,10 @@
 """The images of the online quality controls, made so that a short script cannot pass them.
 
 - **Gold pairs** are never the reference's own file: a "same" pair shows a fresh, visually
-  lossless re-encoding of the reference (a seeded ±1 dither, keyed by the app's secret, so its
-  bytes and length differ from the reference's and no outsider can recompute them), in the
+  lossless re-encoding of the reference (each odd sample rounded at random to an even
+  neighbour, seeded by the app's secret: a smaller file, as a distorted image is, and its
+  bytes and length differ from the reference's and no outsider can recompute them; no metadata
+  is added, but where the image does not compress and so keeps its length), in the
   format of the study's own distorted images (a PNG among JPEGs would give it away by its
   Content-Type). The "low" pair is the practice's worst damage, re-encoded the same way (its
   bytes differ from the practice image a participant already downloaded).
@@ -27,9 +29,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
-DITHER_SHARE = 0.5
-"""Share of the colour samples nudged by ±1 grey level: invisible (PSNR ≈ 51 dB), yet the
-encoded bytes and their length change."""
 GRADIENT = 48
 """The contrast test's background runs this many grey levels either side of mid-grey."""
 GRAIN = 3.0
@@ -51,12 +50,18 @@ def reencoded(source: Path, target: Path, seed: int) -> Path:
     with Image.open(source) as opened:
         image = np.asarray(opened.convert("RGB"), dtype=np.int16)
     rng = np.random.default_rng(seed)
-    nudge = rng.choice((-1, 1), size=image.shape) * (rng.random(image.shape) < DITHER_SHARE)
-    dithered = np.clip(image + nudge, 0, 255).astype(np.uint8)
-    # An image that does not compress (noise) encodes to the same length whatever its pixels:
-    # a comment of random length makes sure the copy's length is never the reference's.
-    comment = rng.bytes(int(rng.integers(16, 1024))).hex()
-    return _write(Image.fromarray(dithered), target, comment)
+    # Each odd colour sample moves to a random even neighbour (±1 grey level, PSNR ≈ 51 dB):
+    # invisible, its bytes differ, and the copy loses a bit of noise as a distorted image
+    # does — never gains it, which would make the one image larger than its reference.
+    nudge = rng.choice((-1, 1), size=image.shape) * (image % 2)
+    dithered = Image.fromarray(np.clip(image + nudge, 0, 254).astype(np.uint8))
+    encoded = _encoded(dithered, target.suffix)
+    if len(encoded) == source.stat().st_size:
+        # An image that does not compress (noise) encodes to the same length whatever its
+        # pixels: only then a comment of random length makes the copy's length differ. Never
+        # otherwise: a comment that no study image carries would itself mark the gold pair.
+        encoded = _encoded(dithered, target.suffix, rng.bytes(int(rng.integers(16, 1024))).hex())
+    return _write(encoded, target)
 
 
 def attention_image(source: Path, target: Path, asked: float) -> Path:
@@ -89,7 +94,7 @@ def attention_image(source: Path, target: Path, asked: float) -> Path:
             (centre_x, top + line_height * (i + 0.5)), line, fill=(17, 17, 17), font=font,
             anchor="mm",
         )  # fmt: skip
-    return _write(image, target)
+    return _write(_encoded(image, target.suffix), target)
 
 
 def contrast_png(digits: str, level: int, seed: int) -> bytes:
@@ -123,13 +128,10 @@ def _png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _write(image: Image.Image, target: Path, comment: str = "") -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(
-        f".{target.stem}.{os.getpid()}.{threading.get_ident()}{target.suffix}"
-    )
-    suffix = target.suffix.lower()
-    options: dict = {}
+def _encoded(image: Image.Image, suffix: str, comment: str = "") -> bytes:
+    """``image`` encoded in the format of ``suffix`` (with ``comment``, if any)."""
+    suffix = suffix.lower()
+    options: dict = {"format": Image.registered_extensions()[suffix]}
     if suffix in (".jpg", ".jpeg", ".webp"):
         options["quality"] = 95
     if suffix in (".jpg", ".jpeg") and comment:
@@ -138,6 +140,17 @@ def _write(image: Image.Image, target: Path, comment: str = "") -> Path:
         info = PngImagePlugin.PngInfo()
         info.add_text("Comment", comment)
         options["pnginfo"] = info
-    image.save(partial, **options)
+    buffer = io.BytesIO()
+    image.save(buffer, **options)
+    return buffer.getvalue()
+
+
+def _write(encoded: bytes, target: Path) -> Path:
+    """Write ``encoded`` at ``target`` atomically: a parallel request never reads half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(
+        f".{target.stem}.{os.getpid()}.{threading.get_ident()}{target.suffix}"
+    )
+    partial.write_bytes(encoded)
     partial.replace(target)
     return target

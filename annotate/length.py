@@ -54,9 +54,10 @@ class SittingLength:
     def sentence(self) -> str:
         """The length in words, as the consent and the instructions state it."""
         text = (
-            f"It takes about {self.minutes} minutes: {self.practice} practice pairs, then "
-            f"{self.pages} pages to rate ({self.warmups} warm-up, {self.pairs + self.checks} "
-            f"pairs). The sitting closes after {self.limit_minutes:g} minutes, or after "
+            f"It takes about {_count(self.minutes, 'minute')}: "
+            f"{_count(self.practice, 'practice pair')}, then {_count(self.pages, 'page')} to "
+            f"rate ({self.warmups} warm-up, {_count(self.pairs + self.checks, 'pair')}). The "
+            f"sitting closes after {self.limit_minutes:g} minutes, or after "
             f"{self.idle_minutes:g} minutes without activity."
         )
         if self.break_after_minutes < self.limit_minutes:
@@ -65,6 +66,11 @@ class SittingLength:
                 f"{self.break_minutes:g}-minute break."
             )
         return text
+
+
+def _count(number: int, noun: str) -> str:
+    """``number`` and ``noun``, plural unless the number is one (a pilot has one practice pair)."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def consent_text(config: Any) -> str:

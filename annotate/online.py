@@ -58,7 +58,7 @@ from annotate.controls import attention_image, contrast_png, reencoded, seed_of
 from annotate.db import get_db
 from annotate.display import DisplayNeeds, largest_pair
 from annotate.forms import ConsentForm, finite
-from annotate.length import consent_text
+from annotate.length import SittingLength, consent_text
 from annotate.pay import PaySettings, settle
 from annotate.practice import made_pairs, study_practice_pairs
 from annotate.tally import AllocationState
@@ -144,6 +144,7 @@ class OnlineSettings:
 
     @classmethod
     def from_config(cls, config) -> OnlineSettings:
+        _check_completion_url(str(config.get("COMPLETION_URL") or ""))
         settings = cls(
             pairs=int(config["ONLINE_SITTING_PAIRS"]),
             gold=int(config["ONLINE_GOLD_TRIALS"]),
@@ -161,7 +162,6 @@ class OnlineSettings:
             raise ValueError("ONLINE_SITTING_PAIRS and ONLINE_SITTINGS_PER_PARTICIPANT must be ≥ 1")
         if min(settings.gold, settings.attention) < 0 or not 1 <= settings.contrast <= 120:
             raise ValueError("check counts must be ≥ 0 and DISPLAY_CONTRAST within 1–120")
-        _check_completion_url(str(config.get("COMPLETION_URL") or ""))
         DisplayNeeds.from_config(config, (0, 0))  # raises on a display setting that cannot work
         try:
             consent_text(config)
@@ -169,6 +169,7 @@ class OnlineSettings:
             raise ValueError(
                 f"ONLINE_CONSENT_TEXT: the only placeholder is {{length}} ({error!r})"
             ) from None
+        _check_length(SittingLength.from_config(config))
         floor = (config["GREY_SCREEN_MS"] + config["MIN_VIEWING_MS"]) / 1000
         if settings.rules.max_fast_share is not None and settings.rules.fast_seconds <= floor:
             raise ValueError(
@@ -177,6 +178,20 @@ class OnlineSettings:
                 "ratings, so the timing check would never fire"
             )
         return settings
+
+
+def _check_length(length: SittingLength) -> None:
+    """A sitting that takes longer than SESSION_LIMIT_MINUTES is closed before its end: no one
+    could complete it (and earn the code) though the consent promised it."""
+    needed = length.minutes + (
+        length.break_minutes if length.minutes > length.break_after_minutes else 0
+    )
+    if needed > length.limit_minutes:
+        raise ValueError(
+            f"SESSION_LIMIT_MINUTES ({length.limit_minutes:g}) is shorter than an online sitting "
+            f"(about {needed} minutes with its practice and any break): every sitting would "
+            "close before its end; raise it or lower ONLINE_SITTING_PAIRS"
+        )
 
 
 def _check_completion_url(url: str) -> None:

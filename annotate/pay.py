@@ -18,7 +18,8 @@ taken once, when the completed sitting is first shown its end page, and stored o
 Participant ids are normalised before they name anyone: surrounding blanks are dropped and,
 for platforms whose ids are case-insensitive (``ONLINE_ID_CASE``), folded to the platform's case,
 so ``5F3A…`` and ``5f3a…`` are one participant. ``ONLINE_ID_PATTERNS`` optionally pins each
-platform's id format (Prolific: 24 hexadecimal characters).
+platform's id format (Prolific: 24 hexadecimal characters); once set, only the platforms it
+names can enter.
 """
 
 from __future__ import annotations
@@ -70,9 +71,25 @@ class PaySettings:
             raise ValueError(
                 "COMPLETION_CODES: the failed_checks code must differ from the paid one"
             )
-        cases = dict(config.get("ONLINE_ID_CASE") or {})
-        patterns = dict(config.get("ONLINE_ID_PATTERNS") or {})
-        for name, table in (("ONLINE_ID_CASE", cases), ("ONLINE_ID_PATTERNS", patterns)):
+        url = str(config.get("COMPLETION_URL") or "")
+        if not codes["paid"] and (codes["failed_checks"] or url):
+            # Every honest completer would be sent nowhere, or only the failing ones get a code.
+            raise ValueError(
+                "COMPLETION_CODES['paid'] is empty while "
+                + ("a failed_checks code" if codes["failed_checks"] else "COMPLETION_URL")
+                + " is set: set the platform's paying code (only a study without pay, "
+                "with neither codes nor COMPLETION_URL, has no paid code)"
+            )
+        cases = config.get("ONLINE_ID_CASE") or {}
+        patterns = config.get("ONLINE_ID_PATTERNS") or {}
+        for name, table, example in (
+            ("ONLINE_ID_CASE", cases, "{'prolific': 'lower'}"),
+            ("ONLINE_ID_PATTERNS", patterns, "{'prolific': r'[0-9a-f]{24}'}"),
+        ):
+            if not isinstance(table, dict):
+                raise ValueError(
+                    f"{name} must be a table of platform → value, e.g. {example}, not {table!r}"
+                )
             unknown = set(table) - set(platforms)
             if unknown:
                 raise ValueError(
@@ -87,18 +104,20 @@ class PaySettings:
                 compiled[platform] = re.compile(pattern)
             except (re.error, TypeError) as error:
                 raise ValueError(f"ONLINE_ID_PATTERNS[{platform!r}] {pattern!r}: {error}") from None
-        return cls(dict(codes), str(config.get("COMPLETION_URL") or ""), cases, compiled)
+        return cls(dict(codes), url, dict(cases), compiled)
 
     def normalised_id(self, platform: str, participant: str) -> str | None:
         """The participant id as the study stores it; None when it breaks the platform's
-        configured pattern."""
+        configured pattern, or comes by a platform the patterns do not name (a study that pins
+        Prolific ids is entered by Prolific's link only: another platform's parameters would
+        let any string, or a Prolific id in the other case, in as a new participant)."""
         value = participant.strip()
         if platform in self.cases:
             value = CASES[self.cases[platform]](value)
+        if not self.patterns:
+            return value
         pattern = self.patterns.get(platform)
-        if pattern is not None and not pattern.fullmatch(value):
-            return None
-        return value
+        return value if pattern is not None and pattern.fullmatch(value) else None
 
     def completion(self, outcome: str | None) -> dict[str, Any]:
         """What the end page shows for a sitting's outcome (None: not completed)."""

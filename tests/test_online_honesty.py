@@ -219,7 +219,8 @@ def test_pay_and_text_settings_are_checked_at_start_up(tmp_path, config, needle)
 
 
 def test_participant_ids_are_normalised_and_checked_against_the_pattern(tmp_path, clock):
-    app = study(tmp_path, ONLINE_ID_PATTERNS={"prolific": r"[0-9a-f]{24}"})
+    patterns = {"prolific": r"[0-9a-f]{24}", "mturk": r"[0-9A-Z]+", "generic": r".+"}
+    app = study(tmp_path, ONLINE_ID_PATTERNS=patterns)
     client = app.test_client()
     for spelling in (PROLIFIC_ID.upper(), f"%20{PROLIFIC_ID}%20", PROLIFIC_ID):
         assert client.get(entry(spelling)).status_code == 302, spelling
