@@ -30,7 +30,7 @@ TRIAL_COLUMNS = [
     "reference", "model", "mode", "strength", "content_type",
     "check", "accept_low", "accept_high", "seconds",
 ]  # fmt: skip
-"""The last four are the online studies' quality control (README, "Online studies"): a check
+"""The last four are the online studies' quality control (docs/annotate.md, "Online studies"): a check
 trial's kind and accepted range, and the seconds from the page's latest serving to the rating,
 which ``mos.compute --exclude`` reads; check rows never enter a MOS."""
 

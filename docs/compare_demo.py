@@ -1,4 +1,4 @@
-"""Regenerate docs/compare.png, the README's figure of ``python -m compare``, from the demo photos.
+"""Regenerate docs/compare.png, the figure in docs/compare.md of ``python -m compare``, from the demo photos.
 
 python docs/compare_demo.py [--work DIR]
 

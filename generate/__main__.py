@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--codec-qp",
         type=int,
         help="a fixed quantizer instead of the bpp search, as the paper (VVC QP 53); a plan "
-        "row's codec_qp (from --sweep-qp) wins. See README for the QP nearest 0.024 bpp per codec",
+        "row's codec_qp (from --sweep-qp) wins. docs/generate.md gives the QP nearest 0.024 bpp per codec",
     )
     run.add_argument("--pixel-block", type=int, default=64, help="Pixel-mode block side")
     run.add_argument(

@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("sureal", "itu"),
         default="sureal",
         help="bt500: as Netflix sureal 0.9.0 computes it, or as the Recommendation's text reads "
-        "(sample std, per-viewer N); see README",
+        "(sample std, per-viewer N); see docs/mos.md",
     )
     method.add_argument(
         "--no-session-norm", action="store_true", help="skip eq. (1), per-session re-centring"
