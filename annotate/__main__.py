@@ -305,7 +305,7 @@ def _set_password(args: argparse.Namespace) -> int:
     elif not sys.stdin.isatty():
         print(
             "annotate: error: no terminal to ask for the password: pipe it in with --stdin "
-            "(echo \"$PASSWORD\" | python -m annotate set-password --stdin)",
+            '(echo "$PASSWORD" | python -m annotate set-password --stdin)',
             file=sys.stderr,
         )
         return 2
