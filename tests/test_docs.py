@@ -387,3 +387,22 @@ def test_the_readmes_demo_and_own_study_commands_run_as_printed(tmp_path, monkey
     assert len(mos) == 20 and {"distorted_path", "reference_path", "mode"} <= set(mos.columns)
     assert mos["distorted_path"].map(lambda p: Path(p).is_file()).all()
     assert (tmp_path / "out" / "mos-demo" / "mos.csv").is_file()
+
+
+@pytest.mark.skipif(shutil.which("sqlite3") is None, reason="the sqlite3 shell is not installed")
+def test_the_backup_line_works_as_printed(tmp_path):
+    """docs/deployment.md's sqlite3 backup, run by the shell in a lab's working folder."""
+    import sqlite3
+    import subprocess
+
+    line = next(
+        line for line in (ROOT / "docs" / "deployment.md").read_text().splitlines()
+        if ".backup" in line and line.lstrip().startswith("mkdir")
+    )  # fmt: skip
+    (tmp_path / "instance").mkdir()
+    with sqlite3.connect(tmp_path / "instance" / "ratings.db") as db:
+        db.execute("CREATE TABLE t (x)")
+        db.execute("INSERT INTO t VALUES (42)")
+    subprocess.run(["bash", "-c", line.split("#")[0]], cwd=tmp_path, check=True)
+    (copy,) = (tmp_path / "backup").glob("ratings-*.db")
+    assert sqlite3.connect(copy).execute("SELECT x FROM t").fetchone() == (42,)

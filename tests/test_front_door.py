@@ -133,3 +133,24 @@ def test_simulated_ratings_of_a_manifest_name_its_images(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         simulate_main(["--manifest", str(tmp_path / "none.csv"), "--out", str(tmp_path / "x.csv")])
     assert stop.value.code == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_a_metric_that_cannot_be_built_names_the_callers_options(monkeypatch):
+    """compare names a checkpoint as --metric NAME:FILE (it has no --weights), and nobody is told
+    to pass the --no-pretrained they already gave."""
+    from train_iqa import model
+
+    def offline(*args, **kwargs):
+        raise OSError("cannot download")
+
+    monkeypatch.setattr(model, "_create_metric", offline)
+    with pytest.raises(model.MetricError) as compare_style:
+        model.create("lpips", True, None, "cpu", False, weights_option="--metric lpips:FILE")
+    assert "--metric lpips:FILE" in str(compare_style.value) and "--weights" not in str(
+        compare_style.value
+    )
+    assert "--no-pretrained" in str(compare_style.value)
+    with pytest.raises(model.MetricError) as at_random:
+        model.create("lpips", False, None, "cpu", True)
+    assert "--no-pretrained" not in str(at_random.value)
+    assert "even at random" in str(at_random.value)
