@@ -146,11 +146,25 @@ def parsers():
         return {name: cli_parser("module", name, monkeypatch) for name in CLIS}
 
 
+def scripts_with_a_parser() -> list[str]:
+    """The bench/ and docs/ scripts with a command line (their options are named in the docs)."""
+    return [
+        str(path.relative_to(ROOT))
+        for folder in ("bench", "docs")
+        for path in sorted((ROOT / folder).glob("*.py"))
+        if "argparse" in path.read_text()
+    ]
+
+
 @pytest.fixture(scope="module")
 def known_options(parsers) -> set[str]:
+    every = dict(parsers)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for script in scripts_with_a_parser():
+            every[script] = cli_parser("script", script, monkeypatch)
     return {
         option
-        for name, parser in parsers.items()
+        for name, parser in every.items()
         for _, each in all_parsers(parser, name)
         for action in each._actions
         for option in action.option_strings
