@@ -9,8 +9,10 @@ PORT   ?= 5000
 
 install: $(VENV)/.installed
 
-# torch and torchvision are pinned first: these builds lie on the lab machines' disk, and an
-# unpinned `torch` from another package would pull a multi-GB CUDA build instead.
+# torch and torchvision are pinned first: exactly these wheels lie on the lab machines' disk (a
+# local package index pip reads), so pip takes them without a multi-GB download; an unpinned
+# `torch` could resolve to a newer release and download it. They are PyPI's standard (CUDA-enabled)
+# Linux builds, which also run on a CPU.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

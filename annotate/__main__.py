@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.security import generate_password_hash
 
 from annotate.private import PASSWORD_FILE, private_folder, rotate_epoch, write_private
+from cmc_common.help import HelpFormatter
 from studydb.manifest import ManifestError, read_manifest
 
 DEFAULT_INSTANCE = Path("instance")
@@ -43,13 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="The lab annotation app: import a manifest, serve the study, or try the demo. "
         "Configuration lives in the instance folder (instance/config.py); the study database "
         "defaults to instance/ratings.db.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--instance", type=Path, default=DEFAULT_INSTANCE, help="the Flask instance folder"
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    load = commands.add_parser("import", help="load a generator manifest into the study database")
+    def add_command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return commands.add_parser(name, formatter_class=HelpFormatter, **kwargs)
+
+    load = add_command("import", help="load a generator manifest into the study database")
     load.add_argument("manifest", type=Path, help="CSV with id, distorted_path, reference_path, …")
     load.add_argument("--group-size", type=int, help="stimuli per group (default: GROUP_SIZE)")
     load.add_argument("--seed", type=int, default=0, help="seed of the split into groups")
@@ -64,21 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
         "open (decode) every stimulus image before the study is served; exit 1 listing each "
         "missing or unreadable file"
     )
-    check = commands.add_parser("check", help=check_help, description=check_help)
+    check = add_command("check", help=check_help, description=check_help)
     check.set_defaults(run=_check)
 
-    serve = commands.add_parser("serve", help="run the study for a lab (waitress WSGI server)")
+    serve = add_command("serve", help="run the study for a lab (waitress WSGI server)")
     _server_options(serve)
     serve.set_defaults(run=_serve)
 
-    demo = commands.add_parser(
-        "demo", help="build a small study from the shipped images and serve it"
-    )
+    demo = add_command("demo", help="build a small study from the shipped images and serve it")
     _server_options(demo)
     demo.add_argument("--no-serve", action="store_true", help="build the demo study, then stop")
     demo.set_defaults(run=_demo)
 
-    password = commands.add_parser("set-password", help="set the admin password (stored hashed)")
+    password = add_command("set-password", help="set the admin password (stored hashed)")
     password.add_argument(
         "--stdin", action="store_true", help="read the password from standard input"
     )
@@ -374,10 +377,22 @@ def _set_password(args: argparse.Namespace) -> int:
         )
         return 2
     if args.stdin:
-        password = sys.stdin.readline().rstrip("\n")
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif not sys.stdin.isatty():
+        print(
+            "annotate: error: no terminal to ask for the password: pipe it in with --stdin "
+            '(echo "$PASSWORD" | python -m annotate set-password --stdin)',
+            file=sys.stderr,
+        )
+        return 2
     else:
-        password = getpass.getpass("new admin password: ")
-        if getpass.getpass("again: ") != password:
+        try:
+            password = getpass.getpass("new admin password: ")
+            again = getpass.getpass("again: ")
+        except (EOFError, KeyboardInterrupt):
+            print("\nannotate: error: no password given; nothing changed", file=sys.stderr)
+            return 2
+        if again != password:
             print("annotate: error: the passwords differ", file=sys.stderr)
             return 2
     if len(password) < 10:

@@ -47,7 +47,7 @@ SESSION_COOKIE_SAMESITE = "Lax"
 WTF_CSRF_TIME_LIMIT = None  # a token lasts the whole sitting
 MAX_CONTENT_LENGTH = 64 * 1024  # forms only: nothing big is ever uploaded
 
-# Admin security (README, "Deploying a study")
+# Admin security (docs/annotate.md "Security", docs/deployment.md)
 ADMIN_LOGIN_LIMIT = "5 per 15 minutes"  # failed admin logins per client address, then 429
 ADMIN_SESSION_MINUTES = 8 * 60  # an admin login lasts a working day at most
 
@@ -60,7 +60,7 @@ FILE_CHECK_SECONDS = (
 )
 SCREENING_WAIT_SECONDS = 0.1  # a dashboard load waits this long for a fresh result, no longer
 
-# Online studies (README, "Online studies"): crowd participants by a platform's link
+# Online studies (docs/annotate.md, "Online studies"): crowd participants by a platform's link
 ONLINE = False  # True: the entry link /online/start replaces the lab's consent/registration pages
 ONLINE_SITTING_PAIRS = 56  # test pairs per sitting (+ warm-ups + gold + attention = its pages)
 ONLINE_GOLD_TRIALS = 2  # alternately a reference against itself and a strongly degraded pair

@@ -30,7 +30,7 @@ TRIAL_COLUMNS = [
     "reference", "model", "mode", "strength", "content_type",
     "check", "accept_low", "accept_high", "seconds", "slider_events", "first_input_seconds",
 ]  # fmt: skip
-"""The last six are the online studies' quality control (docs/annotate.md): a check trial's kind
+"""The last six are the online studies' quality control (docs/annotate.md, "Online studies"): a check trial's kind
 and accepted range, the seconds from the page's latest serving to the rating, the slider moves
 the page counted and the seconds from the pair's reveal to the first one, which ``mos.compute
 --exclude`` reads; check rows never enter a MOS."""

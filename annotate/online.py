@@ -127,7 +127,7 @@ def _only_online():
 
 @dataclass
 class OnlineSettings:
-    """The online part of the configuration (README, "Online studies")."""
+    """The online part of the configuration (docs/annotate.md, "Online studies")."""
 
     pairs: int = 56
     gold: int = 2

@@ -5,7 +5,7 @@
 
 Issue 15: on a GPU, whatever the decoding thread does besides queuing the models' kernels is
 time the GPU may wait. This times the real :class:`generate.decode.Decoder` (Full mode, strength
-0.5) on the tiny random-weight SD pipeline of ``tests/tiny_models.py`` at working size 1024 on
+0.5) on the tiny random-weight SD pipeline of ``generate/tiny.py`` at working size 1024 on
 the long side, and subtracts the time spent inside the models (UNet, VAE encoder and decoder,
 text encoder; timed by forward hooks). What is left is the decoding thread's own work: the
 start images' and the outputs' conversions, resizes, and the pipeline's Python and scheduler.
@@ -38,7 +38,7 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: s
 from generate.decode import Decoder, Request  # noqa: E402
 from generate.offline import clip_tokenizer  # noqa: E402
 from generate.registry import DecoderSpec  # noqa: E402
-from tests.tiny_models import _text_config, _unet  # noqa: E402
+from generate.tiny import _text_config, _unet  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "annotate" / "demo_data"
 

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from cmc_common.help import HelpFormatter
 from compare.bd import METHODS
 from compare.curves import CURVE_BY, POINT_BY, InputError, Source, load
 from compare.metrics import FID_DIMS, MetricError, Settings, build_all
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and BD-rate / BD-quality of each CMC curve against each codec curve. A curve is a "
         "manifest's `model` (AVC/HEVC/AV1/VVC for the ladder, whose rows have mode `Codec`); a "
         "point is its `mode`, `codec_qp`, `codec_target_bpp` and `caption_words`; its rate is the mean bpp.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("manifests", nargs="*", default=[], help="manifest CSVs (generate's)")
     parser.add_argument("--label", action="append", default=[], metavar="NAME=PATH",
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "topiq_nr, clipiqa, liqe, …), clipsim, or fid; NAME:WEIGHTS loads a "
                         "checkpoint (train_iqa's best.pt). Default: the paper's eight, "
                         + ", ".join(PAPER_METRICS))  # fmt: skip
-    parser.add_argument("--out", type=Path, default=Path("comparison"), help="output folder")
+    parser.add_argument("--out", type=Path, default=Path("out/compare"), help="output folder")
     parser.add_argument("--curve-by", default=",".join(CURVE_BY),
                         help="manifest column(s) naming a curve, comma-separated")  # fmt: skip
     parser.add_argument("--point-by", default=",".join(POINT_BY),

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cmc_common.hub import offline_unless_reachable
 from train_iqa.model import MetricError, create
 
 CONSISTENCY, PERCEPTION = "consistency", "perception"
@@ -76,7 +77,8 @@ class PyiqaMetric(ImageMetric):
     by train_iqa's code so fine-tuned checkpoints load the same strict way as in training."""
 
     def __init__(self, spec: MetricSpec, settings: Settings) -> None:
-        wrapper = create(spec.name, settings.pretrained, spec.weights, settings.device, False)
+        wrapper = create(spec.name, settings.pretrained, spec.weights, settings.device, False,
+                         weights_option=f"--metric {spec.name}:FILE")  # fmt: skip
         full_reference = wrapper.metric_mode == "FR"
         super().__init__(
             spec.label, CONSISTENCY if full_reference else PERCEPTION, bool(wrapper.lower_better)
@@ -117,6 +119,8 @@ class ClipSim(ImageMetric):
                 f"clipsim: unknown CLIP model '{model}' (see open_clip.list_models())"
             )
         tag = settings.clip_pretrained if settings.pretrained else "none"
+        if tag.lower() not in ("none", "") and not Path(tag).is_file():
+            offline_unless_reachable()  # open_clip fetches its tags from the hub
         try:
             net, _, self.preprocess = open_clip.create_model_and_transforms(
                 model, pretrained=None if tag.lower() in ("none", "") else tag,

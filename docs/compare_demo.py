@@ -1,4 +1,4 @@
-"""Regenerate docs/compare.png, the README's figure of ``python -m compare``, from the demo photos.
+"""Regenerate docs/compare.png, the figure in docs/compare.md of ``python -m compare``, from the demo photos.
 
 python docs/compare_demo.py [--work DIR]
 
@@ -6,7 +6,7 @@ The five demo photographs (annotate/demo_data/*.png), resized to 768×512 as in
 bench/codec_qp.py, go through the real workflow: ``generate ladder`` codes them with AVC, HEVC
 and AV1 at four target rates (``--bpp``, searched per image, down to CMC's rates: a fixed QP
 cannot bring HEVC or AV1 that low), ``generate run`` decodes them in every CMC mode with two
-*tiny random-weight* decoders (tests/tiny_models.py, in the SD-1.5 and SDXL layouts), and
+*tiny random-weight* decoders (``python -m generate tiny-models``, in the SD-1.5 and SDXL layouts), and
 ``python -m compare`` scores everything offline with PSNR, a random-weight CLIP (CLIPSIM) and
 FID on a random Inception (three metrics only: at 768×512 on a shared 2-core CPU, pyiqa's SSIM
 took 6 s an image and each network 2–3 s). Everything runs on a CPU without
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from compare.__main__ import main as compare_main  # noqa: E402
 from generate.__main__ import main as generate_main  # noqa: E402
-from tests.tiny_models import save_sd, save_sdxl  # noqa: E402
+from generate.tiny import write_tiny_models  # noqa: E402
 
 DEMO = ROOT / "annotate" / "demo_data"
 SIZE = (768, 512)
@@ -62,11 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                           "--codecs", "avc,hevc,av1", "--bpp", LADDER_BPP])  # fmt: skip
     if code:
         return code
-    save_sd(work / "weights" / "sd")
-    save_sdxl(work / "weights" / "sdxl")
-    config = work / "weights" / "models.toml"
-    config.write_text(f'[SD15]\nweights = "{work / "weights" / "sd"}"\n'
-                      f'[RealVis]\nweights = "{work / "weights" / "sdxl"}"\n')  # fmt: skip
+    config = write_tiny_models(work / "weights")
     captions = work / "captions.csv"
     pd.DataFrame({"name": list(CAPTIONS), "text": list(CAPTIONS.values())}).to_csv(captions)
     plan = work / "plan.csv"

@@ -1,4 +1,4 @@
-"""Regenerate docs/trial.png, the README's picture of the trial page, from the demo study.
+"""Regenerate docs/trial.png, the picture of the trial page in docs/annotate.md, from the demo study.
 
 python docs/screenshot.py      # needs Debian's chromium
 """

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from cmc_common.help import HelpFormatter
 from generate import codec, pixel
 from generate.captions import CaptionError, make_captioner
 from generate.codec import CodecError
@@ -26,7 +27,6 @@ from generate.registry import (
 
 STUDY_COUNT = 100
 """The paper's references in the subjective set (``--count``'s default under the study preset)."""
-DEFAULT_CAPTIONS = Path(__file__).resolve().parents[1].parent / "shared/data/cmc-bench/gpt4v.csv"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     plan = commands.add_parser(
-        "plan", help="lay out which image is made how", formatter_class=_Help
+        "plan", help="lay out which image is made how", formatter_class=HelpFormatter
     )
     plan.add_argument("--references", type=Path, required=True, help="folder of reference images")
     plan.add_argument("--out", type=Path, required=True, help="plan CSV to write")
@@ -107,13 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--seed", type=int, default=0, help="seed of the sampling and strengths")
     plan.set_defaults(run=_plan)
 
-    run = commands.add_parser("run", help="generate the images of a plan", formatter_class=_Help)
+    run = commands.add_parser(
+        "run", help="generate the images of a plan", formatter_class=HelpFormatter
+    )
     run.add_argument("plan", type=Path, help="plan CSV from `generate plan`")
     run.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
     run.add_argument(
         "--captions",
-        default=str(DEFAULT_CAPTIONS),
-        help="caption source: a CSV (name,text; default: the paper's GPT-4o captions), "
+        help="caption source, needed for Text/Pixel/Full images: a CSV (name,text: a reference's "
+        "file name and its caption; the paper's GPT-4o captions are CMC-Bench's Text/gpt4v.csv), "
         "'openai[:MODEL]', or a transformers VLM id/folder (BLIP, BLIP-2, LLaVA, Qwen2-VL)",
     )
     run.add_argument(
@@ -186,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     ladder_ = commands.add_parser(
         "ladder",
         help="traditional codecs (intra) at several rates, with a run-style manifest",
-        formatter_class=_Help,
+        formatter_class=HelpFormatter,
         description="Every reference through each codec (one intra frame: AVC libx264, HEVC "
         "libx265, AV1 libsvtav1, bundled with PyAV; VVC via vvencapp/vvdecapp when on PATH) at "
         "each QP (coded as given), or each target bpp (the best encode within it, searched per "
@@ -216,20 +218,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ladder_.set_defaults(run=_ladder)
 
-    manifest = commands.add_parser("manifest", help="rebuild manifest.csv of an output folder")
+    manifest = commands.add_parser(
+        "manifest", help="rebuild manifest.csv of an output folder", formatter_class=HelpFormatter
+    )
     manifest.add_argument("out", type=Path, help="the output folder of `generate run`")
     manifest.set_defaults(run=_manifest)
+
+    tiny_help = (
+        "write tiny random-weight SD-1.5 and SDXL pipelines and a models TOML that points SD15 "
+        "and RealVis at them: an offline dry run of every stage on a CPU (their images are noise)"
+    )
+    tiny = commands.add_parser(
+        "tiny-models", help=tiny_help, description=tiny_help, formatter_class=HelpFormatter
+    )
+    tiny.add_argument("folder", type=Path, help="where to write them (e.g. weights/tiny)")
+    tiny.set_defaults(run=_tiny_models)
     return parser
-
-
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Each default shown once: none for an option without one (a None default), whose help
-    says what its absence means."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def _ints(text: str) -> list[int]:
@@ -322,6 +326,11 @@ def _run(args: argparse.Namespace) -> int:
     _check_codec(plan, args.codec, args.codec_qp)
     rank, world, local = launcher_rank()
     needs_caption = plan["mode"].isin(CAPTIONED_MODES).any()
+    if needs_caption and args.captions is None:
+        raise CaptionError(
+            "the plan has Text/Pixel/Full images, which need captions: give --captions with a CSV "
+            "(name,text), a transformers VLM id or folder, or openai[:MODEL] (docs/generate.md)"
+        )
     captioner = make_captioner(args.captions, args.caption_words) if needs_caption else None
     if captioner is not None and captioner.words is None and plan["caption_words"].ne("").any():
         raise CaptionError(
@@ -378,6 +387,18 @@ def _ladder(args: argparse.Namespace) -> int:
         raise PlanError("--workers must be ≥ 1")
     made = ladder.run_ladder(todo, args.out, cpu_share() if args.workers is None else args.workers)
     print(f"made {made} of {len(todo)} codec images; manifest: {args.out / 'manifest.csv'}")
+    return 0
+
+
+def _tiny_models(args: argparse.Namespace) -> int:
+    from generate.plan import PlanError
+    from generate.tiny import write_tiny_models
+
+    if args.folder.exists() and not args.folder.is_dir():
+        raise PlanError(f"{args.folder} is a file, not a folder")
+    config = write_tiny_models(args.folder)
+    print(f"tiny random-weight decoders in {args.folder}; use --models SD15,RealVis "
+          f"--models-config {config}")  # fmt: skip
     return 0
 
 

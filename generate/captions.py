@@ -15,6 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from cmc_common.hub import is_hub_id, offline_unless_reachable
+
 PROMPTS = {
     5: "Generate an informative paragraph in 5 words based on the image.",
     10: "Generate an informative paragraph in 10 words based on the image. Considering Light, "
@@ -111,6 +113,8 @@ class TransformersCaptioner(Captioner):
             raise CaptionError(f"caption length must be one of {sorted(PROMPTS)} words")
         self.words = words
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if is_hub_id(model):
+            offline_unless_reachable()
         try:
             self.processor = AutoProcessor.from_pretrained(model)
             self.model = AutoModelForImageTextToText.from_pretrained(
@@ -119,7 +123,7 @@ class TransformersCaptioner(Captioner):
         except OSError as error:
             raise CaptionError(
                 f"captioner '{model}': weights not found ({str(error).splitlines()[0]}); give a "
-                "local folder with --captioner or download the model on a machine with access"
+                "local folder with --captions or download the model on a machine with access"
             ) from error
         self.chat = getattr(self.processor, "chat_template", None) is not None
 

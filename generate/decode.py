@@ -16,6 +16,7 @@ from functools import cached_property
 import numpy as np
 from PIL import Image
 
+from cmc_common.hub import is_hub_id, offline_unless_reachable
 from generate import restoration
 from generate.registry import FAMILIES, DecoderSpec
 
@@ -175,6 +176,10 @@ class Decoder:
 
         dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
         kwargs: dict = {"torch_dtype": dtype}
+        if any(
+            is_hub_id(n or "") for n in (self.spec.weights, self.spec.vae, self.spec.motion_adapter)
+        ):
+            offline_unless_reachable()  # no network: fail in seconds, not after minutes of retries
         try:
             if self.spec.family == "animatediff":
                 kwargs["motion_adapter"] = diffusers.MotionAdapter.from_pretrained(

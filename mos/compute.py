@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from cmc_common.help import HelpFormatter
 from mos.estimators import MeanEstimator, P910Estimator
 from mos.pipeline import MosPipeline, StudyResult
 from mos.qc import ExclusionRules, exclude_participants, load_trials
@@ -25,6 +26,9 @@ from mos.screening import (
 )
 
 EXIT_INPUT_ERROR = 2
+DEFAULT_OUT = Path("out/mos")
+"""Relative to the working directory: never beside the input, which from the repository root
+would be the source package ``mos/`` itself; ``out/`` is where every stage's examples write."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
             "z-scoring (eq. 2), mean over the kept viewers mapped onto 0-5. Writes mos.csv, "
             "viewers.csv and report.md (with PNG figures) into --out."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "input",
@@ -63,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out",
         type=Path,
-        help="output folder (default: a folder 'mos' beside the input)",
+        default=DEFAULT_OUT,
+        help="output folder, relative to where the command runs (the repository root), where "
+        "train_iqa --mos out/mos/mos.csv reads it",
     )
     parser.add_argument(
         "--dimensions",
@@ -94,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("sureal", "itu"),
         default="sureal",
         help="bt500: as Netflix sureal 0.9.0 computes it, or as the Recommendation's text reads "
-        "(sample std, per-viewer N); see README",
+        "(sample std, per-viewer N); see docs/mos.md",
     )
     method.add_argument(
         "--no-session-norm", action="store_true", help="skip eq. (1), per-session re-centring"
@@ -152,7 +158,7 @@ def run(args: argparse.Namespace) -> Path | None:
     if not dimensions:
         raise InputError("--dimensions names no score column")
     table = load_ratings(args.input, dimensions, tuple(args.score_range))
-    out = args.out if args.out is not None else _default_out(args.input)
+    out = args.out
     if args.exclude:
         table = _apply_exclusion(args, table, dimensions[0], out)
     pipeline = pipeline_from_args(args)
@@ -290,12 +296,6 @@ def _apply_exclusion(args: argparse.Namespace, table, dimension: str, out: Path)
 def _write_csv(frame, path: Path) -> None:
     """Arrow's CSV writer: 10× faster than pandas on half a million rows, full float precision."""
     pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path)
-
-
-def _default_out(source: str) -> Path:
-    if "://" in source:
-        return Path("mos")
-    return Path(source).expanduser().resolve().parent / "mos"
 
 
 if __name__ == "__main__":

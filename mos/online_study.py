@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats
 from tqdm import tqdm
 
+from cmc_common.help import HelpFormatter
 from mos.qc import ExclusionRules, qc_signals
 from mos.simulate import (
     GOLD_SPREAD,
@@ -261,9 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mos.online_study",
         description="Simulate an online study with uniform and adaptive allocation (the app's own "
-        "allocator) and print the ratings each needs until every image's 95%% CI is within the "
+        "allocator) and print the ratings each needs until every image's 95% CI is within the "
         "target, with accuracy and QC figures. See the module docstring.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     defaults = OnlineStudyConfig()
     parser.add_argument("--stimuli", type=int, default=4000, help="images (the paper: 4,000)")

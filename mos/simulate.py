@@ -13,6 +13,11 @@ that any reader that fails to drop them is visibly wrong).
 
 Writes the ratings (``.csv`` or a study database ``.db``) and, beside them, ``truth.csv`` (true
 quality and metadata per stimulus) and ``truth_viewers.csv`` (which viewers are bad).
+
+``--manifest`` rates the images of a ``generate`` manifest instead of made-up ones (each image's
+true quality drawn from its mode and strength as below): a new user gets a MOS file naming their
+own images, so stage 4 can train on it before any viewer has come — the figures follow the
+simulation, not the pictures.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from cmc_common.help import HelpFormatter
 from studydb import Session, Stimulus, StudyGroup, Viewer, create_study
 from studydb.design import order_without_repeats
+from studydb.manifest import ManifestError, read_manifest
 
 MODELS = ("SD15", "SDXL", "SSD1B", "RealVis", "PG20", "PG25", "Dreamlike", "Animate")
 MODES = ("Text", "Pixel", "Image", "Full")
@@ -59,13 +66,15 @@ class SimulatedStudy:
     """One row per viewer: bad (planted random rater), bias, scale, noise."""
 
 
-def simulate(config: SimulationConfig) -> SimulatedStudy:
-    """Draw a whole study (vectorized: ten million ratings take seconds)."""
+def simulate(config: SimulationConfig, manifest: pd.DataFrame | None = None) -> SimulatedStudy:
+    """Draw a whole study (vectorized: ten million ratings take seconds): of ``config.stimuli``
+    made-up images, or of the images of a ``generate`` manifest (then ``config.stimuli`` is
+    unused)."""
     rng = np.random.default_rng(config.seed)
-    truth = _stimuli(config.stimuli, rng)
+    truth = _stimuli(config.stimuli, rng) if manifest is None else _manifest_stimuli(manifest, rng)
     viewers = _viewers(config, rng)
-    n_groups = -(-config.stimuli // config.group_size)
-    group_of_stimulus = np.arange(config.stimuli) // config.group_size
+    n_groups = -(-len(truth) // config.group_size)
+    group_of_stimulus = np.arange(len(truth)) // config.group_size
     reference = truth["reference"].to_numpy()
     per_group = config.viewers_per_group or config.viewers
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("viewer", "session", "group", "stimulus")}
@@ -112,7 +121,11 @@ def write_study(study: SimulatedStudy, out: Path) -> None:
     """Write the ratings as CSV (``.csv``) or as a study database (anything else), plus the truth."""
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".csv":
-        study.ratings.drop(columns=["group"]).to_csv(out, index=False)
+        ratings = study.ratings.drop(columns=["group"])
+        if "distorted_path" in study.truth:  # a manifest's images: mos.csv must name their files
+            meta = study.truth.drop(columns=["true_consistency", "true_perception"])
+            ratings = ratings.merge(meta, on="stimulus", how="left")
+        ratings.to_csv(out, index=False)
     else:
         _write_database(study, out)
     study.truth.to_csv(out.parent / "truth.csv", index=False)
@@ -123,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mos.simulate",
         description="Write a synthetic subjective study with a known truth (see module docstring).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--out", type=Path, required=True, help="ratings file: *.csv, or *.db for a study database"
@@ -147,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         "(default: every viewer rates every group, as in a lab)",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        help="rate the images of this generate manifest (their paths go into the ratings, so "
+        "mos.csv names them) instead of --stimuli made-up ones",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.bad_viewers < args.viewers or min(args.stimuli, args.group_size) < 1:
         parser.error("need ≥ 1 stimulus and group size, and 0 ≤ bad viewers < viewers")
@@ -161,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         args.seed,
         args.viewers_per_group,
     )
-    study = simulate(config)
+    try:
+        manifest = None if args.manifest is None else read_manifest(args.manifest)
+    except ManifestError as error:
+        parser.error(str(error))
+    study = simulate(config, manifest)
     write_study(study, args.out)
     print(f"wrote {len(study.ratings):,} ratings to {args.out} (truth beside it)")
     return 0
@@ -174,9 +197,7 @@ def _stimuli(n: int, rng: np.random.Generator) -> pd.DataFrame:
     model = np.array(MODELS)[rng.integers(0, len(MODELS), n)]
     mode = np.array(MODES)[rng.integers(0, len(MODES), n)]
     strength = rng.uniform(0.2, 0.9, n)
-    base = rng.uniform(-1.2, 1.2, n)
-    consistency = 2.5 + base + np.vectorize(MODE_CONSISTENCY.get)(mode) - (strength - 0.55)
-    perception = 2.5 + 0.5 * base + 1.5 * (strength - 0.55) + rng.normal(0, 0.5, n)
+    consistency, perception = _true_quality(mode, strength, rng)
     return pd.DataFrame(
         {
             "stimulus": [f"img{i:06d}" for i in range(n)],
@@ -185,10 +206,38 @@ def _stimuli(n: int, rng: np.random.Generator) -> pd.DataFrame:
             "mode": mode,
             "strength": strength.round(3),
             "content_type": content,
-            "true_consistency": np.clip(consistency, 0.3, 4.7),
-            "true_perception": np.clip(perception, 0.3, 4.7),
+            "true_consistency": consistency,
+            "true_perception": perception,
         }
     )
+
+
+def _manifest_stimuli(manifest: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """A manifest's images with a drawn true quality; an image without a mode or strength (a
+    codec ladder's) counts as a neutral one."""
+    kept = ["reference", "model", "mode", "strength", "content_type"]
+    frame = manifest[[c for c in kept if c in manifest.columns]].copy()
+    frame.insert(0, "stimulus", manifest["id"].astype(str).to_numpy())
+    frame["distorted_path"] = manifest["distorted_path"].to_numpy()
+    frame["reference_path"] = manifest["reference_path"].to_numpy()
+    mode = frame["mode"].astype(str).to_numpy() if "mode" in frame else np.full(len(frame), "")
+    strength = pd.to_numeric(frame.get("strength"), errors="coerce")
+    strength = np.full(len(frame), 0.55) if strength is None else strength.fillna(0.55).to_numpy()
+    frame["true_consistency"], frame["true_perception"] = _true_quality(mode, strength, rng)
+    return frame.reset_index(drop=True)
+
+
+def _true_quality(
+    mode: np.ndarray, strength: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """True consistency and perception in [0.3, 4.7]: the mode sets how much of the picture
+    survives, a stronger img2img strength trades consistency for perception."""
+    n = len(mode)
+    base = rng.uniform(-1.2, 1.2, n)
+    effect = np.array([MODE_CONSISTENCY.get(m, 0.0) for m in mode])
+    consistency = 2.5 + base + effect - (strength - 0.55)
+    perception = 2.5 + 0.5 * base + 1.5 * (strength - 0.55) + rng.normal(0, 0.5, n)
+    return np.clip(consistency, 0.3, 4.7), np.clip(perception, 0.3, 4.7)
 
 
 def _viewers(config: SimulationConfig, rng: np.random.Generator) -> pd.DataFrame:
@@ -222,13 +271,17 @@ def _write_database(study: SimulatedStudy, out: Path) -> None:
                 {
                     "id": i + 1,
                     "key": row.stimulus,
-                    "distorted_path": f"distorted/{row.stimulus}.png",
-                    "reference_path": f"references/{row.reference}.png",
+                    "distorted_path": getattr(
+                        row, "distorted_path", f"distorted/{row.stimulus}.png"
+                    ),
+                    "reference_path": getattr(
+                        row, "reference_path", f"references/{row.reference}.png"
+                    ),
                     "reference": row.reference,
-                    "model": row.model,
-                    "mode": row.mode,
-                    "strength": float(row.strength),
-                    "content_type": row.content_type,
+                    "model": getattr(row, "model", None),
+                    "mode": getattr(row, "mode", None),
+                    "strength": _number(getattr(row, "strength", None)),
+                    "content_type": getattr(row, "content_type", None),
                     "group_id": int(group_of.get(row.stimulus, 0)) + 1,
                     "withheld": False,
                 }
@@ -293,6 +346,11 @@ def _write_database(study: SimulatedStudy, out: Path) -> None:
             )
             db.exec_driver_sql(sql, list(rows))
     engine.dispose()
+
+
+def _number(value) -> float | None:
+    """A float for the database, None for a manifest's empty strength (a codec image)."""
+    return None if value is None or pd.isna(value) else float(value)
 
 
 # --- Online (crowd) participants -----------------------------------------------------------------

@@ -39,7 +39,7 @@ from scipy import special
 from studydb.design import order_without_repeats
 
 POLICIES = ("uniform", "adaptive")
-"""Allocation policies by name (the ``ALLOCATION`` config key and ``--policy`` options)."""
+"""Allocation policies by name (the ``ALLOCATION`` config key; ``mos.online_study`` runs both)."""
 
 PRIOR_WEIGHT = 2.0
 """Pseudo-ratings of the pooled spread added to each image's own: with 3 ratings, a lucky small

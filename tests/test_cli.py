@@ -20,9 +20,13 @@ def study_db(tmp_path_factory):
     return folder / "s.db"
 
 
-def test_database_to_outputs(study_db, capsys):
+def test_database_to_outputs(study_db, capsys, tmp_path, monkeypatch):
+    """With no --out, the outputs land in out/mos/ under the working directory (the repository
+    root in every example), never beside the input (from the root, that is the package mos/)."""
+    monkeypatch.chdir(tmp_path)
     assert main([str(study_db)]) == 0
-    out = study_db.parent / "mos"
+    out = tmp_path / "out" / "mos"
+    assert not (study_db.parent / "mos").exists()
     mos = pd.read_csv(out / "mos.csv")
     assert list(mos.columns[:11]) == [
         "stimulus",
@@ -37,7 +41,7 @@ def test_database_to_outputs(study_db, capsys):
     for figure in ("mos_histograms.png", "screening.png", "ci95.png", "mos_by_model.png"):
         assert figure in report and (out / figure).stat().st_size > 1000
     assert "split-half" in report and "NSFW" in report
-    assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+    assert f"report: {out.relative_to(tmp_path) / 'report.md'}" in capsys.readouterr().out
 
 
 def test_csv_input_and_options(tmp_path, study_db):

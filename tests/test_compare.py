@@ -279,7 +279,8 @@ def test_sweeps_give_one_point_per_qp_and_per_caption_length(tmp_path, refs, lad
     monkeypatch.setattr("generate.__main__.make_captioner", lambda source, words: WordCounter())
     run = tmp_path / "run"
     assert generate_main(["run", str(plan), "--out", str(run), "--models-config", str(config),
-                          "--size", "64", "--steps", "2", "--device", "cpu"]) == 0  # fmt: skip
+                          "--captions", "stub", "--size", "64", "--steps", "2",
+                          "--device", "cpu"]) == 0  # fmt: skip
     out = tmp_path / "out"
     args = [str(ladder), str(run / "manifest.csv"), "--out", str(out), "--metric", "psnr",
             "--quiet", "--device", "cpu"]  # fmt: skip

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from cmc_common.help import HelpFormatter
 from train_iqa.cli import (
     Parser,
     fraction,
@@ -57,7 +57,7 @@ def build_parser() -> Parser:
         "split carved from training (which chooses best.pt) and on the untouched test split "
         "every epoch. The same command with the same --seed on the same machine gives the same "
         "numbers. Validation and the leaderboard: python -m train_iqa.validate / .leaderboard.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--metric", required=True, help="pyiqa name: topiq_fr, topiq_nr, …")
     parser.add_argument(

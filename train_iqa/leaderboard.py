@@ -17,12 +17,12 @@ image size it was trained at, read from its checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from cmc_common.help import HelpFormatter
 from train_iqa.cli import Parser, positive_int
 from train_iqa.data import DataError, ImagePairs, read_csv
 from train_iqa.model import Metric, MetricError, read_checkpoint
@@ -97,7 +97,7 @@ def build_parser() -> Parser:
         prog="python -m train_iqa.leaderboard",
         description="Score a benchmark run with fine-tuned FR/NR indicators and print the "
         "paper's table (Overall = 2/3 FR + 1/3 NR).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--fr", type=Path, required=True, help="FR checkpoint (best.pt)")
     parser.add_argument("--nr", type=Path, required=True, help="NR checkpoint (best.pt)")

@@ -75,12 +75,20 @@ def read_checkpoint(path: Path) -> dict:
     return state
 
 
-def create(name: str, pretrained: bool, weights: Path | None, device: str, as_loss: bool):
+def create(
+    name: str,
+    pretrained: bool,
+    weights: Path | None,
+    device: str,
+    as_loss: bool,
+    weights_option: str = "--weights FILE",
+):
     """The pyiqa wrapper for ``name``, offline-able and with a checkpoint loaded strictly.
 
     Shared by training (``as_loss=True``: gradients flow) and scoring (``compare``: inference).
     Without ``pretrained`` the architecture is built at random (its backbone too, for TOPIQ),
     so it builds offline; metrics without weights (PSNR, SSIM) take no such option.
+    ``weights_option`` is how the caller's command line names a checkpoint, for the error.
     """
     import pyiqa
 
@@ -95,10 +103,14 @@ def create(name: str, pretrained: bool, weights: Path | None, device: str, as_lo
         wrapper = _create_metric(pyiqa, name, as_loss, device, options)
     except Exception as error:  # downloads fail in many ways offline
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        fix = (
+            f"give a checkpoint with {weights_option}, or build it at random with --no-pretrained"
+            if pretrained
+            else "even at random, this metric builds its backbone from downloaded weights"
+        )
         raise MetricError(
             f"{name}: cannot build the metric ({first}). Its pretrained weights go in pyiqa's "
-            "cache (~/.cache/torch/hub/pyiqa/, or $PYIQA_CACHE_DIR); give a checkpoint with "
-            "--weights, or build it at random with --no-pretrained"
+            f"cache (~/.cache/torch/hub/pyiqa/, or $PYIQA_CACHE_DIR); {fix}"
         ) from error
     if weights is not None:
         load_weights(wrapper.net, weights)

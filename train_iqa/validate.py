@@ -12,7 +12,6 @@ against the study.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cmc_common.help import HelpFormatter
 from train_iqa.cli import Parser, positive_int, report_left_out
 from train_iqa.data import (
     DEFAULT_TARGET,
@@ -84,7 +84,7 @@ def build_parser() -> Parser:
     parser = Parser(
         prog="python -m train_iqa.validate",
         description=__doc__.split("\n\n")[2].replace("\n", " "),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--mos", type=Path, required=True, help="mos.csv of the study")
     parser.add_argument("--metric", action="append", default=[], help="pyiqa metric (repeatable)")
