@@ -98,9 +98,10 @@ def test_a_ladder_shifted_by_a_known_rate_gives_that_rate(lower_better, factor):
     # less rate for the same quality is a gain: higher, or lower for a lower-is-better metric
     gain = d.bd_quality * (-1 if lower_better else 1)
     assert (gain > 0) == (factor < 1)
+    # the overlap's share of the narrower log-rate range (both span 0.02–0.3 here)
     assert d.rate_overlap == pytest.approx(
-        np.log10(0.3 * min(1, factor) / (0.02 * max(1, factor))) / np.log10(0.3 * max(1, factor) / (0.02 * min(1, factor)))
-    )  # fmt: skip
+        np.log10(0.3 * min(1, factor) / (0.02 * max(1, factor))) / np.log10(0.3 / 0.02)
+    )
 
 
 def test_what_bd_cannot_compute_is_reported_not_extrapolated():
@@ -116,7 +117,58 @@ def test_what_bd_cannot_compute_is_reported_not_extrapolated():
     assert np.isnan(bumpy.bd_rate) and not np.isnan(bumpy.bd_quality)
     assert bumpy.notes == ["t: quality does not rise with rate between 0.05 and 0.1 bpp: BD-rate undefined"]  # fmt: skip
     single = delta(Curve("t", rate[:1], quality[:1]), Curve("a", rate, quality), False)
-    assert np.isnan(single.bd_rate) and "t: 1 point(s), a curve needs 2" in single.notes
+    assert np.isnan(single.bd_rate) and "t: 1 point(s); pchip needs 2 per curve" in single.notes
+
+
+@pytest.mark.parametrize("points", [2, 3])
+def test_the_cubic_fit_refuses_curves_of_fewer_than_four_points(points):
+    """numpy.polyfit of degree 3 through 2 or 3 points returns one of infinitely many cubics:
+    the cubic method gives no number there (PCHIP does), and says why."""
+    rate = np.array([0.02, 0.05, 0.1, 0.3])
+    quality = np.array([0.41, 0.55, 0.62, 0.8])
+    test, anchor = Curve("t", rate[:points] * 0.8, quality[:points]), Curve("a", rate, quality)
+    cubic = delta(test, anchor, False, "cubic")
+    assert np.isnan(cubic.bd_rate) and np.isnan(cubic.bd_quality)
+    assert cubic.notes == [f"t: {points} point(s); cubic needs 4 per curve"]
+    pchip = delta(test, anchor, False, "pchip")
+    assert np.isfinite(pchip.bd_rate) and pchip.notes == []
+    four = delta(Curve("t", rate * 0.8, quality), anchor, False, "cubic")
+    assert four.bd_rate == pytest.approx(-20, abs=1e-6) and four.notes == []
+
+
+def test_a_point_without_a_score_is_left_out_as_its_note_says():
+    """One NaN point: a note, and the delta of the other points (not NaN for the whole pair)."""
+    rate = np.array([0.02, 0.05, 0.1, 0.3])
+    quality = np.array([0.41, 0.55, 0.62, 0.8])
+    holed = quality.copy()
+    holed[1] = np.nan
+    d = delta(Curve("t", rate * 0.5, holed), Curve("a", rate, quality), False)
+    left = [0, 2, 3]
+    expected = delta(Curve("t", rate[left] * 0.5, quality[left]), Curve("a", rate, quality), False)
+    assert d.bd_rate == pytest.approx(expected.bd_rate) and np.isfinite(d.bd_rate)
+    assert d.bd_quality == pytest.approx(expected.bd_quality) and np.isfinite(d.bd_quality)
+    assert d.notes == ["t: 1 point(s) without a score left out (at 0.025 bpp); the delta uses its other 3"]  # fmt: skip
+    # what is left must still be a curve: two NaN points of three leave one, and no number
+    few = delta(Curve("t", rate[:3], np.array([0.4, np.nan, np.nan])), Curve("a", rate, quality), False)  # fmt: skip
+    assert np.isnan(few.bd_rate) and "t: 1 point(s); pchip needs 2 per curve" in few.notes
+
+
+def test_a_sliver_of_overlap_gives_a_note_and_no_number():
+    """Under 20% of the narrower range in common, the 'average' difference rests on one
+    interpolated segment: no number, a note naming the share; at 20% or more, a number."""
+    rate = np.array([0.02, 0.05, 0.1, 0.3])
+    quality = np.array([0.40, 0.55, 0.62, 0.80])
+    # the test starts at 0.28 bpp: log-rate overlap log(0.3/0.28)/log(0.3/0.02) ≈ 2.5%
+    sliver = delta(Curve("t", rate * 14, quality + 0.39), Curve("a", rate, quality), False)
+    assert np.isnan(sliver.bd_rate) and np.isnan(sliver.bd_quality)
+    assert sliver.rate_overlap == pytest.approx(np.log10(0.3 / 0.28) / np.log10(0.3 / 0.02))
+    assert any("rate ranges overlap over 3% of the narrower one" in n and "BD-quality not given" in n
+               for n in sliver.notes)  # fmt: skip
+    assert any(
+        "quality ranges overlap over" in n and "BD-rate not given" in n for n in sliver.notes
+    )
+    enough = delta(Curve("t", rate * 3, quality + 0.1), Curve("a", rate, quality), False)
+    assert enough.rate_overlap >= 0.2 and np.isfinite(enough.bd_rate) and enough.notes == []
 
 
 # --- the CLI on the codec ladder -------------------------------------------------------------
@@ -137,6 +189,7 @@ def test_a_codec_against_itself_and_shifted_through_the_cli(tmp_path, ladder):
     assert compare_main(args) == 0
     bd = pd.read_csv(out / "bd.csv", keep_default_na=False)
     assert len(bd) == 2 * 2 * 2  # {Same, Half} × {HEVC, AV1} × {psnr, ssim}
+    assert (bd["references"] == len(DEMO_NAMES)).all() and (bd["note"] == "").all()
     against_hevc = bd[bd["anchor"] == "HEVC"].set_index(["metric", "test"])
     for metric in ("psnr", "ssim"):
         assert float(against_hevc.loc[(metric, "Same"), "bd_rate_percent"]) == pytest.approx(
@@ -164,7 +217,7 @@ def test_a_codec_against_itself_and_shifted_through_the_cli(tmp_path, ladder):
     report = (out / "report.md").read_text()
     assert (
         "![rate–quality curves](figure.png)" in report
-        and "| psnr | Half | HEVC | -50.0 |" in report
+        and "| psnr | Half | HEVC | 3 | -50.0 |" in report
     )
     with Image.open(out / "figure.png") as figure:
         assert figure.size[0] > 400 and figure.size[1] > 300
