@@ -11,5 +11,5 @@ RATE_COLUMNS = ("codec_qp", "codec_target_bpp")
 METHODS = ("pchip", "akima", "cubic")
 FID_DIMS = (64, 192, 768, 2048)
 PAPER_METRICS = ("topiq_fr", "clipsim", "lpips", "ssim", "topiq_nr", "clipiqa", "liqe", "fid")
-OFFLINE_METRICS = ("psnr", "ssim", "ms_ssim")
+OFFLINE_METRICS = ("psnr", "ssim", "gmsd")
 """Metrics without weights: they build offline (named when the default set cannot)."""

@@ -5,6 +5,10 @@ and Table A1 / Figure A4 sweeps), and one-line errors."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +20,7 @@ from compare.__main__ import main as compare_main
 from compare.bd import Curve, delta
 from generate.__main__ import main as generate_main
 from tests.tiny_models import save_sd
+from train_iqa.model import MetricError
 
 DEMO_NAMES = ("coffee.png", "rocket.png", "chelsea.png")
 TINY_CLIP = {
@@ -468,3 +473,176 @@ def test_clip_based_pyiqa_metrics_can_be_imported():
     import importlib
 
     importlib.import_module("pyiqa.archs.clip_imports")
+
+
+# --- comparable curves only (issue 21, item 3) ---------------------------------------------------
+
+
+def _absolute(ladder) -> pd.DataFrame:
+    frame = pd.read_csv(ladder)
+    frame["distorted_path"] = str(ladder.parent) + "/" + frame["distorted_path"]
+    return frame
+
+
+def test_bd_is_over_the_references_both_curves_share_or_refused(tmp_path, ladder, capsys):
+    """HEVC as a 'CMC method' on two of the three references: the deltas against the full
+    ladder are over those two (counted, with a note) — the same as against a ladder of only
+    those two; on pictures the ladder never saw (same names, other content), refused."""
+    frame = _absolute(ladder)
+    hevc = frame[frame["model"] == "HEVC"]
+    two = sorted(set(hevc["reference"]))[:2]
+    half = hevc[hevc["reference"].isin(two)].assign(model="Half", mode="Full", bpp=lambda f: f["bpp"] / 2)  # fmt: skip
+    half.to_csv(tmp_path / "half.csv", index=False)
+    frame[frame["reference"].isin(two)].to_csv(tmp_path / "ladder2.csv", index=False)
+    args = ["--metric", "psnr", "--quiet", "--device", "cpu"]
+    assert compare_main([str(ladder), str(tmp_path / "half.csv"), "--out", str(tmp_path / "a"), *args]) == 0  # fmt: skip
+    assert compare_main([str(tmp_path / "ladder2.csv"), str(tmp_path / "half.csv"), "--out", str(tmp_path / "b"), *args]) == 0  # fmt: skip
+    full, only_two = (pd.read_csv(tmp_path / f / "bd.csv", keep_default_na=False).set_index("anchor") for f in "ab")  # fmt: skip
+    assert (full["references"] == 2).all() and (only_two["references"] == 2).all()
+    assert full.loc["HEVC", "note"] == "over the 2 reference(s) both curves have at every point (Half: 2, HEVC: 3)"  # fmt: skip
+    assert only_two.loc["HEVC", "note"] == ""
+    assert float(full.loc["HEVC", "bd_rate_percent"]) == pytest.approx(-50, abs=1e-6)
+    for column in ("bd_rate_percent", "bd_quality"):
+        assert float(full.loc["AV1", column]) == pytest.approx(float(only_two.loc["AV1", column]))
+    # the same names, other pictures (mirrored): nothing in common with the ladder
+    other = tmp_path / "other"
+    other.mkdir()
+    for path in sorted(set(half["reference_path"])):
+        Image.open(path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other / Path(path).name)
+    half.assign(reference_path=[str(other / Path(p).name) for p in half["reference_path"]]).to_csv(
+        tmp_path / "elsewhere.csv", index=False
+    )
+    err = _error(capsys, [str(ladder), str(tmp_path / "elsewhere.csv"), "--out", str(tmp_path / "c"), "--metric", "psnr"])  # fmt: skip
+    assert "CMC curve 'Half' and codec curve " in err and "share no reference image" in err
+    # the same pictures in another folder are the same references (compared by content)
+    copied = tmp_path / "copied"
+    shutil.copytree(Path(half["reference_path"].iloc[0]).parent, copied)
+    half.assign(reference_path=[str(copied / Path(p).name) for p in half["reference_path"]]).to_csv(
+        tmp_path / "copied.csv", index=False
+    )
+    assert compare_main([str(ladder), str(tmp_path / "copied.csv"), "--out", str(tmp_path / "d"), *args]) == 0  # fmt: skip
+    moved = pd.read_csv(tmp_path / "d" / "bd.csv").set_index("anchor")
+    assert moved.loc["HEVC", "bd_rate_percent"] == pytest.approx(-50, abs=1e-6)
+
+
+def test_two_ladders_are_two_curves_never_one(tmp_path, ladder, capsys):
+    """A ladder split in two manifests (QPs 24/32 and 40/48) is not silently one curve; labelled,
+    each is its own curve with its own points."""
+    frame = _absolute(ladder)
+    low = (frame["model"].eq("HEVC") & frame["codec_qp"].isin([24, 32])) | (
+        frame["model"].eq("AV1") & frame["codec_qp"].isin([30, 40])
+    )
+    frame[low].to_csv(tmp_path / "low.csv", index=False)
+    frame[~low].to_csv(tmp_path / "high.csv", index=False)
+    out = ["--out", str(tmp_path / "o"), "--metric", "psnr"]
+    err = _error(capsys, [str(tmp_path / "low.csv"), str(tmp_path / "high.csv"), *out])
+    assert "curve 'AV1' comes from more than one manifest" in err and "not merged" in err
+    args = ["--label", f"a={tmp_path / 'low.csv'}", "--label", f"b={tmp_path / 'high.csv'}", *out,
+            "--quiet", "--device", "cpu"]  # fmt: skip
+    assert compare_main(args) == 0
+    points = pd.read_csv(tmp_path / "o" / "points.csv")
+    assert set(points["curve"]) == {"a AV1", "a HEVC", "b AV1", "b HEVC"}
+    assert (points.groupby("curve")["point"].nunique() == 2).all()
+
+
+def test_codec_curves_keep_their_rates_under_point_by_caption_words(tmp_path, ladder):
+    """`--point-by caption_words` groups the CMC points by caption length; a codec ladder has
+    none, and still one point per QP (not one point 'all' averaged over its four rates)."""
+    out = tmp_path / "o"
+    args = [str(ladder), "--point-by", "caption_words", "--out", str(out), "--metric", "psnr",
+            "--quiet", "--device", "cpu"]  # fmt: skip
+    assert compare_main(args) == 0
+    points = pd.read_csv(out / "points.csv")
+    hevc = points[points["curve"] == "HEVC"].set_index("point")
+    assert sorted(hevc.index) == ["QP 24", "QP 32", "QP 40", "QP 48"]
+    manifest = pd.read_csv(ladder)
+    per_qp = manifest[manifest["model"] == "HEVC"].groupby("codec_qp")["bpp"].mean()
+    for qp, bpp in per_qp.items():
+        assert hevc.loc[f"QP {qp}", "bpp"] == pytest.approx(bpp)
+
+
+def test_a_point_holding_one_reference_twice_is_refused(tmp_path, ladder, capsys):
+    """Rows of two strengths grouped into one point would average two settings: refused, naming
+    the setting that differs; grouped by it, two points."""
+    frame = _absolute(ladder)
+    hevc = frame[(frame["model"] == "HEVC") & (frame["codec_qp"] == 32)]
+    swept = pd.concat([hevc.assign(model="X", mode="Pixel", strength=s, id=hevc["id"] + f"_{s}")
+                       for s in (0.4, 0.8)])  # fmt: skip
+    swept.to_csv(tmp_path / "swept.csv", index=False)
+    out = ["--out", str(tmp_path / "o"), "--metric", "psnr"]
+    err = _error(capsys, [str(tmp_path / "swept.csv"), *out, "--point-by", "mode"])
+    assert "curve 'X' point 'Pixel' holds reference" in err and "differing in strength" in err
+    assert compare_main([str(tmp_path / "swept.csv"), *out, "--point-by", "mode,strength",
+                         "--quiet", "--device", "cpu"]) == 0  # fmt: skip
+    assert set(pd.read_csv(tmp_path / "o" / "points.csv")["point"]) == {"Pixel, strength 0.4", "Pixel, strength 0.8"}  # fmt: skip
+
+
+# --- compare's smaller items (issue 21, item 6) -------------------------------------------------
+
+
+def test_an_image_of_another_size_than_its_reference_is_an_error(tmp_path, ladder, capsys):
+    frame = _absolute(ladder).iloc[[0]]
+    small = tmp_path / "small.png"
+    Image.open(frame["distorted_path"].iloc[0]).resize((64, 48)).save(small)
+    frame.assign(distorted_path=str(small)).to_csv(tmp_path / "m.csv", index=False)
+    err = _error(capsys, [str(tmp_path / "m.csv"), "--out", str(tmp_path / "o"), "--metric", "psnr"])  # fmt: skip
+    assert f"{small} is 64×48 but its reference" in err and "is 128×96" in err
+
+
+@pytest.mark.parametrize("low, high", [(0.01, 0.3), (0.02, 0.6), (0.004, 0.02), (0.003, 3.0), (0.1, 0.14)])  # fmt: skip
+def test_rate_axis_labels_never_overprint(low, high):
+    """At any span — about 1.5 decades (0.01–0.3) overprinted matplotlib's minor labels — the
+    rate axis has two to five labels, none touching another, on a panel of the figure's size."""
+    import matplotlib.pyplot as plt
+
+    from compare.report import rate_axis
+
+    fig, ax = plt.subplots(figsize=(3.6, 3.1), dpi=120)
+    ax.plot(np.geomspace(low, high, 4), [1, 2, 3, 4])
+    rate_axis(ax)
+    fig.tight_layout()
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    x0, x1 = ax.get_xlim()
+    labels = [t for t in ax.get_xticklabels(which="both") if t.get_text() and x0 <= t.get_position()[0] <= x1]  # fmt: skip
+    assert 2 <= len(labels) <= 5, [t.get_text() for t in labels]
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:], strict=False))
+    plt.close(fig)
+
+
+def test_offline_the_default_metrics_name_what_works(tmp_path, ladder, capsys, monkeypatch):
+    """Without downloaded weights the paper's metrics cannot be built: the message names the
+    metrics that work offline and compare's own options (there is no --weights here)."""
+    import compare.metrics
+
+    def offline(name, pretrained, weights, device, as_loss):
+        if name in ("psnr", "ssim", "gmsd") or not pretrained:
+            return real(name, pretrained, weights, device, as_loss)
+        try:
+            raise OSError("cannot reach huggingface.co")
+        except OSError as error:
+            raise MetricError(f"{name}: cannot build the metric (--weights ...)") from error
+
+    real = compare.metrics.create
+    monkeypatch.setattr(compare.metrics, "create", offline)
+    err = _error(capsys, [str(ladder), "--out", str(tmp_path / "o")])
+    assert "the default metrics (the paper's eight) need their weights: topiq_fr" in err
+    assert "cannot reach huggingface.co" in err and "--weights" not in err
+    assert "--metric psnr, --metric ssim, --metric gmsd work offline" in err
+    assert "--metric topiq_fr:FILE" in err and "--no-pretrained" in err
+    for works in ("psnr", "ssim", "gmsd"):  # what the message names does work offline
+        assert compare_main([str(ladder), "--metric", works, "--out", str(tmp_path / works),
+                             "--quiet", "--device", "cpu"]) == 0  # fmt: skip
+
+
+def test_help_imports_no_heavy_library():
+    """`python -m compare --help` (and each command's) reads argparse and compare.defaults only:
+    torch, pyiqa, pandas and matplotlib load when a command runs."""
+    code = ("import sys; from compare.__main__ import build_parser, command_parser; "
+            "build_parser().format_help(); command_parser('table-a1').format_help(); "
+            "command_parser('figure-a7').format_help(); "
+            "print(sorted(m for m in ('torch', 'pyiqa', 'pandas', 'matplotlib', 'numpy') if m in sys.modules))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).parents[1])  # fmt: skip
+    assert done.stdout.strip() == "[]"
