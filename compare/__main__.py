@@ -138,10 +138,10 @@ def _table_a1(args: argparse.Namespace) -> int:
     from compare.score import score
 
     run = load([Source(args.run_manifest)], point_by=table_a1.POINT_BY,
-               include_nsfw=args.include_nsfw)  # fmt: skip
+               include_nsfw=args.include_nsfw, mode=args.mode)  # fmt: skip
     _say_skipped(run)
-    ladder = load([Source(args.ladder)])
-    rows = table_a1.pair_rows(run, ladder, args.mode)
+    ladder = load([Source(args.ladder)], mode="Codec")
+    rows = table_a1.pair_rows(run, ladder)
     metrics = build_metrics(args)
     scored = score(rows, metrics, progress=not args.quiet)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ def _figure_a7(args: argparse.Namespace) -> int:
     from compare.score import score
 
     rows = load([Source(args.run_manifest)], _columns(args.curve_by), ("strength",),
-                include_nsfw=args.include_nsfw)  # fmt: skip
+                include_nsfw=args.include_nsfw, mode=args.mode)  # fmt: skip
     _say_skipped(rows)
     rows, notes = sweep.sweep_rows(rows, args.mode)
     for note in notes:

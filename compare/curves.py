@@ -56,6 +56,7 @@ def load(
     point_by: tuple[str, ...] = POINT_BY,
     anchors: tuple[str, ...] = (),
     include_nsfw: bool = False,
+    mode: str = "",
 ) -> pd.DataFrame:
     """Every image row of every manifest, with its ``curve``, ``point``, ``kind`` and ``bpp``.
 
@@ -63,7 +64,8 @@ def load(
     rows have mode ``Codec``. A (curve, point) that two manifests both fill is refused: their
     images would be averaged together silently; a label per manifest keeps them apart.
     Images the safety checker blanked are left out unless ``include_nsfw``; their number is in
-    ``rows.attrs["nsfw_skipped"]``.
+    ``rows.attrs["nsfw_skipped"]``. ``mode`` keeps the rows of that mode only (Table A1, the
+    strength sweeps), before the checks: another mode's settings cannot clash with this one's.
     """
     from studydb.manifest import ManifestError, nsfw_flagged, read_manifest
 
@@ -76,6 +78,8 @@ def load(
             frame = read_manifest(source.path)
         except ManifestError as error:
             raise InputError(str(error)) from error
+        if mode:
+            frame = _of_mode(frame, mode, source.path)
         if not include_nsfw:
             blanked = nsfw_flagged(frame)
             skipped += int(blanked.sum())
@@ -99,6 +103,14 @@ def load(
     rows = rows.drop(columns=["source"])
     rows.attrs["nsfw_skipped"] = skipped
     return rows
+
+
+def _of_mode(frame: pd.DataFrame, mode: str, where: Path) -> pd.DataFrame:
+    modes = frame["mode"].astype(str) if "mode" in frame.columns else pd.Series("", frame.index)
+    chosen = frame[modes.str.lower() == mode.lower()]
+    if chosen.empty:
+        raise InputError(f"{where}: no {mode}-mode rows (it has {', '.join(sorted(set(modes)))})")
+    return chosen
 
 
 def reference_key(path: str) -> str:

@@ -19,14 +19,9 @@ from compare.report import figure, points_markdown
 from compare.score import points
 
 
-def sweep_rows(rows: pd.DataFrame, mode: str) -> tuple[pd.DataFrame, list[str]]:
-    """The rows of ``mode``, each curve kept to the references it has at every strength."""
-    where = rows["manifest"].iloc[0]
-    chosen = rows[rows["mode"].str.lower() == mode.lower()]
-    if chosen.empty:
-        raise InputError(
-            f"{where}: no {mode}-mode rows (it has {', '.join(sorted(set(rows['mode'])))})"
-        )
+def sweep_rows(chosen: pd.DataFrame, mode: str) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of one mode, each curve kept to the references it has at every strength."""
+    where = chosen["manifest"].iloc[0]
     strength = pd.to_numeric(chosen["strength"], errors="coerce")
     if strength.isna().any():
         raise InputError(

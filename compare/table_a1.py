@@ -30,26 +30,20 @@ from compare.curves import InputError
 from compare.score import points
 
 ORIGINAL, CMC, IMPROVE = "Original", "CMC", "Improve"
-POINT_BY = ("codec_qp", "codec_target_bpp", "caption_words")
-"""A run's point in the table: its hint setting (and caption length, when swept)."""
+POINT_BY = ("codec_qp", "codec_target_bpp", "caption_words", "strength")
+"""A run's point in the table (of one mode): its hint setting, caption length, strength."""
 KEY = ["reference_key", "codec", "qp", "target"]
 
 
-def pair_rows(run: pd.DataFrame, ladder: pd.DataFrame, mode: str) -> pd.DataFrame:
-    """The run's ``mode`` rows (curve: model, point: its setting) and, once per (reference,
+def pair_rows(cmc: pd.DataFrame, ladder: pd.DataFrame) -> pd.DataFrame:
+    """The run's rows of one mode (curve: model, point: its setting) and, once per (reference,
     setting), the ladder's image of it (curve ``Original``), each with its ``hint`` label."""
-    where = run["manifest"].iloc[0]
-    cmc = run[run["mode"].str.lower() == mode.lower()]
-    if cmc.empty:
-        raise InputError(
-            f"{where}: no {mode}-mode rows (it has {', '.join(sorted(set(run['mode'])))})"
-        )
     unhinted = cmc["codec"].str.strip() == ""
     if unhinted.any():
-        raise InputError(f"{where}: {mode}-mode row {cmc['id'][unhinted].iloc[0]!r} has no codec "
-                         "hint (Table A1 needs Image or Full mode)")  # fmt: skip
+        raise InputError(f"{cmc['manifest'].iloc[0]}: row {cmc['id'][unhinted].iloc[0]!r} has no "
+                         "codec hint (Table A1 needs Image or Full mode)")  # fmt: skip
     cmc = _keyed(cmc)
-    coded = _keyed(ladder[ladder["mode"].str.lower() == "codec"])
+    coded = _keyed(ladder)
     found = cmc.merge(coded[[*KEY, "codec_bits", "id"]].drop_duplicates(KEY), on=KEY, how="left",
                       suffixes=("", "_ladder"))  # fmt: skip
     missing = found["id_ladder"].isna()

@@ -646,3 +646,161 @@ def test_help_imports_no_heavy_library():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           cwd=Path(__file__).parents[1])  # fmt: skip
     assert done.stdout.strip() == "[]"
+
+
+# --- the paper's Table A1 and Figure A7 (issue 21, item 5) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def swept(refs, tmp_path_factory):
+    """A tiny SD-1.5 run swept over AV1 hint QPs 51/45 and strengths 0.5/0.8, and the AV1 ladder
+    at those QPs on the same references: (run manifest, ladder manifest)."""
+    folder = tmp_path_factory.mktemp("swept")
+    save_sd(folder / "sd")
+    config = folder / "models.toml"
+    config.write_text(f'[SD15]\nweights = "{folder / "sd"}"\n')
+    captions = folder / "captions.csv"
+    pd.DataFrame({"name": list(DEMO_NAMES), "text": ["a cup", "a rocket", "a cat"]}).to_csv(captions)  # fmt: skip
+    plan = folder / "plan.csv"
+    assert generate_main(["plan", "--references", str(refs), "--out", str(plan), "--preset",
+                          "benchmark", "--models", "SD15", "--sweep-qp", "51,45",
+                          "--sweep-strength", "0.5,0.8"]) == 0  # fmt: skip
+    rows = pd.read_csv(plan, dtype=str, keep_default_na=False)
+    rows[rows["mode"].isin(["Pixel", "Full"])].to_csv(plan, index=False)  # what the tests read
+    assert generate_main(["run", str(plan), "--out", str(folder / "run"), "--captions", str(captions),
+                          "--models-config", str(config), "--size", "64", "--steps", "2",
+                          "--codec", "av1", "--device", "cpu"]) == 0  # fmt: skip
+    assert generate_main(["ladder", "--references", str(refs), "--out", str(folder / "ladder"),
+                          "--codecs", "av1", "--qps", "51,45", "--workers", "1"]) == 0  # fmt: skip
+    return folder / "run" / "manifest.csv", folder / "ladder" / "manifest.csv"
+
+
+@pytest.mark.parametrize(
+    "original, cmc, lower_better, paper",
+    [(0.825, 0.890, False, 7.88), (0.181, 0.670, False, 270), (0.523, 0.435, True, 20.2),
+     (1.221, 3.530, False, 189), (0.677, 0.571, False, -15.6), (300.8, 255.8, True, 17.5),
+     (2.546, 2.964, False, 16.4), (1.217, 2.553, False, 109), (0.302, 0.327, True, -7.65),
+     (0.938, 0.939, False, 0.11), (286.7, 255.2, True, 12.3), (3.550, 3.431, False, -3.35)],
+)  # fmt: skip
+def test_improve_is_the_papers_direction_aware_ratio(original, cmc, lower_better, paper):
+    """The paper's Table A1 rows (Extreme, QP51, QP45), Original and CMC as printed, give its
+    Improve column within 1% (its inputs are printed to 3–4 digits and it truncates: FID
+    17.59% is printed 17.5%); the other conventions miss it (LPIPS (0.523 − 0.435) / 0.523 is
+    16.8%, not 20.2%)."""
+    from compare.table_a1 import improve
+
+    assert improve(original, cmc, lower_better) == pytest.approx(paper, rel=1e-2, abs=0.01)
+    assert np.isnan(improve(0.0, cmc, lower_better)) and np.isnan(improve(-1.0, cmc, lower_better))
+    assert np.isnan(improve(original, np.nan, lower_better))
+
+
+def test_table_a1_against_hand_computed_improve(tmp_path, swept, capsys):
+    """`compare table-a1`: per hint QP and strength, the Original is the ladder's AV1 image (the
+    run's hint: same bits), and Original / CMC / Improve of PSNR (↑) and GMSD (↓) are what this
+    test computes from the image files with its own PSNR and pyiqa's GMSD."""
+    import pyiqa
+
+    run, ladder = swept
+    out = tmp_path / "a1"
+    args = ["table-a1", str(run), "--ladder", str(ladder), "--metric", "psnr", "--metric", "gmsd",
+            "--out", str(out), "--quiet", "--device", "cpu"]  # fmt: skip
+    assert compare_main(args) == 0
+    assert "| SD15 | QP 51, strength 0.5 | Original |" in capsys.readouterr().out
+    table = pd.read_csv(out / "table_a1.csv").set_index(["hint", "image"])
+    manifest, codec = pd.read_csv(run), pd.read_csv(ladder)
+    gmsd = pyiqa.create_metric("gmsd", device="cpu")
+    full = manifest[manifest["mode"] == "Full"]
+    assert len(table) == 3 * full.groupby(["codec_qp", "strength"]).ngroups == 12
+    for (qp, strength), group in full.groupby(["codec_qp", "strength"]):
+        hint = f"QP {qp:.0f}, strength {strength:g}"
+        hints = codec[(codec["codec_qp"] == qp) & codec["reference"].isin(group["reference"])]
+        assert (hints.sort_values("reference")["codec_bits"].to_numpy()
+                == group.sort_values("reference")["codec_bits"].to_numpy()).all()  # fmt: skip
+        pairs = {"Original": zip(ladder.parent / hints["distorted_path"], hints["reference_path"], strict=True),
+                 "CMC": zip(run.parent / group["distorted_path"], group["reference_path"], strict=True)}  # fmt: skip
+        expected = {}
+        for image, files in pairs.items():
+            files = list(files)
+            expected[image] = (np.mean([psnr(Image.open(d), Image.open(r)) for d, r in files]),
+                               np.mean([float(gmsd(str(d), r)) for d, r in files]))  # fmt: skip
+            assert table.loc[(hint, image), "psnr"] == pytest.approx(expected[image][0], abs=1e-3)
+            assert table.loc[(hint, image), "gmsd"] == pytest.approx(expected[image][1], rel=1e-4)
+            assert table.loc[(hint, image), "references"] == len(DEMO_NAMES)
+        (p_orig, g_orig), (p_cmc, g_cmc) = expected["Original"], expected["CMC"]
+        assert table.loc[(hint, "Improve"), "psnr"] == pytest.approx((p_cmc / p_orig - 1) * 100, abs=1e-2)  # fmt: skip
+        assert table.loc[(hint, "Improve"), "gmsd"] == pytest.approx((g_orig / g_cmc - 1) * 100, rel=1e-3)  # fmt: skip
+        assert table.loc[(hint, "Original"), "bpp"] == pytest.approx(hints["bpp"].mean())
+        assert table.loc[(hint, "CMC"), "bpp"] == pytest.approx(group["bpp"].mean())
+    markdown = (out / "table_a1.md").read_text()
+    assert "| model | hint | image | references | bpp | psnr ↑ | gmsd ↓ |" in markdown
+
+
+def test_table_a1_refuses_an_original_that_is_not_the_runs_hint(tmp_path, swept, capsys):
+    run, ladder = swept
+    codec = pd.read_csv(ladder)
+    codec["distorted_path"] = str(ladder.parent) + "/" + codec["distorted_path"]
+    args = ["table-a1", str(run), "--metric", "psnr", "--out", str(tmp_path / "o")]
+    codec[codec["codec_qp"] == 51].to_csv(tmp_path / "qp51.csv", index=False)
+    err = _error(capsys, [*args, "--ladder", str(tmp_path / "qp51.csv")])
+    assert "no av1 image at QP 45" in err
+    codec.assign(codec_bits=codec["codec_bits"] + 8).to_csv(tmp_path / "other.csv", index=False)
+    assert "not the same encode" in _error(capsys, [*args, "--ladder", str(tmp_path / "other.csv")])
+
+
+def test_figure_a7_pixel_mode_over_strength(tmp_path, swept, cmc_runs, capsys):
+    """`compare figure-a7`: Pixel mode, one point per strength, each the mean PSNR of its
+    images (recomputed here); a run with one strength per mode is refused."""
+    run, _ = swept
+    out = tmp_path / "a7"
+    assert compare_main(["figure-a7", str(run), "--metric", "psnr", "--out", str(out), "--quiet",
+                         "--device", "cpu"]) == 0  # fmt: skip
+    sweep = pd.read_csv(out / "sweep.csv").set_index("strength")
+    manifest = pd.read_csv(run)
+    pixel = manifest[manifest["mode"] == "Pixel"]
+    assert sorted(sweep.index) == [0.5, 0.8] and set(sweep["curve"]) == {"SD15"}
+    for strength, group in pixel.groupby("strength"):
+        values = [psnr(Image.open(run.parent / d), Image.open(r))
+                  for d, r in zip(group["distorted_path"], group["reference_path"], strict=True)]  # fmt: skip
+        assert sweep.loc[strength, "mean"] == pytest.approx(np.mean(values), abs=1e-3)
+        assert sweep.loc[strength, "n"] == len(DEMO_NAMES)
+    with Image.open(out / "figure.png") as figure:
+        assert figure.size[0] > 300
+    # Full mode holds two QPs per strength: refused unless they are told apart
+    args = [
+        "figure-a7",
+        str(run),
+        "--metric",
+        "psnr",
+        "--mode",
+        "Full",
+        "--out",
+        str(tmp_path / "f"),
+    ]
+    assert "differing in codec_qp" in _error(capsys, args)
+    assert compare_main([*args, "--curve-by", "model,codec_qp", "--quiet", "--device", "cpu"]) == 0
+    assert set(pd.read_csv(tmp_path / "f" / "sweep.csv")["curve"]) == {"SD15 51", "SD15 45"}
+    err = _error(capsys, ["figure-a7", str(cmc_runs[0]), "--metric", "psnr", "--out", str(tmp_path / "g")])  # fmt: skip
+    assert "Pixel mode has one strength (0.8)" in err
+
+
+def test_plan_sweeps_strength_on_every_mode_but_text(tmp_path, refs, capsys):
+    """`generate plan --sweep-strength` (Figures A5–A7): each Pixel/Image/Full row once per
+    strength, the rest of the row (seed included) unchanged; Text keeps its strength 1."""
+    plan = tmp_path / "plan.csv"
+    args = ["plan", "--references", str(refs), "--out", str(plan), "--preset", "benchmark",
+            "--models", "SD15"]  # fmt: skip
+    assert generate_main(args) == 0
+    base = pd.read_csv(plan).set_index("id")
+    assert generate_main([*args, "--sweep-strength", "0.4,0.99"]) == 0
+    rows = pd.read_csv(plan)
+    text = rows[rows["mode"] == "Text"]
+    assert (text["strength"] == 1.0).all() and len(text) == len(DEMO_NAMES)
+    for mode in ("Pixel", "Image", "Full"):
+        swept = rows[rows["mode"] == mode]
+        assert sorted(swept["strength"]) == sorted([0.4, 0.99] * len(DEMO_NAMES))
+        for row in swept.itertuples():
+            origin = row.id.rsplit("__s", 1)[0]
+            assert row.id == f"{origin}__s{row.strength:g}" and row.seed == base.loc[origin, "seed"]
+    for bad in ("0,0.5", "0.5,1.2", "0.5,0.5", "nan"):
+        assert generate_main([*args, "--sweep-strength", bad]) == 2
+        assert "--sweep-strength" in capsys.readouterr().err
