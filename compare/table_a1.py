@@ -46,22 +46,20 @@ def pair_rows(cmc: pd.DataFrame, ladder: pd.DataFrame) -> pd.DataFrame:
     coded = _keyed(ladder)
     found = cmc.merge(coded[[*KEY, "codec_bits", "id"]].drop_duplicates(KEY), on=KEY, how="left",
                       suffixes=("", "_ladder"))  # fmt: skip
-    missing = found["id_ladder"].isna()
-    if missing.any():
-        first = found[missing].iloc[0]
-        raise InputError(
-            f"{ladder['manifest'].iloc[0]}: no {first['codec']} image at {first['hint']} of "
-            f"{int(missing.sum())} run image(s)' references (first: {first['reference']}); make "
-            "the ladder with the run's codec and settings on the run's references"
-        )
-    differ = _number(found["codec_bits"]) != _number(found["codec_bits_ladder"])
-    if differ.any():
-        first = found[differ].iloc[0]
-        raise InputError(
+    where = ladder["manifest"].iloc[0]
+    problems = (  # the first that applies is reported
+        (found["id_ladder"].isna(), lambda first, n: (
+            f"{where}: no {first['codec']} image at {first['hint']} of {n} run image(s)' "
+            f"references (first: {first['reference']}); make the ladder with the run's codec "
+            "and settings on the run's references")),
+        (_number(found["codec_bits"]) != _number(found["codec_bits_ladder"]), lambda first, n: (
             f"{first['reference']} at {first['hint']}: the ladder's {first['codec']} image has "
             f"{first['codec_bits_ladder']} bits, the run's hint {first['codec_bits']}: not the "
-            "same encode (another codec build or setting), so not the run's Original"
-        )
+            "same encode (another codec build or setting), so not the run's Original")),
+    )  # fmt: skip
+    for bad, message in problems:
+        if bad.any():
+            raise InputError(message(found[bad].iloc[0], int(bad.sum())))
     wanted = cmc[KEY].drop_duplicates()
     original = coded.merge(wanted, on=KEY).drop_duplicates(KEY)
     original = original.assign(curve=ORIGINAL, point=original["hint"], kind="codec")
