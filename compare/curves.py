@@ -150,7 +150,8 @@ def _one_image_per_reference(rows: pd.DataFrame) -> None:
     raise InputError(
         f"curve '{first['curve']}' point '{first['point']}' holds reference "
         f"{first['reference']!r} {len(same)} times, differing in {', '.join(differ)}: a point "
-        "averages one image per reference; group by the setting that differs (--point-by; figure-a7: --curve-by)"
+        "averages one image per reference; group by the setting that differs (--point-by; "
+        "figure-a7: --curve-by)"
     )
 
 
