@@ -18,7 +18,14 @@ import os
 import sys
 from pathlib import Path
 
-from compare.defaults import CURVE_BY, FID_DIMS, METHODS, PAPER_METRICS, POINT_BY
+from compare.defaults import (
+    CURVE_BY,
+    FID_DIMS,
+    METHODS,
+    PAPER_METRICS,
+    POINT_BY,
+    TABLE_A1_POINT_BY,
+)
 
 COMMANDS = {
     "table-a1": "the paper's Table A1: per codec hint (QP or target bpp), the codec's own decoded "
@@ -34,22 +41,30 @@ def main(argv: list[str] | None = None) -> int:
         args = command_parser(argv[0]).parse_intermixed_args(argv[1:])
     else:
         args = build_parser().parse_intermixed_args(argv)
-    from compare.curves import InputError
-    from compare.metrics import MetricError
-
     try:
         return args.run(args)
-    except (InputError, MetricError, OSError) as error:
+    except (ValueError, OSError) as error:
+        if not _expected(error):
+            raise
         print(f"compare: error: {error}", file=sys.stderr)
         return 2
+
+
+def _expected(error: Exception) -> bool:
+    """Bad input (InputError), a metric that cannot be built (MetricError) or a file error. The
+    metric error's module imports torch, so it is looked up only once something imported it:
+    a manifest refused up front costs no torch import."""
+    from compare.curves import InputError
+
+    known = [InputError, OSError]
+    if "train_iqa.model" in sys.modules:
+        known.append(sys.modules["train_iqa.model"].MetricError)
+    return isinstance(error, tuple(known))
 
 
 def _curves(args: argparse.Namespace) -> int:
     """The rate–quality comparison (Figure 6 layout, every point, BD deltas)."""
     from compare.curves import InputError, Source, load
-    from compare.pairs import deltas
-    from compare.report import write
-    from compare.score import points, score
 
     sources = [Source(Path(p)) for p in args.manifests] + [_labelled(t) for t in args.label]
     rows = load(sources, _columns(args.curve_by), _columns(args.point_by),
@@ -58,6 +73,10 @@ def _curves(args: argparse.Namespace) -> int:
     if args.bd_method not in METHODS:
         raise InputError(f"unknown --bd-method '{args.bd_method}'")
     metrics = build_metrics(args)
+    from compare.pairs import deltas  # scoring and drawing: loaded once the input is known good
+    from compare.report import write
+    from compare.score import points, score
+
     scored = score(rows, metrics, progress=not args.quiet)
     args.out.mkdir(parents=True, exist_ok=True)
     scored.to_csv(args.out / "scores.csv", index=False)
@@ -133,14 +152,15 @@ def command_parser(name: str) -> argparse.ArgumentParser:
 
 
 def _table_a1(args: argparse.Namespace) -> int:
-    from compare import table_a1
     from compare.curves import Source, load
-    from compare.score import score
 
-    run = load([Source(args.run_manifest)], point_by=table_a1.POINT_BY,
+    run = load([Source(args.run_manifest)], point_by=TABLE_A1_POINT_BY,
                include_nsfw=args.include_nsfw, mode=args.mode)  # fmt: skip
     _say_skipped(run)
     ladder = load([Source(args.ladder)], mode="Codec")
+    from compare import table_a1
+    from compare.score import score
+
     rows = table_a1.pair_rows(run, ladder)
     metrics = build_metrics(args)
     scored = score(rows, metrics, progress=not args.quiet)
@@ -154,13 +174,14 @@ def _table_a1(args: argparse.Namespace) -> int:
 
 
 def _figure_a7(args: argparse.Namespace) -> int:
-    from compare import sweep
     from compare.curves import Source, load
-    from compare.score import score
 
     rows = load([Source(args.run_manifest)], _columns(args.curve_by), ("strength",),
                 include_nsfw=args.include_nsfw, mode=args.mode)  # fmt: skip
     _say_skipped(rows)
+    from compare import sweep
+    from compare.score import score
+
     rows, notes = sweep.sweep_rows(rows, args.mode)
     for note in notes:
         print(f"compare: {note}", file=sys.stderr)

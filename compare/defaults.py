@@ -8,6 +8,8 @@ CURVE_BY = ("model",)
 POINT_BY = ("mode", "codec_qp", "codec_target_bpp", "caption_words")
 RATE_COLUMNS = ("codec_qp", "codec_target_bpp")
 """The settings that make a codec's rate points: a codec curve keeps them whatever ``point_by``."""
+TABLE_A1_POINT_BY = ("codec_qp", "codec_target_bpp", "caption_words", "strength")
+"""A run's row group in Table A1 (of one mode): its hint setting, caption length, strength."""
 METHODS = ("pchip", "akima", "cubic")
 FID_DIMS = (64, 192, 768, 2048)
 PAPER_METRICS = ("topiq_fr", "clipsim", "lpips", "ssim", "topiq_nr", "clipiqa", "liqe", "fid")

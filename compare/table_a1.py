@@ -30,8 +30,6 @@ from compare.curves import InputError
 from compare.score import points
 
 ORIGINAL, CMC, IMPROVE = "Original", "CMC", "Improve"
-POINT_BY = ("codec_qp", "codec_target_bpp", "caption_words", "strength")
-"""A run's point in the table (of one mode): its hint setting, caption length, strength."""
 KEY = ["reference_key", "codec", "qp", "target"]
 
 
