@@ -636,16 +636,20 @@ def test_offline_the_default_metrics_name_what_works(tmp_path, ladder, capsys, m
                              "--quiet", "--device", "cpu"]) == 0  # fmt: skip
 
 
-def test_help_imports_no_heavy_library():
-    """`python -m compare --help` (and each command's) reads argparse and compare.defaults only:
-    torch, pyiqa, pandas and matplotlib load when a command runs."""
-    code = ("import sys; from compare.__main__ import build_parser, command_parser; "
-            "build_parser().format_help(); command_parser('table-a1').format_help(); "
-            "command_parser('figure-a7').format_help(); "
-            "print(sorted(m for m in ('torch', 'pyiqa', 'pandas', 'matplotlib', 'numpy') if m in sys.modules))")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          cwd=Path(__file__).parents[1])  # fmt: skip
-    assert done.stdout.strip() == "[]"
+def test_help_imports_no_heavy_library(tmp_path):
+    """`python -m compare --help` (and each command's) reads argparse and compare.defaults only;
+    a manifest refused up front costs no torch either: torch, pyiqa and matplotlib load when
+    there is something to score."""
+    heavy = "print(sorted(m for m in ('torch', 'pyiqa', 'pandas', 'matplotlib', 'numpy') if m in sys.modules))"  # fmt: skip
+    helps = ("import sys; from compare.__main__ import build_parser, command_parser; "
+             "build_parser().format_help(); command_parser('table-a1').format_help(); "
+             "command_parser('figure-a7').format_help(); " + heavy)  # fmt: skip
+    refused = (f"import sys; from compare.__main__ import main; "
+               f"assert main([{str(tmp_path / 'none.csv')!r}, '--metric', 'psnr']) == 2; " + heavy)  # fmt: skip
+    for code, expected in ((helps, "[]"), (refused, "['numpy', 'pandas']")):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).parents[1])  # fmt: skip
+        assert done.stdout.strip() == expected
 
 
 # --- the paper's Table A1 and Figure A7 (issue 21, item 5) ---------------------------------------
