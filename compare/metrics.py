@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cmc_common.hub import offline_unless_reachable
+from compare.defaults import FID_DIMS, OFFLINE_METRICS
 from train_iqa.model import MetricError, create
 
 CONSISTENCY, PERCEPTION = "consistency", "perception"
-FID_DIMS = (64, 192, 768, 2048)
 SPEC = re.compile(r"^(?:(?P<label>[^=:]+)=)?(?P<name>[A-Za-z0-9_+.-]+)(?::(?P<weights>.+))?$")
 
 
@@ -77,8 +77,13 @@ class PyiqaMetric(ImageMetric):
     by train_iqa's code so fine-tuned checkpoints load the same strict way as in training."""
 
     def __init__(self, spec: MetricSpec, settings: Settings) -> None:
-        wrapper = create(spec.name, settings.pretrained, spec.weights, settings.device, False,
-                         weights_option=f"--metric {spec.name}:FILE")  # fmt: skip
+        try:
+            wrapper = create(spec.name, settings.pretrained, spec.weights, settings.device, False,
+                             weights_option=f"--metric {spec.name}:FILE")  # fmt: skip
+        except MetricError as error:
+            if error.__cause__ is None or spec.weights is not None:
+                raise  # an unknown name, a foreign checkpoint: the message says so already
+            raise MetricError(_unbuildable(spec, error.__cause__)) from error
         full_reference = wrapper.metric_mode == "FR"
         super().__init__(
             spec.label, CONSISTENCY if full_reference else PERCEPTION, bool(wrapper.lower_better)
@@ -210,6 +215,18 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     trace_sqrt = np.sqrt(np.clip(eigenvalues, 0, None)).sum()
     mean_term = float(np.sum((a.mean(0) - b.mean(0)) ** 2))
     return float(mean_term + (a_c**2).sum() / n + (b_c**2).sum() / m - 2 * trace_sqrt)
+
+
+def _unbuildable(spec: MetricSpec, cause: BaseException) -> str:
+    """Why a metric's pretrained weights could not be had, and what ``compare`` can do instead."""
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return (
+        f"{spec.label}: cannot build the metric ({first[:200]}). Its pretrained weights go in "
+        "pyiqa's cache (~/.cache/torch/hub/pyiqa/, or $PYIQA_CACHE_DIR); a fine-tuned checkpoint "
+        f"is --metric {spec.name}:FILE; without any weights "
+        + ", ".join(f"--metric {name}" for name in OFFLINE_METRICS)
+        + " work offline, and --no-pretrained builds every network at random (smoke runs only)"
+    )
 
 
 def _keep_random(net: torch.nn.Module, *args, **kwargs) -> None:

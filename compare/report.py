@@ -3,6 +3,10 @@
 Figure: one panel per metric, rate (bpp, log scale) on x; consistency metrics on the first
 row(s), framed and titled as such, perception metrics below; codecs dashed, CMC methods solid,
 95% intervals as error bars. Tables are CSV (for scripts) and Markdown (for people).
+
+The rate axis is labelled at a few round values (1, 2, 5 × 10ᵏ, thinned to at most
+:data:`MAX_RATE_LABELS`) and its minor ticks are not labelled: matplotlib's own log labels put a
+label on every minor tick at spans of about one to two decades, where they overprint.
 """
 
 from __future__ import annotations
@@ -16,38 +20,20 @@ matplotlib.use("Agg")  # files only: no display on a server
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
-from compare.bd import Curve, delta  # noqa: E402
 from compare.metrics import CONSISTENCY, PERCEPTION  # noqa: E402
 
 CONSISTENCY_COLOUR = "#1f5fa8"
-BD_COLUMNS = ["metric", "type", "test", "anchor", "bd_rate_percent", "bd_quality",
-              "rate_overlap", "quality_overlap", "note"]  # fmt: skip
+X_LABELS = {"bpp": "bits per pixel", "strength": "img2img strength"}
+MAX_RATE_LABELS = 5
+ROUND_STEPS = ((1, 2, 5), (1, 3), (1,))
+"""Mantissas of the rate labels, finest first: the first that fits MAX_RATE_LABELS is used."""
 
 
-def deltas(table: pd.DataFrame, method: str = "pchip") -> pd.DataFrame:
-    """BD-rate and BD-quality of every CMC curve against every codec curve, per metric."""
-    records = []
-    for metric, rows in table.groupby("metric", sort=False):
-        lower_better = bool(rows["lower_better"].iloc[0])
-        curves = {
-            name: Curve(name, g["bpp"].to_numpy(float), g["mean"].to_numpy(float))
-            for name, g in rows.groupby("curve", sort=False)
-        }
-        kinds = rows.groupby("curve", sort=False)["kind"].first()
-        for test in kinds.index[kinds == "cmc"]:
-            for anchor in kinds.index[kinds == "codec"]:
-                d = delta(curves[test], curves[anchor], lower_better, method)
-                records.append({"metric": metric, "type": rows["type"].iloc[0], "test": test,
-                                "anchor": anchor, "bd_rate_percent": d.bd_rate,
-                                "bd_quality": d.bd_quality, "rate_overlap": d.rate_overlap,
-                                "quality_overlap": d.quality_overlap,
-                                "note": "; ".join(d.notes)})  # fmt: skip
-    return pd.DataFrame.from_records(records, columns=BD_COLUMNS)
-
-
-def figure(table: pd.DataFrame, path: Path, title: str = "") -> Path:
-    """One rate–quality panel per metric, consistency first, as the paper's Figure 6."""
+def figure(table: pd.DataFrame, path: Path, title: str = "", x: str = "bpp") -> Path:
+    """One panel per metric, consistency first, as the paper's Figure 6: each over rate, or
+    over another column of the table (``x``: the strength of Figures A5–A7)."""
     metrics = table.drop_duplicates("metric")
     groups = [
         list(metrics.loc[metrics["type"] == kind, "metric"]) for kind in (CONSISTENCY, PERCEPTION)
@@ -67,7 +53,7 @@ def figure(table: pd.DataFrame, path: Path, title: str = "") -> Path:
             if c >= len(names):
                 ax.axis("off")
                 continue
-            _panel(ax, table[table["metric"] == names[c]], colours)
+            _panel(ax, table[table["metric"] == names[c]], colours, x)
     handles = [plt.Line2D([], [], color=colours[name], marker="s" if kind == "codec" else "o",
                           linestyle="--" if kind == "codec" else "-", label=name)
                for name, kind in table.drop_duplicates("curve")[["curve", "kind"]].itertuples(index=False)]  # fmt: skip
@@ -82,19 +68,20 @@ def figure(table: pd.DataFrame, path: Path, title: str = "") -> Path:
     return path
 
 
-def _panel(ax, rows: pd.DataFrame, colours: dict) -> None:
+def _panel(ax, rows: pd.DataFrame, colours: dict, x: str) -> None:
     metric, kind = rows["metric"].iloc[0], rows["type"].iloc[0]
     for name, g in rows.groupby("curve", sort=False):
-        g = g.sort_values("bpp")
+        g = g.sort_values(x)
         codec = g["kind"].iloc[0] == "codec"
         err = None
         if g["ci_low"].notna().any():
             err = np.vstack([g["mean"] - g["ci_low"], g["ci_high"] - g["mean"]]).clip(min=0)
             err = np.nan_to_num(err)
-        ax.errorbar(g["bpp"], g["mean"], yerr=err, color=colours[name], capsize=2, markersize=4,
+        ax.errorbar(g[x], g["mean"], yerr=err, color=colours[name], capsize=2, markersize=4,
                     marker="s" if codec else "o", linestyle="--" if codec else "-", linewidth=1.2)  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_xlabel("bits per pixel")
+    if x == "bpp":
+        rate_axis(ax)
+    ax.set_xlabel(X_LABELS.get(x, x))
     arrow = " (lower is better)" if rows["lower_better"].iloc[0] else ""
     ax.set_ylabel(metric + arrow)
     ax.grid(True, which="both", alpha=0.3)
@@ -105,6 +92,28 @@ def _panel(ax, rows: pd.DataFrame, colours: dict) -> None:
         for spine in ax.spines.values():
             spine.set_edgecolor(CONSISTENCY_COLOUR)
             spine.set_linewidth(1.5)
+
+
+def rate_axis(ax) -> None:
+    """A log rate axis labelled at round values that never overprint (module docstring)."""
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    ax.xaxis.set_major_locator(ticker.FixedLocator(round_ticks(low, high)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlim(low, high)
+
+
+def round_ticks(low: float, high: float, most: int = MAX_RATE_LABELS) -> list[float]:
+    """At most ``most`` round values in [low, high] (at least two, whatever the span)."""
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    for steps in ROUND_STEPS:
+        values = [m * 10.0**k for k in decades for m in steps if low <= m * 10.0**k <= high]
+        if 2 <= len(values) <= most:
+            return values
+    if len(values) > most:  # many decades: every n-th one
+        return values[:: math.ceil(len(values) / most)]
+    return [float(f"{v:.2g}") for v in np.geomspace(low, high, 4)[1:3]]  # under a factor of 2
 
 
 def points_markdown(table: pd.DataFrame) -> str:
@@ -128,10 +137,11 @@ def points_markdown(table: pd.DataFrame) -> str:
 def bd_markdown(bd: pd.DataFrame) -> str:
     if bd.empty:
         return "No BD deltas: they need at least one CMC curve and one codec curve.\n"
-    lines = ["| metric | test | anchor | BD-rate % | BD-quality | rate overlap | quality overlap | note |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| metric | test | anchor | references | BD-rate % | BD-quality | rate overlap | quality overlap | note |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in bd.itertuples():
-        lines.append(f"| {r.metric} | {r.test} | {r.anchor} | {_num(r.bd_rate_percent, '+.1f')} | "
+        lines.append(f"| {r.metric} | {r.test} | {r.anchor} | {r.references} | "
+                     f"{_num(r.bd_rate_percent, '+.1f')} | "
                      f"{_num(r.bd_quality, '+.4g')} | {_num(r.rate_overlap, '.0%')} | "
                      f"{_num(r.quality_overlap, '.0%')} | {r.note} |")  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -148,8 +158,10 @@ def write(table: pd.DataFrame, bd: pd.DataFrame, out: Path, method: str, title: 
     report = [
         f"# {title or 'Rate–quality comparison'}\n", "![rate–quality curves](figure.png)\n",
         "## Bjøntegaard deltas\n",
-        f"Each CMC curve against each codec curve, `{method}` interpolation, over the overlap of "
-        "the two curves only (its share of their union is given). BD-rate: the test's extra rate "
+        f"Each CMC curve against each codec curve, `{method}` interpolation, over the references "
+        "both curves have at every point (their number is given) and over the overlap of the two "
+        "curves only (its share of the narrower curve's range is given; under 20% no delta is "
+        "given). BD-rate: the test's extra rate "
         "at equal quality (negative = fewer bits). BD-quality: test − anchor at equal rate, in "
         "the metric's units (for a lower-is-better metric, negative = better). Undefined cases "
         "are left empty and explained in the note.\n",

@@ -1,8 +1,10 @@
 """Scoring: every image with every per-image metric, then every point's mean, CI and set metrics.
 
-Each image is read once and given to every metric; a distorted image whose size differs from its
-reference is resized to it (bicubic) first, as the decoders' outputs are. Set metrics (FID) take
-each image's features here and are evaluated per point in :func:`points`.
+Each image is read once and given to every metric. A distorted image of another size than its
+reference is an error, not resized: ``generate`` writes every decoded image at its reference's
+size, so a mismatch means a wrong pairing (or an image from elsewhere), and a resize would hide
+it and score its interpolation. Set metrics (FID) take each image's features here and are
+evaluated per point in :func:`points`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ def score(rows: pd.DataFrame, metrics: list, progress: bool = True) -> pd.DataFr
     for row in tqdm(rows.itertuples(), total=len(rows), desc="scoring", disable=not progress):
         distorted, reference = _open(row.distorted_path), _open(row.reference_path)
         if distorted.size != reference.size:
-            distorted = distorted.resize(reference.size, Image.Resampling.BICUBIC)
+            raise InputError(
+                f"{row.distorted_path} is {distorted.size[0]}×{distorted.size[1]} but its "
+                f"reference {row.reference_path} is {reference.size[0]}×{reference.size[1]}: a "
+                "decoded image has its reference's size (not resized here)"
+            )
         for metric in metrics:
             if metric.set_level:
                 metric.features(row.distorted_path, distorted)

@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         "takes a length, not a caption CSV); ids end in __wN",
     )
     plan.add_argument(
+        "--sweep-strength",
+        type=_floats,
+        help="one row per img2img strength for each Pixel/Image/Full configuration, e.g. "
+        "0.4,0.5,0.6,0.7,0.8,0.9,0.99 (the paper's Figure A7, Pixel mode; A5/A6 for Full/Image "
+        "at 0.2–0.8); ids end in __sS",
+    )
+    plan.add_argument(
         "--per-reference",
         type=int,
         help="configurations per reference (default: all, 40 for the paper's 12 models)",
@@ -281,7 +288,8 @@ def _plan(args: argparse.Namespace) -> int:
     configs = configurations(registry, [m.strip() for m in args.models.split(",") if m.strip()])
     check_seed(args.seed, "--seed")
     for option, values in (("--sweep-qp", args.sweep_qp),
-                           ("--sweep-caption-words", args.sweep_caption_words)):  # fmt: skip
+                           ("--sweep-caption-words", args.sweep_caption_words),
+                           ("--sweep-strength", args.sweep_strength)):  # fmt: skip
         if values == []:  # given, but lists nothing: no sweep would be a quietly other plan
             raise PlanError(f"{option} lists no value")
     count = getattr(args, "count", None)  # absent (argparse.SUPPRESS): the preset's own
@@ -297,7 +305,7 @@ def _plan(args: argparse.Namespace) -> int:
         count = STUDY_COUNT
     references = choose_references(images, count, np.random.default_rng(args.seed), content_mix)
     plan = make_plan(references, configs, args.preset, args.seed, args.per_reference,
-                     args.sweep_qp, args.sweep_caption_words)  # fmt: skip
+                     args.sweep_qp, args.sweep_caption_words, args.sweep_strength)  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plan.to_csv(args.out, index=False)
     print(f"planned {len(plan)} images ({len(references)} references × {len(configs)} "

@@ -9,10 +9,11 @@ text-to-image: its strength is 1 by definition.
 The benchmark (``--preset benchmark``): every reference, fixed strengths (Full and Image 0.5,
 Pixel 0.8, Text 1.0), as the public reference script does.
 
-Sweeps (the paper's Table A1 and Figure A4): ``sweep_qp`` replaces each Image / Full row by one
-row per codec QP, ``sweep_words`` each Text / Pixel / Full row by one row per caption length; the
-swept rows keep the row's strength and seed (only the swept setting differs between them), and
-their ids end in ``__qp51`` / ``__w20``. The columns ``codec_qp`` and ``caption_words`` carry the
+Sweeps (the paper's Table A1, Figure A4 and Figures A5–A7): ``sweep_qp`` replaces each Image /
+Full row by one row per codec QP, ``sweep_words`` each Text / Pixel / Full row by one row per
+caption length, ``sweep_strength`` each Pixel / Image / Full row by one row per img2img strength
+(Text mode's is 1 by definition); the swept rows keep the row's other settings and seed (only the
+swept setting differs between them), and their ids end in ``__qp51`` / ``__w20`` / ``__s0.8``. The columns ``codec_qp`` and ``caption_words`` carry the
 value ``generate run`` honours for that row (empty: the run's ``--codec-qp`` / bpp search, and its
 captioner's own length).
 
@@ -131,6 +132,7 @@ def make_plan(
     per_reference: int | None = None,
     sweep_qp: list[int] | None = None,
     sweep_words: list[int] | None = None,
+    sweep_strength: list[float] | None = None,
 ) -> pd.DataFrame:
     """One row per (reference, configuration); ``per_reference`` draws that many configurations
     per reference, balanced so that every configuration is used as evenly as possible; the
@@ -138,7 +140,7 @@ def make_plan(
     if preset not in ("study", "benchmark"):
         raise PlanError("preset must be 'study' or 'benchmark'")
     check_seed(seed, "--seed")
-    _check_sweeps(sweep_qp or [], sweep_words or [])
+    _check_sweeps(sweep_qp or [], sweep_words or [], sweep_strength or [])
     rng = np.random.default_rng(seed)
     k = len(configs) if per_reference is None else per_reference
     if not 1 <= k <= len(configs):
@@ -168,7 +170,11 @@ def make_plan(
                 "strength": strength,
                 "seed": int(rng.integers(0, 2**31 - 1)),
             }
-            rows += _swept(row, sweep_qp or [], sweep_words or [])
+            rows += [
+                swept
+                for row_at in _strengths(row, sweep_strength or [])
+                for swept in _swept(row_at, sweep_qp or [], sweep_words or [])
+            ]
     return pd.DataFrame(rows, columns=PLAN_COLUMNS + SWEEP_COLUMNS)
 
 
@@ -184,12 +190,22 @@ def _swept(row: dict, qps: list[int], words: list[int]) -> list[dict]:
     return out
 
 
-def _check_sweeps(qps: list[int], words: list[int]) -> None:
-    for name, values in (("--sweep-qp", qps), ("--sweep-caption-words", words)):
+def _strengths(row: dict, strengths: list[float]) -> list[dict]:
+    """The row once per swept strength, unless Text mode (whose strength is 1 by definition)."""
+    if not strengths or row["mode"] == "Text":
+        return [row]
+    return [{**row, "id": f"{row['id']}__s{s:g}", "strength": s} for s in strengths]
+
+
+def _check_sweeps(qps: list[int], words: list[int], strengths: list[float]) -> None:
+    for name, values in (("--sweep-qp", qps), ("--sweep-caption-words", words),
+                         ("--sweep-strength", strengths)):  # fmt: skip
         if len(set(values)) != len(values):
             raise PlanError(f"{name} lists a value twice: {', '.join(map(str, values))}")
     if any(not 0 <= qp <= QP_MAX for qp in qps):
         raise PlanError(f"--sweep-qp values must be 0–{QP_MAX} (the codecs' quantizers), got {qps}")
+    if any(not 0 < s <= 1 for s in strengths):
+        raise PlanError(f"--sweep-strength values must be in (0, 1], got {strengths}")
     wrong = [w for w in words if w not in CAPTION_WORDS]
     if wrong:
         raise PlanError(f"--sweep-caption-words must be among {CAPTION_WORDS}, got {wrong[0]}")

@@ -7,6 +7,8 @@ option another change adds is known at once; one renamed or removed fails here."
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import io
 import re
 import runpy
@@ -96,15 +98,16 @@ class _Captured(BaseException):
     the command's own can swallow it)."""
 
 
-def cli_parser(kind: str, target: str, monkeypatch) -> argparse.ArgumentParser:
-    """The parser a command builds: its main runs until it parses, which is stopped there."""
+def cli_parser(kind: str, target: str, monkeypatch, argv=()) -> argparse.ArgumentParser:
+    """The parser a command builds: its main runs until it parses, which is stopped there
+    (``argv``: the words a main reads before it picks a parser, as ``compare table-a1``)."""
 
     def capture(self, args=None, namespace=None):
         raise _Captured(self)
 
     with monkeypatch.context() as patch:
         patch.setattr(argparse.ArgumentParser, "parse_known_args", capture)
-        patch.setattr(sys, "argv", [target])
+        patch.setattr(sys, "argv", [target, *argv])
         try:
             if kind == "module":
                 runpy.run_module(target, run_name="__main__", alter_sys=False)
@@ -140,10 +143,22 @@ def all_parsers(parser: argparse.ArgumentParser, name: str):
         yield from all_parsers(sub, f"{name} {command}")
 
 
+def dispatched(name: str) -> tuple[str, ...]:
+    """The commands a CLI's main picks by its first word before argparse (``COMMANDS`` of its
+    ``__main__``, as ``python -m compare table-a1``): each has a parser of its own."""
+    spec = importlib.util.find_spec(name)
+    module = f"{name}.__main__" if spec.submodule_search_locations else name
+    return tuple(getattr(importlib.import_module(module), "COMMANDS", ()))
+
+
 @pytest.fixture(scope="module")
 def parsers():
     with pytest.MonkeyPatch.context() as monkeypatch:
-        return {name: cli_parser("module", name, monkeypatch) for name in CLIS}
+        found = {name: cli_parser("module", name, monkeypatch) for name in CLIS}
+        for name in CLIS:
+            for command in dispatched(name):
+                found[f"{name} {command}"] = cli_parser("module", name, monkeypatch, [command])
+        return found
 
 
 def scripts_with_a_parser() -> list[str]:
@@ -191,9 +206,10 @@ def test_every_python_command_in_the_docs_parses(monkeypatch, capsys):
         if kind == "script" and not (ROOT / name).is_file():
             problems.append(f"{command}: no such script")
             continue
-        if (kind, name) not in cache:
-            cache[kind, name] = cli_parser(kind, name, monkeypatch)
-        error = parse(cache[kind, name], args, capsys)
+        first = args[:1] if kind == "module" and args[:1] and args[0] in dispatched(name) else []
+        if (kind, name, *first) not in cache:
+            cache[kind, name, *first] = cli_parser(kind, name, monkeypatch, first)
+        error = parse(cache[kind, name, *first], args[len(first) :], capsys)
         if error:
             problems.append(f"{command}\n    {error}")
     assert not problems, "commands in the docs that their parser refuses:\n" + "\n".join(problems)
