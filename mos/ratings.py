@@ -373,7 +373,12 @@ def _read_csv(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
             )
     if table.num_rows == 0:
         raise InputError(f"{path}: no ratings")
-    rows = _test_rows(table)
+    try:
+        rows = _test_rows(table)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise InputError(
+            f"{path}: 'warmup' or 'check' column unreadable ({_first_line(error)})"
+        ) from error
     viewer, viewer_ids, viewer_codes = _factorize(table.column("viewer"), rows)
     stimulus, stimulus_ids, _ = _factorize(table.column("stimulus"), rows)
     if "session" in columns:  # a session is a (viewer, session) pair
