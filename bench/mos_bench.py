@@ -31,18 +31,22 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
 
 import numpy as np
 
+from mos import pipeline
 from mos.estimators import MeanEstimator
 from mos.pipeline import MosPipeline
 from mos.ratings import load_ratings
 from mos.screening import Bt500Screening, NoScreening
 
-ANCHOR = Path(__file__).with_name("mos_anchor.py")
+ANCHOR = Path(__file__).resolve().with_name("mos_anchor.py")
+MOS_ROOT = Path(pipeline.__file__).resolve().parents[1]
+"""The checkout whose ``mos`` is measured (``PYTHONPATH=/path/to/main`` measures main's)."""
 CASES = ("csv", "csv --exclude", "sqlite", "sqlite --exclude")
 
 SIZES = {
@@ -72,6 +76,7 @@ def main() -> int:
         help="with --ratings: comma-separated, of " + ", ".join(CASES),
     )
     args = parser.parse_args()
+    args.out = args.out.resolve()  # the commands run in another folder
     if args.ratings is not None:
         return _against_anchor(args)
     rows = []
@@ -155,9 +160,13 @@ def _against_anchor(args: argparse.Namespace) -> int:
 
 
 def _run(command: list[str]) -> tuple[float, int]:
-    """Wall time and peak RSS (bytes) of one fresh process."""
+    """Wall time and peak RSS (bytes) of one fresh process, importing the same ``mos`` as this
+    script: it runs in a neutral folder, because ``python -m`` puts the working folder first on
+    the path, which would pick the checkout it is started from over ``PYTHONPATH``."""
+    path = [str(MOS_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     started = time.perf_counter()
-    process = subprocess.Popen(command)
+    process = subprocess.Popen(command, cwd=tempfile.gettempdir(), env=env)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
