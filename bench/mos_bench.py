@@ -2,6 +2,14 @@
 
     python bench/mos_bench.py                 # all sizes (creates bench/out/*.db on first run)
     python bench/mos_bench.py --sizes paper   # just the paper's size
+    python bench/mos_bench.py --ratings 10000000   # against plain pandas, CSV and SQLite input
+
+With ``--ratings N`` it compares the whole command (with its report) against the paper's method
+written plainly in pandas (``bench/mos_anchor.py``) on one simulated crowd study of about N rating
+rows (N / 20 images, 20 viewers per group of 400, N / 4,000 viewers), stored both as a CSV and as a
+SQLite study: for each input, with and without ``--exclude``, the anchor and ``mos.compute`` run
+in turn in fresh processes, ``--repeat`` times (alternating, so a busy machine slows both alike),
+and the table gives each one's median time, largest peak memory, and the anchor/ours time ratio.
 
 For each size it times the whole command in a fresh process (interpreter start, imports, database
 read, computation, CSV and report writing) and reads that process's peak memory (``wait4``); then,
@@ -23,16 +31,23 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
 
 import numpy as np
 
+from mos import pipeline
 from mos.estimators import MeanEstimator
 from mos.pipeline import MosPipeline
 from mos.ratings import load_ratings
 from mos.screening import Bt500Screening, NoScreening
+
+ANCHOR = Path(__file__).resolve().with_name("mos_anchor.py")
+MOS_ROOT = Path(pipeline.__file__).resolve().parents[1]
+"""The checkout whose ``mos`` is measured (``PYTHONPATH=/path/to/main`` measures main's)."""
+CASES = ("csv", "csv --exclude", "sqlite", "sqlite --exclude")
 
 SIZES = {
     # name: (stimuli, viewers, viewers per group or None = all); every rating row holds 2 scores
@@ -50,7 +65,20 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="working folder")
     parser.add_argument("--repeat", type=int, default=3, help="runs per command (median kept)")
+    parser.add_argument(
+        "--ratings",
+        type=int,
+        help="compare with plain pandas on a study of about this many rating rows instead",
+    )
+    parser.add_argument(
+        "--cases",
+        default=",".join(CASES),
+        help="with --ratings: comma-separated, of " + ", ".join(CASES),
+    )
     args = parser.parse_args()
+    args.out = args.out.resolve()  # the commands run in another folder
+    if args.ratings is not None:
+        return _against_anchor(args)
     rows = []
     names = args.sizes.split(",")
     for name in names:  # fresh processes first, while this one holds no data
@@ -76,6 +104,76 @@ def main() -> int:
     return 0
 
 
+def _against_anchor(args: argparse.Namespace) -> int:
+    """The anchor and mos.compute, alternating, on one study as a CSV and as a database."""
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = set(cases) - set(CASES)
+    if unknown:
+        raise SystemExit(f"unknown case(s): {', '.join(sorted(unknown))}")
+    folder = args.out / f"ratings_{args.ratings}"
+    inputs = {"csv": folder / "ratings.csv", "sqlite": folder / "study.db"}
+    stimuli = max(400, args.ratings // 20)
+    viewers = max(40, args.ratings // 4_000)
+    for kind in {c.split()[0] for c in cases}:
+        if not inputs[kind].exists():
+            _simulate(inputs[kind], stimuli, viewers, 20)
+    print(
+        f"{args.ratings:,} ratings ({stimuli:,} images, {viewers:,} viewers, 20 per image), "
+        f"median of {args.repeat}, load average {os.getloadavg()[0]:.1f} at the start"
+    )
+    print("| input | anchor (plain pandas) | `mos.compute` with report | anchor / ours |")
+    print("|---|---|---|---|")
+    for case in cases:
+        kind, *flags = case.split()
+        source = inputs[kind]
+        runs: dict[str, list[tuple[float, int]]] = {"anchor": [], "ours": []}
+        for _ in range(args.repeat):
+            runs["anchor"].append(
+                _run(
+                    [sys.executable, str(ANCHOR), str(source), "--out", str(folder / "anchor")]
+                    + flags
+                )
+            )
+            runs["ours"].append(
+                _run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "mos.compute",
+                        str(source),
+                        "--quiet",
+                        "--out",
+                        str(folder / "mos"),
+                    ]
+                    + flags
+                )
+            )
+        (anchor_s, anchor_peak), (ours_s, ours_peak) = (
+            (statistics.median(t for t, _ in r), max(p for _, p in r)) for r in runs.values()
+        )
+        print(
+            f"| {case} | {anchor_s:.2f} s, {anchor_peak / 1e9:.2f} GB | "
+            f"{ours_s:.2f} s, {ours_peak / 1e9:.2f} GB | {anchor_s / ours_s:.2f}× |",
+            flush=True,
+        )
+    return 0
+
+
+def _run(command: list[str]) -> tuple[float, int]:
+    """Wall time and peak RSS (bytes) of one fresh process, importing the same ``mos`` as this
+    script: it runs in a neutral folder, because ``python -m`` puts the working folder first on
+    the path, which would pick the checkout it is started from over ``PYTHONPATH``."""
+    path = [str(MOS_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=tempfile.gettempdir(), env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(command)}")
+    return seconds, usage.ru_maxrss * 1024
+
+
 def _simulate(db: Path, stimuli: int, viewers: int, per_group: int | None) -> None:
     command = [
         sys.executable,
@@ -99,19 +197,10 @@ def _simulate(db: Path, stimuli: int, viewers: int, per_group: int | None) -> No
 
 def _time_command(db: Path, extra: list[str], repeat: int) -> tuple[float, int]:
     """Median wall time and the largest peak RSS (bytes) of ``repeat`` fresh processes."""
-    times, peaks = [], []
     out = db.parent / "mos"
-    for _ in range(repeat):
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mos.compute", str(db), "--out", str(out), "--quiet", *extra]
-        )
-        _, status, usage = os.wait4(process.pid, 0)
-        times.append(time.perf_counter() - started)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"mos.compute failed on {db}")
-        peaks.append(usage.ru_maxrss * 1024)
-    return statistics.median(times), max(peaks)
+    command = [sys.executable, "-m", "mos.compute", str(db), "--out", str(out), "--quiet", *extra]
+    runs = [_run(command) for _ in range(repeat)]
+    return statistics.median(t for t, _ in runs), max(p for _, p in runs)
 
 
 def _in_process(table) -> list[tuple[str, float, float | None]]:

@@ -107,6 +107,9 @@ def load_ratings(
         table = _read_sqlite(path, dimensions)
     else:
         table = _read_csv(path, dimensions)
+    # Arrow's allocator keeps what it freed (the CSV reader's parse buffers are about twice the
+    # file): hand it back, so that the computation after this does not stack on top of it.
+    pa.default_memory_pool().release_unused()
     _validate(table, score_range)
     return table
 
@@ -344,12 +347,22 @@ def _dense_codes(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_csv(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
+    """Read a raw-ratings CSV with Arrow; text columns stay dictionary-encoded throughout.
+
+    Everything done to text (undoing the exports' formula escape, telling viewers, stimuli and
+    sessions apart, checking that a metadata column holds one value per stimulus) is done once
+    per distinct value or on the integer codes, never once per rating.
+    """
     try:
-        ids_as_text = {c: pa.string() for c in ("viewer", "stimulus", "session")}
+        header = _csv_header(path)
         options = pacsv.ConvertOptions(
-            column_types={c: t for c, t in ids_as_text.items() if c in _csv_header(path)}
+            column_types={c: TEXT for c in ("viewer", "stimulus", "session") if c in header},
+            auto_dict_encode=True,  # every other text column too, however many values it has
+            auto_dict_max_cardinality=2**31 - 1,
         )
-        table = _restore_text_cells(pacsv.read_csv(path, convert_options=options))
+        table = pacsv.read_csv(path, convert_options=options).unify_dictionaries()
+        pa.default_memory_pool().release_unused()  # the reader's parse buffers
+        table = _restore_text_cells(table)
     except (pa.ArrowInvalid, UnicodeDecodeError) as error:
         raise InputError(f"{path}: not a readable CSV of ratings ({_first_line(error)})") from error
     columns = table.column_names
@@ -361,29 +374,33 @@ def _read_csv(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
             )
     if table.num_rows == 0:
         raise InputError(f"{path}: no ratings")
-    if "warmup" in columns:
-        table = table.filter(pc.invert(pc.cast(table.column("warmup"), pa.bool_())))
-    if "check" in columns:
-        checks = pc.fill_null(pc.not_equal(pc.cast(table.column("check"), pa.string()), ""), False)
-        table = table.filter(pc.invert(checks))
-    viewer, viewer_ids = _factorize(table.column("viewer"))
-    stimulus, stimulus_ids = _factorize(table.column("stimulus"))
-    if "session" in columns:
-        session_key = pc.binary_join_element_wise(
-            table.column("viewer"), table.column("session"), "\x1f"
+    try:
+        rows = _test_rows(table)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise InputError(
+            f"{path}: 'warmup' or 'check' column unreadable ({_first_line(error)})"
+        ) from error
+    viewer, viewer_ids, viewer_codes = _factorize(table.column("viewer"), rows)
+    stimulus, stimulus_ids, _ = _factorize(table.column("stimulus"), rows)
+    if "session" in columns:  # a session is a (viewer, session) pair
+        _, _, session_codes = _factorize(table.column("session"), rows)
+        pair = (
+            viewer_codes.astype(np.int64) * (int(session_codes.max(initial=0)) + 1) + session_codes
         )
-        session, session_ids = _factorize(session_key)
+        session, session_ids = pd.factorize(pair)
+        session = session.astype(np.intp, copy=False)
     else:  # one session per viewer
         session, session_ids = viewer, viewer_ids
     scores = {}
     for name in dimensions:
         try:
-            scores[name] = pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
-        except pa.ArrowInvalid as error:
+            values = pc.cast(_plain(table.column(name)), pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
             raise InputError(f"{path}: column '{name}' is not numeric") from error
+        scores[name] = _rows(values.to_numpy(zero_copy_only=False), rows)
     nsfw = None
     if "nsfw" in columns:
-        nsfw = _flag_column(table.column("nsfw"))
+        nsfw = _rows(_flag_column(_plain(table.column("nsfw"))), rows)
     metadata_columns = [c for c in columns if c not in _RESERVED_CSV_COLUMNS | set(dimensions)]
     return RatingTable(
         viewer=viewer,
@@ -394,20 +411,68 @@ def _read_csv(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
         viewer_ids=viewer_ids,
         stimulus_ids=stimulus_ids,
         n_sessions=len(session_ids),
-        metadata=_per_stimulus_metadata(table, metadata_columns, stimulus, stimulus_ids),
+        metadata=_per_stimulus_metadata(table, metadata_columns, rows, stimulus, stimulus_ids),
     )
 
 
+TEXT = pa.dictionary(pa.int32(), pa.string())
+"""How the CSV reader keeps text: one copy of each distinct value, an integer code per cell."""
+
+
 def _restore_text_cells(table: pa.Table) -> pa.Table:
-    """Undo the exports' spreadsheet-formula escape (:mod:`studydb.csvcells`) in text columns."""
+    """Undo the exports' spreadsheet-formula escape (:mod:`studydb.csvcells`) in text columns.
+
+    The escape is undone in each column's dictionary (its distinct values, shared by every chunk
+    after ``unify_dictionaries``); two raw values that become one text get one code.
+    """
     for index, name in enumerate(table.column_names):
         column = table.column(index)
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            restored = pc.replace_substring_regex(
-                column, RESTORE_PATTERN, r"\1", max_replacements=1
-            )
-            table = table.set_column(index, name, restored)
+        if not pa.types.is_dictionary(column.type) or column.num_chunks == 0:
+            continue
+        dictionary = column.chunk(0).dictionary
+        restored = pc.replace_substring_regex(
+            dictionary, RESTORE_PATTERN, r"\1", max_replacements=1
+        )
+        if restored.equals(dictionary):
+            continue
+        merged, uniques = pd.factorize(restored.to_numpy(zero_copy_only=False))
+        new_dictionary = pa.array(uniques, type=dictionary.type)
+        chunks = [_recoded(chunk, merged, new_dictionary) for chunk in column.chunks]
+        table = table.set_column(index, name, pa.chunked_array(chunks, type=column.type))
     return table
+
+
+def _recoded(
+    chunk: pa.DictionaryArray, merged: np.ndarray, dictionary: pa.Array
+) -> pa.DictionaryArray:
+    """``chunk`` over ``dictionary``, its old codes mapped through ``merged``."""
+    if len(dictionary) == len(merged):  # nothing merged: the codes stay
+        return pa.DictionaryArray.from_arrays(chunk.indices, dictionary)
+    codes = merged[pc.fill_null(chunk.indices, 0).to_numpy(zero_copy_only=False)]
+    valid = chunk.indices.is_valid().to_numpy(zero_copy_only=False)
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32(), mask=~valid), dictionary)
+
+
+def _plain(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A dictionary-encoded column decoded to its values (for casts that want plain arrays)."""
+    if pa.types.is_dictionary(column.type):
+        return pc.cast(column, column.type.value_type)
+    return column
+
+
+def _test_rows(table: pa.Table) -> np.ndarray | None:
+    """Indices of the rows that are test trials (no warm-up, no check); None when all are."""
+    keep = np.ones(table.num_rows, dtype=bool)
+    if "warmup" in table.column_names:
+        keep &= ~pc.cast(_plain(table.column("warmup")), pa.bool_()).to_numpy(zero_copy_only=False)
+    if "check" in table.column_names:
+        check = pc.not_equal(pc.cast(_plain(table.column("check")), pa.string()), "")
+        keep &= ~pc.fill_null(check, False).to_numpy(zero_copy_only=False)
+    return None if keep.all() else np.flatnonzero(keep)
+
+
+def _rows(values: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    return values if rows is None else values[rows]
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -415,30 +480,66 @@ def _csv_header(path: Path) -> list[str]:
         return [name.strip() for name in handle.readline().rstrip("\r\n").split(",")]
 
 
-def _factorize(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+def _factorize(
+    column: pa.ChunkedArray, rows: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Codes of a dictionary-encoded text column over ``rows``, numbered in order of first
+    appearance; the distinct texts in that order; and the column's own dictionary codes."""
     if column.null_count:
         raise InputError(f"{column.null_count} rating(s) have an empty viewer, stimulus or session")
-    encoded = pc.dictionary_encode(column).combine_chunks()
-    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.intp)
-    return codes, np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    codes = _rows(_indices(column), rows)
+    dense, order = pd.factorize(codes)
+    dictionary = column.chunk(0).dictionary
+    names = np.asarray(dictionary.take(pa.array(order)).to_pylist(), dtype=object)
+    return dense.astype(np.intp, copy=False), names, codes
+
+
+def _indices(column: pa.ChunkedArray) -> np.ndarray:
+    """The dictionary codes of every cell of a (unified) dictionary-encoded column; -1 if empty."""
+    parts = [
+        pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False) for chunk in column.chunks
+    ]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)
 
 
 def _per_stimulus_metadata(
-    table: pa.Table, columns: list[str], stimulus: np.ndarray, stimulus_ids: np.ndarray
+    table: pa.Table,
+    columns: list[str],
+    rows: np.ndarray | None,
+    stimulus: np.ndarray,
+    stimulus_ids: np.ndarray,
 ) -> pd.DataFrame | None:
-    """Extra CSV columns that hold one value per stimulus (e.g. sureal's ``content``)."""
+    """Extra CSV columns that hold one value per stimulus (e.g. sureal's ``content``).
+
+    A column is kept when every rating of a stimulus has the value of its first rating (missing
+    values counting as one value); it is compared on integer codes, one pass per column.
+    """
     if not columns:
         return None
-    frame = table.select(columns).to_pandas()
-    frame["stimulus"] = stimulus
-    first = frame.groupby("stimulus", sort=True).first()
-    distinct = frame.groupby("stimulus").nunique(dropna=False).max()
-    kept = [c for c in columns if distinct[c] <= 1]
+    # stimulus codes are numbered in order of first appearance: each new code marks a first row
+    running = np.maximum.accumulate(stimulus)
+    first = np.flatnonzero(np.concatenate(([True], running[1:] > running[:-1])))
+    first_rows = first if rows is None else rows[first]
+    kept = {}
+    for name in columns:
+        column = table.column(name)
+        codes = _rows(_value_codes(column), rows)
+        if np.array_equal(codes, codes[first][stimulus]):
+            kept[name] = _plain(column).take(pa.array(first_rows)).to_pandas()
     if not kept:
         return None
-    metadata = first[kept]
-    metadata.index = pd.Index(stimulus_ids[metadata.index.to_numpy()], name="stimulus")
-    return metadata
+    return pd.DataFrame(kept).set_axis(pd.Index(stimulus_ids, name="stimulus"))
+
+
+def _value_codes(column: pa.ChunkedArray) -> np.ndarray:
+    """Per cell, an array equal exactly where the values are (missing values all equal)."""
+    if pa.types.is_dictionary(column.type):
+        return _indices(column)
+    kind = column.type
+    if (pa.types.is_integer(kind) or pa.types.is_boolean(kind)) and not column.null_count:
+        return column.to_numpy()
+    codes, _ = pd.factorize(column.to_numpy(), use_na_sentinel=False)
+    return codes
 
 
 # --------------------------------------------------------------------------- validation

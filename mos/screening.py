@@ -67,31 +67,67 @@ class SroccScreening(Screening):
         self.reference = reference
 
     def fit(self, obs: Observations) -> ScreeningResult:
+        own = ViewerRanks(obs)
         if self.reference == "global":
             total = np.bincount(obs.stimulus, weights=obs.score, minlength=obs.n_stimuli)
             stimulus_mean = total / np.maximum(obs.stimulus_counts, 1)
-            srocc = self._spearman_with_stimulus_values(obs, stimulus_mean)
-            loo, _ = leave_one_out_srocc(obs)
+            srocc = own.spearman_with_stimulus_values(stimulus_mean)
+            loo, _ = leave_one_out_srocc(obs, own)
             stats_frame = pd.DataFrame(
                 {"srocc": srocc, "srocc_loo": loo, "rejected_loo": ~(loo >= self.threshold)}
             )
         else:
-            srocc, _ = leave_one_out_srocc(obs)
+            srocc, _ = leave_one_out_srocc(obs, own)
             stats_frame = pd.DataFrame({"srocc": srocc})
         rejected = ~(srocc >= self.threshold)  # NaN (undefined) counts as rejected
         return ScreeningResult(rejected=rejected, stats=stats_frame)
 
-    @staticmethod
-    def _spearman_with_stimulus_values(obs: Observations, values: np.ndarray) -> np.ndarray:
-        """SRoCC against a per-stimulus value: its ranks come from stimulus-level codes (no big sort)."""
+
+class ViewerRanks:
+    """Each viewer's ranks of their own scores, computed once for every SRoCC of a screening.
+
+    The paper's SRoCC (against the stimulus means) and the leave-one-out one (against the others'
+    means) rank the same scores; at crowd scale ranking is most of the cost, so it is done once.
+    Where the viewer blocks are too unbalanced for the padded layout (:class:`grouped.Blocks`),
+    the long-form helpers are used instead.
+    """
+
+    def __init__(self, obs: Observations) -> None:
+        self.obs = obs
+        self.padded = obs.blocks.padded
+        self._own: np.ndarray | None = None
+
+    @property
+    def own(self) -> np.ndarray:
+        """The viewer × slot matrix of the viewers' ranks of their own scores."""
+        if self._own is None:
+            codes, _ = grouped.ordered_codes(self.obs.score)  # few: ranked by a histogram
+            self._own = grouped.block_ranks(self.obs.blocks, codes)
+        return self._own
+
+    def spearman_with_stimulus_values(self, values: np.ndarray) -> np.ndarray:
+        """SRoCC against a per-stimulus value: ranked by the values' order among the stimuli
+        (one small sort of the stimuli, not of the ratings)."""
+        obs = self.obs
         codes, uniques = pd.factorize(values, sort=True)
-        x_ranks = grouped.rank(obs.viewer, obs.score, obs.n_viewers, obs.blocks)
-        y_ranks = grouped.rank_codes(
-            obs.viewer, codes[obs.stimulus], len(uniques), obs.n_viewers, obs.blocks
-        )
-        return grouped.pearson(
-            obs.viewer, x_ranks, y_ranks, obs.n_viewers, obs.blocks.size, ranks=True
-        )
+        if not self.padded:
+            x_ranks = grouped.rank(obs.viewer, obs.score, obs.n_viewers, obs.blocks)
+            y_ranks = grouped.rank_codes(
+                obs.viewer, codes[obs.stimulus], len(uniques), obs.n_viewers, obs.blocks
+            )
+            return grouped.pearson(
+                obs.viewer, x_ranks, y_ranks, obs.n_viewers, obs.blocks.size, ranks=True
+            )
+        y_ranks = grouped.block_ranks(obs.blocks, codes[obs.stimulus])
+        return grouped.block_rank_correlation(self.own, y_ranks, obs.blocks.size)
+
+    def spearman_with_rows(self, values: np.ndarray) -> np.ndarray:
+        """SRoCC against one value per observation (e.g. the mean of the other viewers)."""
+        obs = self.obs
+        if not self.padded:
+            return grouped.spearman(obs.viewer, obs.score, values, obs.n_viewers, obs.blocks)
+        y_ranks = grouped.block_ranks(obs.blocks, values)
+        return grouped.block_rank_correlation(self.own, y_ranks, obs.blocks.size)
 
 
 class Bt500Screening(Screening):
@@ -153,19 +189,26 @@ class Bt500Screening(Screening):
         return ScreeningResult(rejected=rejected, stats=stats)
 
 
-def leave_one_out_srocc(obs: Observations) -> tuple[np.ndarray, np.ndarray]:
+def leave_one_out_srocc(
+    obs: Observations, ranks: ViewerRanks | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Each viewer's SRoCC with the mean of the *other* viewers, and how many images it rests on.
 
     Only images that at least one other viewer rated count (``shared``); a viewer with fewer than
-    two such images gets NaN.
+    two such images gets NaN. ``ranks``: the viewers' own ranks, when the caller has them already
+    (they are reused when every image has another viewer, as in any real study).
     """
     total = np.bincount(obs.stimulus, weights=obs.score, minlength=obs.n_stimuli)
     others = obs.stimulus_counts[obs.stimulus] - 1
     keep = others > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         reference = (total[obs.stimulus] - obs.score) / others
-    shared = np.bincount(obs.viewer[keep], minlength=obs.n_viewers)
-    srocc = grouped.spearman(obs.viewer[keep], obs.score[keep], reference[keep], obs.n_viewers)
+    if keep.all():
+        shared = obs.viewer_counts
+        srocc = (ranks if ranks is not None else ViewerRanks(obs)).spearman_with_rows(reference)
+    else:
+        shared = np.bincount(obs.viewer[keep], minlength=obs.n_viewers)
+        srocc = grouped.spearman(obs.viewer[keep], obs.score[keep], reference[keep], obs.n_viewers)
     srocc = np.where(shared >= 2, srocc, np.nan)
     return srocc, shared
 

@@ -54,6 +54,35 @@ def test_spearman_matches_scipy_and_is_nan_for_constant_groups():
             assert got[g] == pytest.approx(stats.spearmanr(x[groups == g], y[groups == g])[0])
 
 
+@pytest.mark.parametrize(
+    "kind",
+    ["float", "few codes", "many codes"],  # argsort rows, histogram, packed sort
+)
+def test_block_ranks_and_correlation_equal_the_long_form_exactly(kind):
+    rng = np.random.default_rng(4)
+    groups = rng.integers(0, 25, 4000)  # unequal group sizes: padding in every row but one
+    groups[groups == 9] = 10  # and one group with no rows at all
+    x = rng.integers(0, 6, groups.size).astype(float)
+    x[groups == 7] = 3.0  # constant: undefined correlation
+    if kind == "float":
+        y = x + rng.normal(0, 2, groups.size).round(1)
+    else:
+        y = rng.integers(0, 5 if kind == "few codes" else 100_000, groups.size)
+    blocks = grouped.Blocks(groups, 25)
+    assert blocks.padded
+    x_codes, _ = grouped.ordered_codes(x)
+    x_ranks = grouped.block_ranks(blocks, x_codes)
+    y_ranks = grouped.block_ranks(blocks, y)
+    for g in range(25):
+        row = blocks.size[g]
+        np.testing.assert_array_equal(y_ranks[g, :row], stats.rankdata(y[groups == g]))
+        np.testing.assert_array_equal(y_ranks[g, row:], (row + 1) / 2)  # padding: the centre
+    got = grouped.block_rank_correlation(x_ranks, y_ranks, blocks.size)
+    long_form = grouped.spearman(groups, x, y.astype(float), 25)
+    np.testing.assert_array_equal(got, long_form)  # bit for bit, NaN where undefined
+    assert np.isnan(got[7]) and np.isnan(got[9])
+
+
 def test_mean_std_and_counts_match_numpy():
     rng = np.random.default_rng(3)
     groups = rng.integers(0, 10, 500)
