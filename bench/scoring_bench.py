@@ -104,8 +104,14 @@ def _skimage_ssim(distorted: list[str], references: list[str]) -> list[float]:
     from skimage.metrics import structural_similarity
 
     return [
-        structural_similarity(_luma(d), _luma(r), data_range=255, gaussian_weights=True,
-                              sigma=1.5, use_sample_covariance=False)  # fmt: skip
+        structural_similarity(
+            _luma(d),
+            _luma(r),
+            data_range=255,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )  # fmt: skip
         for d, r in zip(distorted, references, strict=True)
     ]
 

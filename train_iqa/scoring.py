@@ -42,6 +42,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from studydb.images import ImageReadError, read_rgb
+from train_iqa.data import resize_shorter
 from train_iqa.model import MetricError, create, read_checkpoint
 
 CACHE_ENV = "CMC_SCORE_CACHE"
@@ -171,13 +172,6 @@ def score_pairs(
         for shape in list(pending):
             flush(shape)
     return np.array([scores[key] for key in keys], dtype=float)
-
-
-def resize_shorter(image: Image.Image, size: int) -> Image.Image:
-    """``image`` with its shorter side ``size`` pixels, aspect ratio kept (bicubic)."""
-    scale = size / min(image.size)
-    target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image if target == image.size else image.resize(target, Image.Resampling.BICUBIC)
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
