@@ -7,9 +7,33 @@ import argparse
 import sys
 
 
+class DefaultsOnce(argparse.HelpFormatter):
+    """Each option's default shown once: appended as "(default: X)" unless the help text already
+    says it, and never "(default: None)" or "(default: False)" for options without one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text.lower()
+            or default is None
+            or default is False
+            or default == []
+            or default is argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (``prog: error: …``) and exit status 2, like every
-    other bad input of this stage, instead of the usage block followed by the error."""
+    other bad input of this stage, instead of the usage block followed by the error; every
+    default shown once in ``--help`` (:class:`DefaultsOnce`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsOnce)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D102 — argparse's hook
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)

@@ -221,6 +221,22 @@ class ScoreCache:
             )
 
 
+def add_cache_options(parser) -> None:
+    """``--cache FILE`` and ``--no-cache``, as every scoring command takes them."""
+    parser.add_argument(
+        "--cache", type=Path,
+        help=f"score cache file (default: ${CACHE_ENV} or ~/.cache/cmc-lab/scores.sqlite)",
+    )  # fmt: skip
+    parser.add_argument("--no-cache", action="store_true", help="score again, store nothing")
+
+
+def open_cache(args) -> ScoreCache | None:
+    """The cache :func:`add_cache_options` chose (None with ``--no-cache``)."""
+    if args.no_cache:
+        return None
+    return ScoreCache(args.cache) if args.cache else ScoreCache.default()
+
+
 class _Hashes:
     """SHA-256 of files' bytes, each file read once per scoring call."""
 

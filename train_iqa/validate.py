@@ -35,7 +35,7 @@ from train_iqa.data import (
     unique_stimuli,
 )
 from train_iqa.model import MetricError, read_checkpoint
-from train_iqa.scoring import MetricSpec, ScoreCache, Scorer, score_pairs
+from train_iqa.scoring import MetricSpec, Scorer, add_cache_options, open_cache, score_pairs
 from train_iqa.stats import MIN_UNITS, bootstrap, oriented, p_text, paired_srcc_test, units
 
 DIMENSIONS = ("consistency_mos", "perception_mos")
@@ -139,11 +139,7 @@ def build_parser() -> Parser:
     )  # fmt: skip
     parser.add_argument("--batch-size", type=positive_int, default=8, help="images per batch")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, …")
-    parser.add_argument(
-        "--cache", type=Path,
-        help="score cache file (default: $CMC_SCORE_CACHE or ~/.cache/cmc-lab/scores.sqlite)",
-    )  # fmt: skip
-    parser.add_argument("--no-cache", action="store_true", help="score again, store nothing")
+    add_cache_options(parser)
     parser.add_argument("--rounds", type=positive_int, default=1000, help="bootstrap resamples")
     parser.add_argument(
         "--resample", choices=("auto", "reference", "image"), default="auto",
@@ -332,11 +328,8 @@ def _score_metric(args, spec: MetricSpec, mos: pd.DataFrame) -> Scored:
     """A pyiqa metric's (or a checkpoint's) scores of every stimulus, through the cache."""
     scorer = Scorer(spec, not args.no_pretrained, args.device, args.size)
     frame = absolute_paths(mos, args.mos, args.images)
-    cache = (
-        None if args.no_cache else ScoreCache(args.cache) if args.cache else ScoreCache.default()
-    )
     values = score_pairs(
-        scorer, frame["distorted_path"], frame["reference_path"], cache, args.batch_size
+        scorer, frame["distorted_path"], frame["reference_path"], open_cache(args), args.batch_size
     )
     how = f"{'fine-tuned ' if scorer.fine_tuned else ''}pyiqa {spec.name}, {scorer.resize_note}"
     return Scored(spec.label, "FR" if scorer.full_reference else "NR", scorer.lower_better,
