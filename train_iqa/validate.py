@@ -24,7 +24,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from studydb.images import ImageReadError
-from train_iqa.cli import Parser, positive_int
+from train_iqa.cli import Parser, positive_int, report_left_out
 from train_iqa.data import (
     DataError,
     absolute_paths,
@@ -155,6 +155,9 @@ def build_parser() -> Parser:
 
 def validate(args, mos: pd.DataFrame, scored: list[Scored], dimensions: list[str]) -> dict:
     """Every metric's figures against every dimension, and the paired tests: the report."""
+    for dimension in dimensions:
+        lacking = mos.loc[mos[dimension].isna(), "stimulus"].astype(str).tolist()
+        report_left_out("train_iqa.validate", lacking, dimension)
     coverage = {m.label: _coverage(args, m, mos, dimensions) for m in scored}
     jobs = [(m, d, s) for m in scored for d in dimensions for s in _subsets(args, mos, d)]
     metrics = {
@@ -177,7 +180,8 @@ def validate(args, mos: pd.DataFrame, scored: list[Scored], dimensions: list[str
             continue
         groups = _groups(frame, args.resample)
         if subset == "all":
-            entry.update(n=len(frame), resampling=_resampling(groups, len(frame)))
+            trusted = units(groups, len(frame)) >= MIN_UNITS
+            entry.update(n=len(frame), resampling=_resampling(groups, len(frame)), trusted=trusted)
             _warn_few(groups, len(frame), warned)
         entry["results"][subset] = bootstrap(
             frame["score"], frame["target"], metric.lower_better, args.rounds, groups=groups
@@ -198,8 +202,9 @@ def table2(report: dict) -> str:
     dimensions = list(dict.fromkeys(d for m in metrics for d in m["dimensions"]))
     header = ["metric", "n"] + [f"{d} {s}" for d in dimensions for s in ("SRCC", "KRCC", "PLCC")]
     first = next((m["dimensions"][d] for m in metrics for d in m["dimensions"]), {})
+    caution = "" if first.get("trusted", True) else ": too few to trust the intervals"
     lines = [f"\nTable 2: agreement with the MOS (95% bootstrap intervals, {report['rounds']} "
-             f"resamples of {first.get('resampling', 'images')})"]  # fmt: skip
+             f"resamples of {first.get('resampling', 'images')}{caution})"]  # fmt: skip
     for kind in ("FR", "NR"):
         rows = [m for m in metrics if m["kind"] == kind]
         if not rows:
