@@ -68,10 +68,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode == "P" and "transparency" in image.info or mode == "PA":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
+        return Image.fromarray(_over_background(np.asarray(image.convert("RGBA"))))
     return image.convert("RGB")
+
+
+def _over_background(rgba: np.ndarray) -> np.ndarray:
+    """(H, W, 4) uint8 composited over :data:`BACKGROUND`: round((c·α + b·(255 − α)) / 255)."""
+    colour, alpha = rgba[..., :3].astype(np.float64), rgba[..., 3:].astype(np.float64)
+    mixed = (colour * alpha + np.array(BACKGROUND, float) * (255 - alpha)) / 255
+    return np.round(mixed).astype(np.uint8)
 
 
 def _high_byte(values: np.ndarray) -> np.ndarray:

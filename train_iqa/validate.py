@@ -105,8 +105,8 @@ def build_parser() -> Parser:
     )  # fmt: skip
     parser.add_argument(
         "--scores", action="append", default=[], metavar="[LABEL=]CSV[:lower][:nr]",
-        help="a metric's scores as CSV (stimulus,score), repeatable; :lower if lower is better "
-        "(default higher), :nr for a no-reference metric (default FR)",
+        help="a metric's scores as CSV (stimulus,score), repeatable; :lower if lower is better, "
+        "else higher; :nr for a no-reference metric, else FR",
     )  # fmt: skip
     parser.add_argument("--no-pretrained", action="store_true", help="stock metrics at random")
     parser.add_argument("--images", type=Path, help="base folder of relative image paths")
