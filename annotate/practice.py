@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
 from studydb import Stimulus
+from studydb.images import read_rgb
 
 LEVELS = ((0.25, 8), (0.4, 15), (0.6, 30), (0.8, 55), (1.0, 92))
 """(resolution factor, JPEG quality) of the default practice pairs, worst first."""
@@ -56,8 +57,7 @@ def made_pairs(reference: Path, folder: Path) -> list[PracticePair]:
     paths = [target / f"level{i}.png" for i in range(len(LEVELS))]
     if not all(p.is_file() for p in paths):
         target.mkdir(parents=True, exist_ok=True)
-        with Image.open(reference) as opened:
-            image = opened.convert("RGB")
+        image = read_rgb(reference)
         for path, (factor, quality) in zip(paths, LEVELS, strict=True):
             # Written aside, then renamed: a parallel request never reads a half-written file.
             partial = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.png")

@@ -14,7 +14,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
+
+from studydb.images import read_rgb
 
 PROMPTS = {
     5: "Generate an informative paragraph in 5 words based on the image.",
@@ -126,7 +127,7 @@ class TransformersCaptioner(Captioner):
         import torch
 
         words = _length(words or self.words)
-        image = Image.open(image_path).convert("RGB")
+        image = read_rgb(image_path)
         if self.chat:
             messages = [
                 {
@@ -171,7 +172,7 @@ class OpenAICaptioner(Captioner):
     def caption(self, reference: str, image_path: Path, words: int | None = None) -> str:
         words = _length(words or self.words)
         buffer = io.BytesIO()
-        Image.open(image_path).convert("RGB").save(buffer, format="PNG")
+        read_rgb(image_path).save(buffer, format="PNG")
         url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
         response = self.client.chat.completions.create(
             model=self.model,
