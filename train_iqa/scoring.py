@@ -137,11 +137,14 @@ def score_pairs(
     references = [str(p) for p in references] if references is not None else [None] * len(distorted)
     if scorer.full_reference and None in references:
         raise MetricError(f"{scorer.label}: a full-reference metric needs the reference images")
-    hashes = _Hashes()
-    keys = [
-        hashes.of(d) + (f"|{hashes.of(r)}" if scorer.full_reference else "")
-        for d, r in zip(distorted, references, strict=True)
-    ]
+    if cache is None:  # no content keys needed: the rows' own positions
+        keys = [str(i) for i in range(len(distorted))]
+    else:
+        hashes = _Hashes()
+        keys = [
+            hashes.of(d) + (f"|{hashes.of(r)}" if scorer.full_reference else "")
+            for d, r in zip(distorted, references, strict=True)
+        ]
     scores = cache.get(scorer.key, keys) if cache is not None else {}
     todo = [i for i, key in enumerate(keys) if key not in scores]
     pending: dict[tuple, list[tuple[int, torch.Tensor, torch.Tensor | None]]] = {}

@@ -66,6 +66,8 @@ LUMA = np.array([0.299, 0.587, 0.114])
 def luma(images: torch.Tensor) -> np.ndarray:
     """(N, H, W) float64: pyiqa's Y channel, round(0.299 R + 0.587 G + 0.114 B) on the 0–255
     scale, computed exactly from the 8-bit values (pyiqa computes it in float32, which rounds
-    the few pixels whose Y falls within float32's error of a half the other way)."""
-    rgb = (images.detach().cpu().double() * DATA_RANGE).round().permute(0, 2, 3, 1).numpy()
-    return np.round(rgb @ LUMA)
+    the few pixels whose Y falls within float32's error of a half the other way). Works on the
+    contiguous colour planes: no (N, H, W, 3) copy."""
+    planes = np.rint(images.detach().cpu().float().numpy() * np.float32(DATA_RANGE))
+    y = LUMA[0] * planes[:, 0] + LUMA[1] * planes[:, 1] + LUMA[2] * planes[:, 2]
+    return np.round(y, out=y)
