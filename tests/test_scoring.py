@@ -22,7 +22,7 @@ from train_iqa.leaderboard import build_parser as leaderboard_parser
 from train_iqa.leaderboard import leaderboard
 from train_iqa.leaderboard import main as leaderboard_main
 from train_iqa.model import Metric
-from train_iqa.scoring import MetricSpec, ScoreCache, Scorer, score_pairs, to_tensor
+from train_iqa.scoring import MetricSpec, ScoreCache, Scorer, score_pairs
 from train_iqa.stats import bootstrap, correlations, p_text, paired_srcc_test
 from train_iqa.train import FORMAT, TrainSettings
 from train_iqa.validate import build_parser as validate_parser
@@ -158,13 +158,17 @@ def test_each_scores_csv_keeps_its_own_direction(study, tmp_path, capsys):
     frame = pd.read_csv(study)
     noise = np.random.default_rng(0).normal(0, 0.3, len(frame))
     psnr = _scores_csv(tmp_path / "psnr.csv", frame, 20 + 4 * frame["consistency_mos"] + noise)
-    gmsd = _scores_csv(tmp_path / "gmsd.csv", frame, 0.3 - 0.05 * frame["consistency_mos"] + noise / 20)
+    gmsd = _scores_csv(
+        tmp_path / "gmsd.csv", frame, 0.3 - 0.05 * frame["consistency_mos"] + noise / 20
+    )
     out = tmp_path / "v.json"
     assert validate_main(["--mos", str(study), "--scores", psnr, "--scores", f"{gmsd}:lower",
                           "--target", "consistency_mos", "--rounds", "50",
                           "--out", str(out)]) == 0  # fmt: skip
     report = json.loads(out.read_text())
-    srcc = [m["dimensions"]["consistency_mos"]["results"]["all"]["srcc"][0] for m in report["metrics"]]
+    srcc = [
+        m["dimensions"]["consistency_mos"]["results"]["all"]["srcc"][0] for m in report["metrics"]
+    ]
     assert min(srcc) > 0.9
     assert [m["lower_better"] for m in report["metrics"]] == [False, True]
     assert abs(report["paired"][0]["difference"]) < 0.1
@@ -172,8 +176,7 @@ def test_each_scores_csv_keeps_its_own_direction(study, tmp_path, capsys):
 
 
 def test_a_scores_csv_missing_stimuli_is_an_error_unless_partial(study, tmp_path, capsys):
-    """A CSV covering half the MOS was silently cut to half while the header said "every image".
-    """
+    """A CSV covering half the MOS was silently cut to half while the header said "every image"."""
     frame = pd.read_csv(study)
     half = _scores_csv(tmp_path / "half.csv", frame.iloc[:30], frame["consistency_mos"][:30])
     assert validate_main(["--mos", str(study), "--scores", half, "--rounds", "10"]) == 2

@@ -97,13 +97,18 @@ class Scorer:
 
     @torch.inference_mode()
     def __call__(self, distorted: torch.Tensor, reference: torch.Tensor | None) -> np.ndarray:
-        """Raw scores of a batch, (N, 3, H, W) floats in [0, 1]."""
-        distorted = distorted.to(self.device)
-        if self.full_reference:
-            out = self.net(distorted, reference.to(self.device))
-        else:
-            out = self.net(distorted)
+        """Raw scores of a batch: (N, H, W, 3) uint8 pixels as :func:`to_tensor` gives, or
+        (N, 3, H, W) floats in [0, 1] as pyiqa takes."""
+        inputs = [distorted] + ([reference] if self.full_reference else [])
+        out = self.net(*(self._prepared(x) for x in inputs))
         return torch.as_tensor(out).reshape(-1).double().cpu().numpy()
+
+    def _prepared(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) floats in [0, 1] on the device, as pyiqa's networks take; the separable
+        SSIM takes the 8-bit pixels themselves (its Y channel is computed from them)."""
+        if images.dtype == torch.uint8 and not getattr(self.net, "takes_uint8", False):
+            images = images.to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        return images.to(self.device)
 
     def _key(self, pretrained: bool) -> str:
         """The metric's part of the cache key: its name, the exact weights it holds (random ones
@@ -178,8 +183,9 @@ def score_pairs(
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
-    """(3, H, W) float32 in [0, 1], as pyiqa's metrics take."""
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    """(H, W, 3) uint8, as decoded: batches are stacked as contiguous bytes (no transposed
+    copy, a quarter of the traffic of floats) and turned into floats once, by :class:`Scorer`."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8))
 
 
 class ScoreCache:

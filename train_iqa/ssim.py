@@ -22,7 +22,10 @@ C1, C2 = (0.01 * DATA_RANGE) ** 2, (0.03 * DATA_RANGE) ** 2
 
 
 class SeparableSSIM(torch.nn.Module):
-    """pyiqa's ``ssim`` metric (its default settings), batched: (N, 3, H, W) in [0, 1] → (N,)."""
+    """pyiqa's ``ssim`` metric (its default settings), batched: (N, H, W, 3) uint8 pixels, or
+    (N, 3, H, W) floats in [0, 1] as pyiqa takes them → (N,)."""
+
+    takes_uint8 = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -66,8 +69,12 @@ LUMA = np.array([0.299, 0.587, 0.114])
 def luma(images: torch.Tensor) -> np.ndarray:
     """(N, H, W) float64: pyiqa's Y channel, round(0.299 R + 0.587 G + 0.114 B) on the 0–255
     scale, computed exactly from the 8-bit values (pyiqa computes it in float32, which rounds
-    the few pixels whose Y falls within float32's error of a half the other way). Works on the
-    contiguous colour planes: no (N, H, W, 3) copy."""
-    planes = np.rint(images.detach().cpu().float().numpy() * np.float32(DATA_RANGE))
-    y = LUMA[0] * planes[:, 0] + LUMA[1] * planes[:, 1] + LUMA[2] * planes[:, 2]
+    the few pixels whose Y falls within float32's error of a half the other way)."""
+    array = images.detach().cpu().numpy()
+    if array.dtype == np.uint8:  # (N, H, W, 3) pixels
+        channels = [array[..., c] for c in range(3)]
+    else:  # (N, 3, H, W) floats in [0, 1]: back to their 8-bit values
+        planes = np.rint(array.astype(np.float32) * np.float32(DATA_RANGE))
+        channels = [planes[:, c] for c in range(3)]
+    y = LUMA[0] * channels[0] + LUMA[1] * channels[1] + LUMA[2] * channels[2]
     return np.round(y, out=y)
