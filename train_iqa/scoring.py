@@ -85,7 +85,7 @@ class Scorer:
         self.lower_better = bool(wrapper.lower_better)
         self.net = _fast_net(spec.name, wrapper.net).to(device).eval()
         self.size = size or self.settings.get("size")
-        self.key = self._key(pretrained)
+        self.key = self._key()
 
     @property
     def resize_note(self) -> str:
@@ -110,7 +110,7 @@ class Scorer:
             images = images.to(self.device).permute(0, 3, 1, 2).float() / 255.0
         return images.to(self.device)
 
-    def _key(self, pretrained: bool) -> str:
+    def _key(self) -> str:
         """The metric's part of the cache key: its name, the exact weights it holds (random ones
         too: a random build scored again gets new scores), size and library version."""
         import pyiqa
