@@ -1,4 +1,4 @@
-"""SSIM as pyiqa defines it, computed with a separable window: scikit-image's speed or better.
+"""SSIM as pyiqa defines it, computed with a separable window: about scikit-image's speed.
 
 pyiqa's ``ssim`` (Y channel of YIQ rounded to 0–255, an 11×11 Gaussian of σ 1.5, 'valid'
 filtering, float64, negative contrast-structure clipped at 0) convolves with the full 11×11
