@@ -13,7 +13,6 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from flask import Config
 from PIL import Image
@@ -22,6 +21,7 @@ from werkzeug.security import generate_password_hash
 
 from annotate.private import PASSWORD_FILE, write_private
 from generate import codec, pixel
+from studydb.images import read_rgb_array
 
 DEMO_DATA = Path(__file__).parent / "demo_data"
 CODEC_BPP = (0.08, 0.2, 0.6)  # three bitrates: clearly bad to fairly good
@@ -39,7 +39,7 @@ def build_demo(folder: Path) -> Path:
     engine = "av1" if codec.available("av1") else "hevc"
     rows = []
     for path in tqdm(references, desc="distorting demo images", leave=False):
-        image = np.asarray(Image.open(path).convert("RGB"))
+        image = read_rgb_array(path)
         height, width, _ = image.shape
         reference = folder / "references" / path.name
         Image.fromarray(image).save(reference)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from annotate.db import get_db
 from studydb import Stimulus
+from studydb.images import read_rgb
 
 LEVELS = ((0.25, 8), (0.4, 15), (0.6, 30), (0.8, 55), (1.0, 92))
 """(resolution factor, JPEG quality) of the default practice pairs, worst first."""
@@ -69,8 +70,7 @@ def made_pairs(reference: Path, folder: Path) -> list[PracticePair]:
     paths = [target / f"level{i}.png" for i in range(len(LEVELS))]
     if not all(p.is_file() for p in paths):
         target.mkdir(parents=True, exist_ok=True)
-        with Image.open(reference) as opened:
-            image = opened.convert("RGB")
+        image = read_rgb(reference)
         for path, (factor, quality) in zip(paths, LEVELS, strict=True):
             # Written aside, then renamed: a parallel request never reads a half-written file.
             partial = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.png")

@@ -12,7 +12,6 @@ network at random, which works offline and is only good for smoke runs.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -25,28 +24,9 @@ from PIL import Image
 from cmc_common.hub import offline_unless_reachable
 from compare.defaults import FID_DIMS, OFFLINE_METRICS
 from train_iqa.model import MetricError, create
+from train_iqa.scoring import MetricSpec  # the one [LABEL=]NAME[:WEIGHTS] parser
 
 CONSISTENCY, PERCEPTION = "consistency", "perception"
-SPEC = re.compile(r"^(?:(?P<label>[^=:]+)=)?(?P<name>[A-Za-z0-9_+.-]+)(?::(?P<weights>.+))?$")
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """``[LABEL=]NAME[:WEIGHTS]`` from the command line: a fine-tuned TOPIQ is
-    ``topiq_fr:runs/topiq_fr/best.pt``; the label tells two checkpoints of one metric apart."""
-
-    label: str
-    name: str
-    weights: Path | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> MetricSpec:
-        match = SPEC.match(text.strip())
-        if not match:
-            raise MetricError(f"metric '{text}' is not NAME, NAME:WEIGHTS or LABEL=NAME[:WEIGHTS]")
-        name, weights = match["name"].lower(), match["weights"]
-        label = match["label"] or (f"{name}:{Path(weights).stem}" if weights else name)
-        return cls(label.strip(), name, Path(weights) if weights else None)
 
 
 @dataclass

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from scipy import stats
 from tqdm import tqdm
 
 from compare.curves import InputError
+from studydb.images import ImageReadError, read_rgb
 
 
 def score(rows: pd.DataFrame, metrics: list, progress: bool = True) -> pd.DataFrame:
@@ -76,7 +77,6 @@ def _mean_ci(values: np.ndarray, confidence: float) -> tuple[float, float, float
 
 def _open(path: str) -> Image.Image:
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
-        raise InputError(f"{path}: not a readable image ({error})") from error
+        return read_rgb(path)
+    except ImageReadError as error:
+        raise InputError(str(error)) from error

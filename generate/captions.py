@@ -13,8 +13,6 @@ import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from PIL import Image
-
 from cmc_common.hub import is_hub_id, offline_unless_reachable
 
 PROMPTS = {
@@ -130,8 +128,10 @@ class TransformersCaptioner(Captioner):
     def caption(self, reference: str, image_path: Path, words: int | None = None) -> str:
         import torch
 
+        from studydb.images import read_rgb  # here: `python -m generate --help` stays quick
+
         words = _length(words or self.words)
-        image = Image.open(image_path).convert("RGB")
+        image = read_rgb(image_path)
         if self.chat:
             messages = [
                 {
@@ -174,9 +174,11 @@ class OpenAICaptioner(Captioner):
         self.model, self.words = model, words
 
     def caption(self, reference: str, image_path: Path, words: int | None = None) -> str:
+        from studydb.images import read_rgb
+
         words = _length(words or self.words)
         buffer = io.BytesIO()
-        Image.open(image_path).convert("RGB").save(buffer, format="PNG")
+        read_rgb(image_path).save(buffer, format="PNG")
         url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
         response = self.client.chat.completions.create(
             model=self.model,

@@ -26,14 +26,13 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from generate import codec
 from generate.hints import content_digest, rate_warning
 from generate.plan import content_type
 from generate.run import _write_bytes, _write_json, _write_png, make_folders, write_manifest
+from studydb.images import read_rgb_array
 
 MODE = "Codec"
 """The ``mode`` of a ladder point in the manifest."""
@@ -230,7 +229,7 @@ def same_encode_notes(todo: list[Point], out: Path) -> list[str]:
 
 def make(point: Point) -> codec.CodedImage:
     """Encode and decode one point (module level, so a worker process can run it)."""
-    image = np.asarray(Image.open(point.reference).convert("RGB"))
+    image = read_rgb_array(point.reference)
     if point.qp is not None:
         return codec.encode_at_qp(image, point.qp, point.codec)
     return codec.encode_at_bpp(image, point.target_bpp, point.codec)

@@ -34,6 +34,7 @@ from generate import codec, hints, pixel, restoration
 from generate.captions import Captioner, text_bits
 from generate.decode import Decoded, Decoder, Request, instruct_image_guidance
 from generate.registry import CAPTIONED_MODES, CODED_MODES, DecoderSpec
+from studydb.images import read_rgb_array
 
 MANIFEST = "manifest.csv"
 SETTINGS = "settings.json"
@@ -528,7 +529,7 @@ def takes_prompt(spec: DecoderSpec) -> bool:
 
 
 def _rgb(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
+    return read_rgb_array(path)
 
 
 def _code(path: Path, target_bpp: float, name: str, qp: int | None = None) -> codec.CodedImage:

@@ -46,3 +46,9 @@ def sureal_dataset(csv: Path) -> tuple[types.SimpleNamespace, list[str]]:
         )
         stimuli.append(stimulus)
     return dataset, stimuli
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _score_cache(tmp_path_factory):
+    """train_iqa's score cache in a temporary file, never the user's ~/.cache."""
+    os.environ["CMC_SCORE_CACHE"] = str(tmp_path_factory.mktemp("cache") / "scores.sqlite")

@@ -349,6 +349,13 @@ def test_the_toml_and_config_blocks_load(tmp_path):
             toml.write_text(block)
             load_registry(toml)  # raises on an unknown key or a malformed entry
         for block in re.findall(r"^```python\n(.*?)^```", text, re.S | re.M):
+            if re.search(r"^(from|import) ", block, re.M):  # an API example: what it imports exists
+                compile(block, path.name, "exec")
+                for module, imported in re.findall(r"^from (\S+) import (.+)$", block, re.M):
+                    found = importlib.import_module(module)
+                    missing = [n for n in re.split(r",\s*", imported) if not hasattr(found, n)]
+                    assert not missing, f"{path.name}: {module} has no {missing}"
+                continue
             names: dict = {}
             exec(block, {}, names)  # the docs' instance/config.py examples: assignments only
             assert set(names) <= set(vars(lab_config)), f"{path.name}: unknown config keys"

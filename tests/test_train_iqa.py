@@ -101,8 +101,10 @@ def test_default_split_is_content_disjoint(mos_file):
 def test_fine_tuning_learns_and_resumes(trained):
     report = json.loads((trained / "metrics.json").read_text())
     history = report["history"]
-    assert [h["epoch"] for h in history] == [1, 2]  # one epoch, then resumed for one more
-    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    # the untrained metric, one epoch, then resumed for one more
+    assert [h["epoch"] for h in history] == [0, 1, 2] and history[0]["train_loss"] is None
+    assert history[-1]["train_loss"] < history[1]["train_loss"]
+    assert report["best"]["epoch"] >= 1  # epoch 0 is the baseline, never selected
     assert {"srcc", "krcc", "plcc", "rmse"} <= set(report["final"]["test"])
     assert report["test_size"] == 12 and report["val_size"] == 6 and report["train_size"] == 42
     assert (trained / "best.pt").exists() and (trained / "scatter.png").stat().st_size > 1000
@@ -135,12 +137,14 @@ def test_validate_a_metric_and_compare_two(trained, mos_file, tmp_path, capsys):
         tmp_path / "noisy.csv", index=False
     )
     args = ["--mos", str(mos_file), "--scores", str(tmp_path / "oracle.csv"), "--scores",
-            str(tmp_path / "noisy.csv"), "--rounds", "200", "--out", str(tmp_path / "v.json")]  # fmt: skip
+            str(tmp_path / "noisy.csv"), "--rounds", "200", "--details", "--out",
+            str(tmp_path / "v.json")]  # fmt: skip
     assert validate_main(args) == 0
     out = capsys.readouterr().out
     assert "| mode=Full |" in out and "they differ" in out
     report = json.loads((tmp_path / "v.json").read_text())
-    assert report["metrics"][0]["results"]["all"]["srcc"][0] == pytest.approx(1.0)
+    oracle = report["metrics"][0]["dimensions"]["consistency_mos"]
+    assert oracle["results"]["all"]["srcc"][0] == pytest.approx(1.0)
     assert validate_main(["--mos", str(mos_file), "--metric", "topiq_fr", "--weights",
                           str(trained / "best.pt"), "--size", "32", "--rounds", "50"]) == 0  # fmt: skip
 
@@ -157,18 +161,30 @@ def test_leaderboard_on_a_generator_output(trained, mos_file, tmp_path, capsys):
                      "reference_path": str(mos_file.parent / row.reference_path),
                      "model": row.model, "mode": row.mode, "content_type": row.content_type})  # fmt: skip
     pd.DataFrame(rows).to_csv(results / "manifest.csv", index=False)
-    code = leaderboard_main(["--fr", str(trained / "best.pt"), "--nr", str(trained / "best.pt"),
+    code = leaderboard_main(["--fr", str(trained / "best.pt"), "--nr", str(nr_checkpoint(tmp_path)),
                              "--results", str(results), "--size", "32", "--out",
                              str(tmp_path / "board.csv")])  # fmt: skip
     assert code == 0
     board = pd.read_csv(tmp_path / "board.csv", index_col=0)
     assert list(board.index) == ["A", "B"]
-    assert "Full/FR/NSI" in board.columns and "Full/Overall" in board.columns
+    assert "Full/FR topiq_fr:best/NSI" in board.columns and "Full/Overall" in board.columns
+    assert board.min().min() >= 0 and board.max().max() <= 5  # the MOS scale
     full_a = board.loc["A"]
     expected = (
         2 / 3 * full_a.filter(like="Full/FR").mean() + 1 / 3 * full_a.filter(like="Full/NR").mean()
     )
     assert full_a["Full/Overall"] == pytest.approx(expected)
+
+
+def nr_checkpoint(folder: Path, size: int = 32) -> Path:
+    """A train_iqa checkpoint of a random-weight TOPIQ-NR (no training: a leaderboard's NR
+    indicator in tests)."""
+    torch.manual_seed(0)
+    metric = Metric("topiq_nr", pretrained=False, weights=None, device="cpu")
+    path = folder / "nr.pt"
+    torch.save({"metric": "topiq_nr", "model": metric.net.state_dict(),
+                "settings": TrainSettings(size=size, metric="topiq_nr").__dict__}, path)  # fmt: skip
+    return path
 
 
 def test_bad_input_gives_one_line_errors(mos_file, tmp_path, capsys):

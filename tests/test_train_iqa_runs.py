@@ -56,7 +56,8 @@ def test_a_run_killed_mid_epoch_and_mid_save_resumes_bit_for_bit(study, tmp_path
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     assert _run(_args(study, whole)).returncode == 0
     first = _run(_args(study, broken), kill="step:1:3")
-    assert first.returncode == -9 and not (broken / "metrics.json").exists()
+    assert first.returncode == -9  # before epoch 1 ended: metrics.json holds epoch 0 alone
+    assert [h["epoch"] for h in json.loads((broken / "metrics.json").read_text())["history"]] == [0]
     assert torch.load(broken / "last.pt", weights_only=True)["step"] == 2
     second = _run(_args(study, broken, "--resume"), kill="save:3")
     assert second.returncode == -9
@@ -138,12 +139,14 @@ def test_validate_scores_a_runs_test_images_at_its_size(run, study, tmp_path):
                "--rounds", "20"]  # fmt: skip
     assert validate_main([*weights, "--out", str(tmp_path / "test.json")]) == 0
     report = json.loads((tmp_path / "test.json").read_text())
-    assert report["metrics"][0]["n"] == 10 and "10 test images" in report["images"]
-    assert report["metrics"][0]["resampling"] == "references (2)"
+    figures = report["metrics"][0]["dimensions"]["consistency_mos"]
+    assert figures["n"] == 10 and "10 test images" in report["images"]
+    assert figures["resampling"] == "references (2)" and not figures["trusted"]
     assert validate_main([*weights, "--size", "32", "--out", str(tmp_path / "32.json")]) == 0
     assert json.loads((tmp_path / "32.json").read_text()) == report  # the run's size, 32
     assert validate_main([*weights, "--all-images", "--out", str(tmp_path / "all.json")]) == 0
-    assert json.loads((tmp_path / "all.json").read_text())["metrics"][0]["n"] == 40
+    every = json.loads((tmp_path / "all.json").read_text())["metrics"][0]
+    assert every["dimensions"]["consistency_mos"]["n"] == 40
     # --scores restricted to the same test images with --test-of
     frame = pd.read_csv(study)
     pd.DataFrame({"stimulus": frame["stimulus"], "score": -frame["consistency_mos"]}).to_csv(
@@ -153,7 +156,8 @@ def test_validate_scores_a_runs_test_images_at_its_size(run, study, tmp_path):
                           "--test-of", str(run / "best.pt"), "--rounds", "20", "--resample",
                           "image", "--out", str(tmp_path / "anti.json")]) == 0  # fmt: skip
     anti = json.loads((tmp_path / "anti.json").read_text())["metrics"][0]
-    assert anti["n"] == 10 and anti["resampling"] == "images"
+    anti = anti["dimensions"]["consistency_mos"]
+    assert anti["n"] == 10 and anti["resampling"] == "images (10)"
     assert anti["results"]["all"]["srcc"][0] == pytest.approx(-1.0)
     assert anti["results"]["all"]["plcc"][0] < -0.99  # signed
 
@@ -170,12 +174,17 @@ def test_leaderboard_turns_lower_is_better_scores_to_the_mos_direction(
     frame = pd.read_csv(study)
     results = _results_folder(frame, study, tmp_path)
 
-    class Distance:
-        lower_better = True
-
     raw = np.where(frame["model"] == "A", 0.1, 0.8)
-    monkeypatch.setattr(board, "indicator", lambda path, device: (Distance(), {"size": 16}))
-    monkeypatch.setattr(board, "predict", lambda metric, data, settings: raw[: len(data)])
+
+    class Distance:  # stands in for a fine-tuned scorer of a lower-is-better metric
+        label, name, lower_better = "distance", "distance", True
+
+        def __init__(self, full_reference):
+            self.full_reference = full_reference
+
+    kinds = {"x.pt": True, "y.pt": False}
+    monkeypatch.setattr(board, "indicator", lambda text, device, size: Distance(kinds[text]))
+    monkeypatch.setattr(board, "score_pairs", lambda scorer, d, r, cache: raw[: len(d)])
     out = tmp_path / "board.csv"
     assert leaderboard_main(["--fr", "x.pt", "--nr", "y.pt", "--results", str(results),
                              "--out", str(out)]) == 0  # fmt: skip
@@ -228,7 +237,7 @@ def test_bad_training_input_is_one_line_and_exit_2(study, tmp_path, capsys):
     _one_line_error(capsys, "not a readable image")
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     assert train_main([*base, "--mos", str(study), "--weights", str(tmp_path / "junk.pt")]) == 2
-    _one_line_error(capsys, "not a readable checkpoint")
+    _one_line_error(capsys, "not a PyTorch checkpoint")
 
 
 def test_nan_mos_is_reported_and_nan_scores_duplicates_and_code_are_refused(
@@ -244,6 +253,7 @@ def test_nan_mos_is_reported_and_nan_scores_duplicates_and_code_are_refused(
                           str(tmp_path / "v.json")]) == 0  # fmt: skip
     assert "2 stimuli without a 'consistency_mos' left out" in capsys.readouterr().err
     result = json.loads((tmp_path / "v.json").read_text())["metrics"][0]
+    result = result["dimensions"]["consistency_mos"]
     assert result["n"] == 38 and np.isfinite(result["results"]["all"]["srcc"]).all()
     scores.loc[4, "score"] = np.nan
     scores.to_csv(tmp_path / "nan.csv", index=False)
@@ -254,13 +264,13 @@ def test_nan_mos_is_reported_and_nan_scores_duplicates_and_code_are_refused(
     _one_line_error(capsys, "more than once")
     assert validate_main([*common, "--scores", str(tmp_path / "s.csv"), "--resample",
                           "reference", "--test-of", str(tmp_path / "s.csv")]) == 2  # fmt: skip
-    _one_line_error(capsys, "not a readable checkpoint")
+    _one_line_error(capsys, "not a PyTorch checkpoint")
     # A checkpoint is data: one carrying an arbitrary object (code on unpickling) is refused.
     state = torch.load(run / "best.pt", weights_only=True)
     torch.save({**state, "extra": Path("x")}, tmp_path / "pickled.pt")
     assert validate_main([*common, "--metric", "topiq_fr", "--weights",
                           str(tmp_path / "pickled.pt")]) == 2  # fmt: skip
-    _one_line_error(capsys, "not a readable checkpoint")
+    _one_line_error(capsys, "holding code")
 
 
 def test_bad_leaderboard_input_is_one_line_and_exit_2(run, study, tmp_path, capsys):
@@ -270,4 +280,4 @@ def test_bad_leaderboard_input_is_one_line_and_exit_2(run, study, tmp_path, caps
     _one_line_error(capsys, "no column 'no_such_column'")
     (tmp_path / "junk.pt").write_bytes(os.urandom(100))
     assert leaderboard_main([*common[:1], str(tmp_path / "junk.pt"), *common[2:]]) == 2
-    _one_line_error(capsys, "not a readable checkpoint")
+    _one_line_error(capsys, "not a PyTorch checkpoint")

@@ -73,10 +73,12 @@ def test_the_demo_study_goes_through_every_stage(demo_mos, capsys):
     assert validate_main(["--mos", str(demo_mos / "mos" / "mos.csv"), "--metric", "topiq_nr",
                           "--weights", str(run / "best.pt"), "--rounds", "50"]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    assert "perception_mos (4 images" in out and "the 4 test images of" in out
-    assert leaderboard_main(["--fr", str(run / "best.pt"), "--nr", str(run / "best.pt"),
+    assert "NR metrics" in out and "| topiq_nr:best ↑ | 4 |" in out
+    assert "the 4 test images of" in out
+    assert leaderboard_main(["--nr", str(run / "best.pt"),
                              "--results", str(demo_mos / "study"), "--by", "codec",
                              "--references", str(demo_mos / "study" / "references"),
                              "--size", "64", "--out", str(demo_mos / "board.csv")]) == 0  # fmt: skip
     board = pd.read_csv(demo_mos / "board.csv", index_col=0)
-    assert set(board.index) == {"av1", "pixel"} and "Image/Overall" in board.columns
+    assert set(board.index) == {"av1", "pixel"}
+    assert any(c.startswith("Image/NR topiq_nr:best/") for c in board.columns)

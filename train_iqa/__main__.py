@@ -15,7 +15,7 @@ from train_iqa.cli import (
     positive_int,
     report_left_out,
 )
-from train_iqa.data import DEFAULT_TARGET, DataError, load_mos
+from train_iqa.data import DEFAULT_TARGET, DataError, load_mos, mos_range
 from train_iqa.model import Metric, MetricError
 from train_iqa.train import TrainSettings, seed_everything, train
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         seed_everything(args.seed)  # before the metric: its initialization is random
         metric = Metric(args.metric, not args.no_pretrained, args.weights, _device(args.device))
         target = args.target or DEFAULT_TARGET[metric.full_reference]
-        frame = load_mos(args.mos, target, args.images)
+        frame = load_mos(args.mos, target, args.images, args.mos_range)
         report_left_out("train_iqa", frame.attrs.get("left_out", []), target)
         settings = TrainSettings(
             epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, size=args.size,
@@ -67,13 +67,22 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--target", help="MOS column (default: consistency_mos for FR, perception_mos for NR)"
     )
-    parser.add_argument("--epochs", type=positive_int, default=50)
-    parser.add_argument("--lr", type=positive_float, default=2e-5, help="Adam learning rate")
-    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument(
-        "--size", type=positive_int, default=384, help="images are resized to size²"
+        "--mos-range", type=mos_range, metavar="LOW:HIGH",
+        help="the MOS file's scale, mapped to 0–5 (default: it is 0–5; other values refused)",
+    )  # fmt: skip
+    parser.add_argument("--epochs", type=positive_int, default=50, help="passes over the data")
+    parser.add_argument("--lr", type=positive_float, default=2e-5, help="Adam learning rate")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per step")
+    parser.add_argument(
+        "--size",
+        type=positive_int,
+        default=384,
+        help="shorter side resized to this (aspect ratio kept), then the centre size² cropped",
     )
-    parser.add_argument("--test-fraction", type=fraction, default=0.2)
+    parser.add_argument(
+        "--test-fraction", type=fraction, default=0.2, help="share of the data held out to test"
+    )
     parser.add_argument(
         "--val-fraction", type=fraction, default=0.1,
         help="share of the training images held out to choose best.pt",

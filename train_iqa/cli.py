@@ -6,10 +6,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cmc_common.help import HelpFormatter
+
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (``prog: error: …``) and exit status 2, like every
-    other bad input of this stage, instead of the usage block followed by the error."""
+    other bad input of this stage, instead of the usage block followed by the error; every
+    default shown once in ``--help`` (the one layout of every command,
+    :class:`cmc_common.help.HelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D102 — argparse's hook
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)

@@ -10,8 +10,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from studydb.images import ImageReadError, read_rgb
+
 DEFAULT_TARGET = {True: "consistency_mos", False: "perception_mos"}
 """FR metrics learn Consistency (faithfulness to the reference), NR ones Perception (A.3)."""
+MOS_SCALE = (0.0, 5.0)
+"""The paper's MOS scale; training learns MOS / 5 and the leaderboard reports on it."""
 
 
 class DataError(ValueError):
@@ -65,25 +69,50 @@ def finite_target(frame: pd.DataFrame, column: str, path: Path) -> None:
         )
 
 
-def load_mos(path: Path, target: str, images: Path | None) -> pd.DataFrame:
-    """``mos.csv`` rows with absolute image paths and a ``target`` column, checked for files.
+def mos_range(text: str) -> tuple[float, float]:
+    """``LOW:HIGH`` (e.g. ``0:100``) of a ``--mos-range`` option, LOW < HIGH."""
+    import argparse
 
-    Stimuli without a ``target`` value are left out, listed in ``attrs["left_out"]``."""
-    frame = read_csv(path, "MOS")
-    for column in ("stimulus", target, "distorted_path", "reference_path"):
+    try:
+        low, high = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LOW:HIGH (e.g. 0:100)") from None
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise argparse.ArgumentTypeError(f"{text!r}: LOW must be below HIGH")
+    return low, high
+
+
+def on_mos_scale(
+    frame: pd.DataFrame, column: str, path: Path, scale: tuple[float, float] | None
+) -> pd.DataFrame:
+    """``frame`` with ``column`` on the 0–5 MOS scale: mapped linearly from ``scale`` (LOW,
+    HIGH) when given, else checked to lie in 0–5 already. A value outside the range is refused:
+    a 0–100 MOS would otherwise train towards targets 20 times too large, without a word."""
+    low, high = scale or MOS_SCALE
+    values = frame[column]
+    outside = frame["stimulus"][(values < low) | (values > high)]
+    if len(outside):
+        hint = "" if scale else "; give its scale with --mos-range LOW:HIGH (e.g. 0:100)"
+        raise DataError(
+            f"{path}: {len(outside)} '{column}' value(s) outside {low:g}–{high:g} (first: "
+            f"stimulus {outside.iloc[0]}, {values[outside.index[0]]:g}){hint}"
+        )
+    if scale:
+        frame = frame.assign(**{column: (values - low) / (high - low) * MOS_SCALE[1]})
+    return frame
+
+
+def absolute_paths(frame: pd.DataFrame, path: Path, images: Path | None) -> pd.DataFrame:
+    """``frame`` with its distorted_path / reference_path made absolute (relative ones are
+    under ``images``, else beside the MOS file ``path``) and checked to exist."""
+    for column in ("distorted_path", "reference_path"):
         if column not in frame.columns:
             raise DataError(
                 f"{path}: no column '{column}' (mos.csv from a study database has the image "
                 "paths; for others add distorted_path / reference_path)"
             )
-    unique_stimuli(frame, path)
-    if not pd.api.types.is_numeric_dtype(frame[target]):
-        raise DataError(f"{path}: column '{target}' is not numeric")
-    frame = drop_missing(frame, target)
-    finite_target(frame, target, path)
-    if len(frame) < 5:
-        raise DataError(f"{path}: {len(frame)} stimuli with a '{target}' — too few to train on")
     base = Path(images) if images is not None else Path(path).parent
+    frame = frame.copy()
     for column in ("distorted_path", "reference_path"):
         frame[column] = [str(p if Path(p).is_absolute() else base / p) for p in frame[column]]
         missing = [p for p in frame[column] if not Path(p).is_file()]
@@ -93,7 +122,31 @@ def load_mos(path: Path, target: str, images: Path | None) -> pd.DataFrame:
             )
     if "reference" not in frame.columns:
         frame["reference"] = [Path(p).stem for p in frame["reference_path"]]
+    return frame
+
+
+def load_mos(
+    path: Path, target: str, images: Path | None, scale: tuple[float, float] | None = None
+) -> pd.DataFrame:
+    """``mos.csv`` rows with absolute image paths and a ``target`` column (on the 0–5 scale, or
+    mapped to it from ``scale``), checked for files.
+
+    Stimuli without a ``target`` value are left out, listed in ``attrs["left_out"]``."""
+    frame = read_csv(path, "MOS")
+    for column in ("stimulus", target):
+        if column not in frame.columns:
+            raise DataError(f"{path}: no column '{column}'")
+    unique_stimuli(frame, path)
+    if not pd.api.types.is_numeric_dtype(frame[target]):
+        raise DataError(f"{path}: column '{target}' is not numeric")
+    frame = drop_missing(frame, target)
+    finite_target(frame, target, path)
+    if len(frame) < 5:
+        raise DataError(f"{path}: {len(frame)} stimuli with a '{target}' — too few to train on")
+    left_out = frame.attrs["left_out"]
+    frame = absolute_paths(on_mos_scale(frame, target, path, scale), path, images)
     frame["target"] = frame[target].astype(float)
+    frame.attrs["left_out"] = left_out
     return frame
 
 
@@ -113,8 +166,24 @@ def split(frame: pd.DataFrame, test_fraction: float, seed: int, by_content: bool
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
+def fit_square(image: Image.Image, size: int) -> Image.Image:
+    """``image`` at ``size`` × ``size`` without distorting it: the shorter side resized to
+    ``size`` (bicubic, aspect ratio kept), then the centre cropped. Squashing to a square would
+    change the very structure metrics like SSIM and the MOS judge."""
+    resized = resize_shorter(image, size)
+    left, top = (resized.width - size) // 2, (resized.height - size) // 2
+    return resized.crop((left, top, left + size, top + size))
+
+
+def resize_shorter(image: Image.Image, size: int) -> Image.Image:
+    """``image`` with its shorter side ``size`` pixels, aspect ratio kept (bicubic)."""
+    scale = size / min(image.size)
+    target = (max(size, round(image.width * scale)), max(size, round(image.height * scale)))
+    return image if target == image.size else image.resize(target, Image.Resampling.BICUBIC)
+
+
 class ImagePairs(Dataset):
-    """(distorted, reference, target) tensors in [0, 1] at ``size`` × ``size``.
+    """(distorted, reference, target) tensors in [0, 1] at ``size`` × ``size`` (:func:`fit_square`).
 
     Every image is decoded and resized once, then kept as uint8 — on the GPU when ``device`` is
     CUDA, so the training loop never waits on JPEG/PNG decoding.
@@ -135,10 +204,9 @@ class ImagePairs(Dataset):
     def _load(path: str, size: int, cache: dict[str, torch.Tensor]) -> torch.Tensor:
         if path not in cache:
             try:
-                with Image.open(path) as opened:
-                    image = opened.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-            except (OSError, ValueError, Image.DecompressionBombError) as error:
-                raise DataError(f"{path}: not a readable image ({error})") from error
+                image = fit_square(read_rgb(path), size)
+            except ImageReadError as error:
+                raise DataError(str(error)) from error
             cache[path] = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
         return cache[path]
 

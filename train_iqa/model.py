@@ -6,6 +6,7 @@ The paper fine-tunes TOPIQ-FR (Consistency) and TOPIQ-NR (Perception) and compar
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import torch
@@ -68,11 +69,22 @@ def read_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, not a torch file, or holding code: all unusable
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        raise MetricError(f"{path}: not a readable checkpoint ({first})") from error
+        raise MetricError(f"{path}: {_unreadable(path, error)}") from error
     if not isinstance(state, dict):
         raise MetricError(f"{path}: not a checkpoint (holds a {type(state).__name__})")
     return state
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    """Why torch.load refused a file, in words: for a file that is not a checkpoint at all its
+    own message is a bare internal key such as "(101)"."""
+    if not zipfile.is_zipfile(path):  # every torch.save since PyTorch 1.6 is a zip archive
+        return "not a PyTorch checkpoint (give a best.pt of python -m train_iqa, or pyiqa weights)"
+    text = str(error)
+    if "weights_only" in text:
+        return "a checkpoint holding code, not only weights: refused (loading could run it)"
+    first = (text.strip().splitlines() or [type(error).__name__])[0][:160]
+    return f"not a readable checkpoint ({first})"
 
 
 def create(

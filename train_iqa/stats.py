@@ -13,10 +13,15 @@ resamples whole references when they are known (a cluster bootstrap) and images 
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
 from scipy import optimize, stats
+
+MIN_UNITS = 10
+"""Fewer resampling units (references, or images) than this and a bootstrap interval cannot be
+trusted: two references have three distinct resamples, so the "interval" is three points."""
 
 STARTING_SLOPES = (0.3, 1.0, 3.0)
 """Logistic widths tried as starting values (in standard deviations of the scores): one start
@@ -114,9 +119,8 @@ def _figures(scores: np.ndarray, mos: np.ndarray, widths) -> tuple[dict[str, flo
         raise ValueError("NaN or infinite score or MOS")
     if scores.size < 3 or np.ptp(scores) == 0 or np.ptp(mos) == 0:
         return {"srcc": np.nan, "krcc": np.nan, "plcc": np.nan, "rmse": np.nan}, np.nan
-    fitted, direction, width = fit_logistic(scores, mos, widths)
-    with warnings.catch_warnings():  # a flat logistic fit has no PLCC: NaN, not a warning
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+    with quiet_correlations():  # a flat logistic fit has no PLCC: NaN, not a warning
+        fitted, direction, width = fit_logistic(scores, mos, widths)
         figures = {
             "srcc": float(stats.spearmanr(scores, mos)[0]),
             "krcc": float(stats.kendalltau(scores, mos)[0]),
@@ -124,6 +128,28 @@ def _figures(scores: np.ndarray, mos: np.ndarray, widths) -> tuple[dict[str, flo
             "rmse": float(np.sqrt(np.mean((fitted - mos) ** 2))),
         }
     return figures, width
+
+
+@contextlib.contextmanager
+def quiet_correlations():
+    """A context without scipy's (Near)ConstantInputWarning: a resample where one input is
+    (nearly) constant gives a NaN or imprecise correlation, counted as such; a warning per
+    resample on stderr says nothing more."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        warnings.simplefilter("ignore", stats.NearConstantInputWarning)
+        yield
+
+
+def p_text(p_value: float, rounds: int) -> str:
+    """A bootstrap p-value in words: "< 1/rounds" when no resample fell on the other side (a
+    resampling test cannot tell a smaller p apart from zero)."""
+    return f"< {1 / rounds:.2g}" if p_value == 0 else f"{p_value:.4f}"
+
+
+def units(groups, n: int) -> int:
+    """How many independent units a bootstrap resamples: references, or the ``n`` images."""
+    return n if groups is None else len(np.unique(np.asarray(groups)))
 
 
 def resampler(n: int, groups=None, seed: int = 0):
@@ -180,13 +206,14 @@ def paired_srcc_test(a, b, mos, rounds: int = 2000, seed: int = 0, groups=None) 
     """
     a, b, mos = (np.asarray(v, float) for v in (a, b, mos))
     draw = resampler(len(mos), groups, seed)
-    observed = stats.spearmanr(a, mos)[0] - stats.spearmanr(b, mos)[0]
     differences = np.empty(rounds)
-    for i in range(rounds):
-        index = draw()
-        differences[i] = (
-            stats.spearmanr(a[index], mos[index])[0] - stats.spearmanr(b[index], mos[index])[0]
-        )
+    with quiet_correlations():
+        observed = stats.spearmanr(a, mos)[0] - stats.spearmanr(b, mos)[0]
+        for i in range(rounds):
+            index = draw()
+            differences[i] = (
+                stats.spearmanr(a[index], mos[index])[0] - stats.spearmanr(b[index], mos[index])[0]
+            )
     low, high = np.nanpercentile(differences, [2.5, 97.5])
     side = np.mean(differences <= 0) if observed > 0 else np.mean(differences >= 0)
     return {"difference": float(observed), "low": float(low), "high": float(high),

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from train_iqa.data import DataError, ImagePairs, split
 from train_iqa.model import Metric, MetricError, read_checkpoint
-from train_iqa.stats import correlations, oriented
+from train_iqa.stats import correlations
 
 SCALE = 5.0  # MOS 0–5 is learned as MOS / 5, the 0–1 range of pyiqa's scores
 FORMAT = 2  # of the checkpoints; 1 (no settings, no split) is refused on --resume
@@ -93,10 +93,18 @@ def train(
         state = _restore(out / "last.pt", run, metric, optimizer)
     saves = _Saver(out)
     use_amp = settings.amp and settings.device.startswith("cuda")
+    if not state["history"]:  # the untrained metric: what fine-tuning is measured against
+        state["history"].append(
+            _evaluate(metric, sets, settings, {"epoch": 0, "train_loss": None})[0]
+        )
+        _write_json(out, run, state, stimuli)
+    per_epoch = len(epoch_batches(len(sets["train"]), settings.batch_size, settings.seed, 0))
     progress = tqdm(
-        range(state["epoch"], settings.epochs), desc=f"training {metric.name}", unit="epoch"
-    )
-    for epoch in progress:
+        total=settings.epochs * per_epoch, initial=state["epoch"] * per_epoch + state["step"],
+        desc=f"training {metric.name}", unit="step",
+    )  # fmt: skip
+    for epoch in range(state["epoch"], settings.epochs):
+        progress.set_postfix_str(f"epoch {epoch + 1}/{settings.epochs}")
         batches = epoch_batches(len(sets["train"]), settings.batch_size, settings.seed, epoch)
         # With CUDA the decoded images already sit on the GPU: worker processes would only get in
         # the way (they cannot share CUDA tensors), so batches are assembled in the main process.
@@ -117,14 +125,15 @@ def train(
             loss.backward()
             optimizer.step()
             state["losses"].append(loss.item())
+            progress.update()
             if settings.save_every and state["step"] % settings.save_every == 0:
                 saves.last({**run, **state}, metric, optimizer)
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(state["losses"]))}
-        scores = {}
-        for name in ("val", "test"):
-            if name in sets:
-                scores[name] = predict(metric, sets[name], settings)
-                record[name] = _figures(scores[name], sets[name], metric)
+        record, scores = _evaluate(
+            metric,
+            sets,
+            settings,
+            {"epoch": epoch + 1, "train_loss": float(np.mean(state["losses"]))},
+        )
         state["history"].append(record)
         chosen = record[settings.select_on]["srcc"]
         if state["best"] is None or chosen > state["best"][settings.select_on]["srcc"] or (
@@ -132,12 +141,25 @@ def train(
         ):  # fmt: skip
             state["best"] = record
             saves.best(run, record, stimuli, metric)
-            _scatter(out, metric, record, scores["test"], sets["test"].targets.numpy())
+            _scatter(
+                out, metric, record, scores["test"], sets["test"].targets.numpy(), settings.target
+            )
         state.update(epoch=epoch + 1, step=0, losses=[])
         _write_json(out, run, state, stimuli)
         saves.last({**run, **state}, metric, optimizer)
         tqdm.write(_line(record, settings.select_on))
+    progress.close()
     return state["best"]
+
+
+def _evaluate(metric: Metric, sets: dict, settings: TrainSettings, record: dict):
+    """``record`` with the validation and test figures, and the raw scores behind them."""
+    scores = {}
+    for name in ("val", "test"):
+        if name in sets:
+            scores[name] = predict(metric, sets[name], settings)
+            record[name] = _figures(scores[name], sets[name], metric)
+    return record, scores
 
 
 def splits(frame: pd.DataFrame, settings: TrainSettings) -> dict[str, np.ndarray]:
@@ -350,15 +372,19 @@ def _line(record: dict, select_on: str) -> str:
     )
 
 
-def _scatter(out, metric, record, scores, mos) -> None:
+def _scatter(out, metric, record, scores, mos, target: str) -> None:
+    """The selected epoch's test predictions against the MOS, both on the MOS scale (the raw
+    0–1 output turned back by :func:`to_mos`), the target named on both axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.scatter(oriented(scores, metric.lower_better), mos, s=8, alpha=0.6)
-    ax.set(xlabel=f"{metric.name} prediction", ylabel="MOS",
+    ax.scatter(to_mos(scores, metric.lower_better), mos, s=8, alpha=0.6)
+    ax.plot([0, SCALE], [0, SCALE], color="grey", linewidth=0.8, linestyle="--")
+    ax.set(xlabel=f"{metric.name}'s predicted {target} (MOS scale)", ylabel=f"{target} (MOS)",
+           xlim=(0, SCALE), ylim=(0, SCALE),
            title=f"test split, epoch {record['epoch']}: SRCC {record['test']['srcc']:.3f}")  # fmt: skip
     fig.tight_layout()
     buffer = io.BytesIO()
