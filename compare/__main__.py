@@ -27,6 +27,7 @@ from compare.defaults import (
     POINT_BY,
     TABLE_A1_POINT_BY,
 )
+from train_iqa.cache_options import add_cache_options
 
 COMMANDS = {
     "table-a1": "the paper's Table A1: per codec hint (QP or target bpp), the codec's own decoded "
@@ -78,7 +79,7 @@ def _curves(args: argparse.Namespace) -> int:
     from compare.report import write
     from compare.score import points, score
 
-    scored = score(rows, metrics, progress=not args.quiet)
+    scored = score(rows, metrics, _cache(args), progress=not args.quiet)
     args.out.mkdir(parents=True, exist_ok=True)
     scored.to_csv(args.out / "scores.csv", index=False)
     table = points(scored, metrics)
@@ -164,7 +165,7 @@ def _table_a1(args: argparse.Namespace) -> int:
 
     rows = table_a1.pair_rows(run, ladder)
     metrics = build_metrics(args)
-    scored = score(rows, metrics, progress=not args.quiet)
+    scored = score(rows, metrics, _cache(args), progress=not args.quiet)
     args.out.mkdir(parents=True, exist_ok=True)
     scored.to_csv(args.out / "scores.csv", index=False)
     result, notes = table_a1.table(scored, metrics)
@@ -187,7 +188,7 @@ def _figure_a7(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"compare: {note}", file=sys.stderr)
     metrics = build_metrics(args)
-    scored = score(rows, metrics, progress=not args.quiet)
+    scored = score(rows, metrics, _cache(args), progress=not args.quiet)
     args.out.mkdir(parents=True, exist_ok=True)
     scored.to_csv(args.out / "scores.csv", index=False)
     paths = sweep.write(sweep.table(scored, metrics), notes, args.mode, args.out, args.title)
@@ -217,6 +218,7 @@ def scoring_options(parser: argparse.ArgumentParser, out: str) -> None:
                         help="open_clip weights tag, a checkpoint file, or none")  # fmt: skip
     parser.add_argument("--fid-dims", type=int, default=2048, choices=FID_DIMS,
                         help="Inception layer for FID (2048: the standard pool3)")  # fmt: skip
+    add_cache_options(parser)
     parser.add_argument("--title", default="", help="figure and report title")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -236,6 +238,13 @@ def build_metrics(args: argparse.Namespace) -> list:
         raise MetricError(
             f"the default metrics (the paper's eight) need their weights: {error}"
         ) from error
+
+
+def _cache(args: argparse.Namespace):
+    """The score cache pyiqa metrics share with ``validate`` and the leaderboard."""
+    from train_iqa.scoring import open_cache
+
+    return open_cache(args)
 
 
 def _say_skipped(rows) -> None:

@@ -23,8 +23,8 @@ from PIL import Image
 
 from cmc_common.hub import offline_unless_reachable
 from compare.defaults import FID_DIMS, OFFLINE_METRICS
-from train_iqa.model import MetricError, create
-from train_iqa.scoring import MetricSpec  # the one [LABEL=]NAME[:WEIGHTS] parser
+from train_iqa.model import MetricError
+from train_iqa.scoring import MetricSpec, ScoreCache, Scorer, score_pairs
 
 CONSISTENCY, PERCEPTION = "consistency", "perception"
 
@@ -40,45 +40,44 @@ class Settings:
     fid_dims: int = 2048
 
 
-class ImageMetric:
-    """A score per (distorted, reference) pair; subclasses say how."""
+class Metric:
+    """What the report needs of any metric: its column, its kind and its direction."""
 
     set_level = False
 
     def __init__(self, label: str, kind: str, lower_better: bool) -> None:
         self.label, self.kind, self.lower_better = label, kind, lower_better
 
+
+class ImageMetric(Metric):
+    """A score per (distorted, reference) pair of decoded images; subclasses say how."""
+
     def __call__(self, distorted: Image.Image, reference: Image.Image) -> float:
         raise NotImplementedError
 
 
-class PyiqaMetric(ImageMetric):
-    """Any metric of pyiqa's registry (PSNR, SSIM, LPIPS, TOPIQ-FR/NR, CLIP-IQA, LIQE, …), built
-    by train_iqa's code so fine-tuned checkpoints load the same strict way as in training."""
+class PyiqaMetric(Metric):
+    """Any metric of pyiqa's registry (PSNR, SSIM, LPIPS, TOPIQ-FR/NR, CLIP-IQA, LIQE, …) or a
+    fine-tuned checkpoint of one, scored by :mod:`train_iqa.scoring` — the step ``validate`` and
+    the leaderboard use — so one image gets one score whoever asks, and the score cache serves
+    them all. Native size; a fine-tuned checkpoint at the size it was trained at."""
 
     def __init__(self, spec: MetricSpec, settings: Settings) -> None:
         try:
-            wrapper = create(spec.name, settings.pretrained, spec.weights, settings.device, False,
-                             weights_option=f"--metric {spec.name}:FILE")  # fmt: skip
+            scorer = Scorer(spec, settings.pretrained, settings.device,
+                            weights_option=f"--metric {spec.name}:FILE")  # fmt: skip
         except MetricError as error:
             if error.__cause__ is None or spec.weights is not None:
                 raise  # an unknown name, a foreign checkpoint: the message says so already
             raise MetricError(_unbuildable(spec, error.__cause__)) from error
-        full_reference = wrapper.metric_mode == "FR"
-        super().__init__(
-            spec.label, CONSISTENCY if full_reference else PERCEPTION, bool(wrapper.lower_better)
-        )
-        self.wrapper, self.full_reference, self.device = wrapper, full_reference, settings.device
+        kind = CONSISTENCY if scorer.full_reference else PERCEPTION
+        super().__init__(spec.label, kind, scorer.lower_better)
+        self.scorer = scorer
 
-    @torch.no_grad()
-    def __call__(self, distorted: Image.Image, reference: Image.Image) -> float:
-        d = to_tensor(distorted, self.device)
-        score = (
-            self.wrapper(d, to_tensor(reference, self.device))
-            if self.full_reference
-            else (self.wrapper(d))
-        )
-        return float(torch.as_tensor(score).reshape(-1)[0])
+    def scores(self, distorted: list[str], references: list[str], cache: ScoreCache | None,
+               progress: bool = True) -> np.ndarray:  # fmt: skip
+        """Every pair's score, in order: from the cache when it holds them, else computed."""
+        return score_pairs(self.scorer, distorted, references, cache, progress=progress)
 
 
 class ClipSim(ImageMetric):
@@ -126,7 +125,7 @@ class ClipSim(ImageMetric):
         return float(features[0] @ features[1])
 
 
-class Fid:
+class Fid(Metric):
     """FID between a point's distorted images and the references they came from.
 
     Features are pyiqa's FID Inception (the TensorFlow FID weights, from pyiqa's cache) at the
@@ -143,7 +142,7 @@ class Fid:
 
         if settings.fid_dims not in FID_DIMS:
             raise MetricError(f"fid: --fid-dims must be one of {', '.join(map(str, FID_DIMS))}")
-        self.label, self.kind, self.lower_better = label, PERCEPTION, True
+        super().__init__(label, PERCEPTION, lower_better=True)
         block = [inception.InceptionV3.BLOCK_INDEX_BY_DIM[settings.fid_dims]]
         try:
             if settings.pretrained:
@@ -213,7 +212,7 @@ def _keep_random(net: torch.nn.Module, *args, **kwargs) -> None:
     """Stands in for pyiqa's weight download when the network is wanted at random."""
 
 
-def build(spec: MetricSpec, settings: Settings) -> ImageMetric | Fid:
+def build(spec: MetricSpec, settings: Settings) -> Metric:
     """The metric a spec names: ``clipsim`` and ``fid`` are ours, any other name is pyiqa's."""
     if spec.name == "clipsim":
         if spec.weights is not None:
@@ -228,7 +227,7 @@ def build(spec: MetricSpec, settings: Settings) -> ImageMetric | Fid:
     return PyiqaMetric(spec, settings)
 
 
-def build_all(texts: list[str], settings: Settings) -> list[ImageMetric | Fid]:
+def build_all(texts: list[str], settings: Settings) -> list[Metric]:
     """Every metric of the command line, refusing two with one label (they would share a column)."""
     specs = [MetricSpec.parse(text) for text in texts]
     labels = [spec.label for spec in specs]

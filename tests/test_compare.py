@@ -590,6 +590,46 @@ def test_an_image_of_another_size_than_its_reference_is_an_error(tmp_path, ladde
     assert f"{small} is 64×48 but its reference" in err and "is 128×96" in err
 
 
+def test_scores_are_cached_and_reused_by_compare_and_validate(tmp_path, ladder, monkeypatch):
+    """pyiqa metrics score through train_iqa's step and its cache: a second compare run (and
+    table-a1's scoring) and validate on the same images read the first run's scores, computing
+    none; --no-cache computes them again, and a new image is the only one scored."""
+    from train_iqa.scoring import Scorer
+    from train_iqa.validate import main as validate_main
+
+    cache = tmp_path / "scores.sqlite"
+    base = [str(ladder), "--metric", "psnr", "--metric", "ssim", "--metric", "gmsd",
+            "--cache", str(cache), "--quiet", "--device", "cpu"]  # fmt: skip
+    assert compare_main([*base, "--out", str(tmp_path / "first")]) == 0
+    first = (tmp_path / "first" / "scores.csv").read_text()
+    scored = []
+    real_call = Scorer.__call__
+
+    def counted(self, distorted, reference):
+        scored.append(len(distorted))
+        return real_call(self, distorted, reference)
+
+    monkeypatch.setattr(Scorer, "__call__", counted)
+    assert compare_main([*base, "--out", str(tmp_path / "second")]) == 0
+    assert scored == [] and (tmp_path / "second" / "scores.csv").read_text() == first
+    frame = _absolute(ladder)
+    rng = np.random.default_rng(0)
+    mos = frame[["id", "distorted_path", "reference_path"]].rename(columns={"id": "stimulus"})
+    mos.assign(consistency_mos=rng.uniform(1, 5, len(mos))).to_csv(tmp_path / "mos.csv", index=False)  # fmt: skip
+    assert validate_main(["--mos", str(tmp_path / "mos.csv"), "--metric", "psnr", "--metric",
+                          "ssim", "--cache", str(cache), "--rounds", "10"]) == 0  # fmt: skip
+    assert scored == []  # validate found compare's scores under the same keys
+    assert compare_main([*base, "--out", str(tmp_path / "again"), "--no-cache"]) == 0
+    assert sum(scored) == 3 * len(frame)
+    assert pd.read_csv(tmp_path / "again" / "scores.csv")[["psnr", "ssim", "gmsd"]].to_numpy() == pytest.approx(pd.read_csv(tmp_path / "first" / "scores.csv")[["psnr", "ssim", "gmsd"]].to_numpy())  # fmt: skip
+    scored.clear()
+    new = tmp_path / "new.png"
+    Image.open(frame["distorted_path"].iloc[0]).rotate(180).save(new)
+    frame.iloc[[0, 1]].assign(distorted_path=[str(new), frame["distorted_path"].iloc[1]]).to_csv(tmp_path / "m.csv", index=False)  # fmt: skip
+    assert compare_main([str(tmp_path / "m.csv"), *base[1:], "--out", str(tmp_path / "o")]) == 0
+    assert scored == [1, 1, 1]  # only the new image, once per metric
+
+
 @pytest.mark.parametrize("low, high", [(0.01, 0.3), (0.02, 0.6), (0.004, 0.02), (0.003, 3.0), (0.1, 0.14)])  # fmt: skip
 def test_rate_axis_labels_never_overprint(low, high):
     """At any span — about 1.5 decades (0.01–0.3) overprinted matplotlib's minor labels — the
@@ -615,9 +655,9 @@ def test_rate_axis_labels_never_overprint(low, high):
 def test_offline_the_default_metrics_name_what_works(tmp_path, ladder, capsys, monkeypatch):
     """Without downloaded weights the paper's metrics cannot be built: the message names the
     metrics that work offline and compare's own options (there is no --weights here)."""
-    import compare.metrics
+    import train_iqa.scoring
 
-    def offline(name, pretrained, weights, device, as_loss):
+    def offline(name, pretrained, weights, device, as_loss, weights_option):
         if name in ("psnr", "ssim", "gmsd") or not pretrained:
             return real(name, pretrained, weights, device, as_loss)
         try:
@@ -625,8 +665,8 @@ def test_offline_the_default_metrics_name_what_works(tmp_path, ladder, capsys, m
         except OSError as error:
             raise MetricError(f"{name}: cannot build the metric (--weights ...)") from error
 
-    real = compare.metrics.create
-    monkeypatch.setattr(compare.metrics, "create", offline)
+    real = train_iqa.scoring.create
+    monkeypatch.setattr(train_iqa.scoring, "create", offline)
     err = _error(capsys, [str(ladder), "--out", str(tmp_path / "o")])
     assert "the default metrics (the paper's eight) need their weights: topiq_fr" in err
     assert "cannot reach huggingface.co" in err and "--weights" not in err

@@ -42,11 +42,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from studydb.images import ImageReadError, read_rgb
+from train_iqa.cache_options import CACHE_ENV
+from train_iqa.cache_options import add_cache_options as add_cache_options  # re-exported
 from train_iqa.data import resize_shorter
 from train_iqa.model import MetricError, create, read_checkpoint
 
-CACHE_ENV = "CMC_SCORE_CACHE"
-"""Environment variable naming the cache file (default ``~/.cache/cmc-lab/scores.sqlite``)."""
 SCORER_VERSION = 1  # part of every cache key: bump when the scoring itself changes
 SPEC = re.compile(r"^(?:(?P<label>[^=:]+)=)?(?P<name>[A-Za-z0-9_+.-]+)(?::(?P<weights>.+))?$")
 
@@ -75,12 +75,14 @@ class Scorer:
 
     def __init__(
         self, spec: MetricSpec, pretrained: bool = True, device: str = "cpu",
-        size: int | None = None,
+        size: int | None = None, weights_option: str = "--weights FILE",
     ) -> None:  # fmt: skip
+        """``weights_option`` is how the caller's command line names a checkpoint, for errors."""
         self.spec, self.label, self.name, self.device = spec, spec.label, spec.name, device
         self.settings = _checkpoint_settings(spec)
         self.fine_tuned = bool(self.settings)
-        wrapper = create(spec.name, pretrained, spec.weights, device, as_loss=False)
+        wrapper = create(spec.name, pretrained, spec.weights, device, as_loss=False,
+                         weights_option=weights_option)  # fmt: skip
         self.full_reference = wrapper.metric_mode == "FR"
         self.lower_better = bool(wrapper.lower_better)
         self.net = _fast_net(spec.name, wrapper.net).to(device).eval()
@@ -228,15 +230,6 @@ class ScoreCache:
                 "INSERT OR REPLACE INTO scores VALUES (?, ?, ?)",
                 [(metric, image, score) for image, score in scores.items()],
             )
-
-
-def add_cache_options(parser) -> None:
-    """``--cache FILE`` and ``--no-cache``, as every scoring command takes them."""
-    parser.add_argument(
-        "--cache", type=Path,
-        help=f"score cache file (default: ${CACHE_ENV} or ~/.cache/cmc-lab/scores.sqlite)",
-    )  # fmt: skip
-    parser.add_argument("--no-cache", action="store_true", help="score again, store nothing")
 
 
 def open_cache(args) -> ScoreCache | None:
