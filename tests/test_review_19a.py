@@ -3,6 +3,11 @@ size), probed black-box as a crowd researcher and as an attacker would."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+
 import numpy as np
 from sqlalchemy import delete, func, select
 
@@ -11,6 +16,7 @@ from annotate.online import OnlineSettings, allocation_state
 from annotate.sittings import Design
 from studydb import Rating, Stimulus
 from tests.test_crowd_scale import add_participants, full_recomputation, study  # noqa: F401
+from tests.test_crowd_servers import ROOT, study_instance
 
 
 def _agrees_with_full_recomputation(app) -> None:
@@ -43,3 +49,33 @@ def test_the_tally_follows_a_restore_that_takes_rating_ids_backwards(study):  # 
     with study.app_context():
         add_participants(get_db(), np.random.default_rng(6), stimuli, 100, 3)  # ids reused
     _agrees_with_full_recomputation(study)
+
+
+def _serve(instance, *options: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "annotate", "--instance", str(instance), "serve", "--http",
+         *options],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_serve_workers_on_a_port_in_use_says_so_in_one_line(tmp_path):
+    """gunicorn retried the bind for five seconds, logged ten lines and exited 0 after `serve`
+    had announced the study; waitress's path says it in one line with exit 2."""
+    instance = study_instance(tmp_path, f"sqlite:///{tmp_path / 'study.db'}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = _serve(instance, "--workers", "2", "--port", str(taken.getsockname()[1]))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("annotate: error: cannot listen")
+    assert "serving the online study" not in done.stdout
+
+
+def test_serve_refuses_more_workers_than_the_machine_can_run(tmp_path):
+    """--workers 100000 forked worker after worker until the machine stalled: more than four
+    per core is refused before anything starts."""
+    done = _serve(tmp_path, "--workers", str(4 * (os.cpu_count() or 1) + 1), "--port", "0")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("annotate: error: --workers")
+    assert len(done.stderr.strip().splitlines()) == 1
