@@ -79,3 +79,29 @@ def test_serve_refuses_more_workers_than_the_machine_can_run(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().startswith("annotate: error: --workers")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_tolerated_attention_failure_is_no_ground_for_a_rejection():
+    """A study that tolerates one failed attention check (QC_RULES max_attention_failures=1)
+    and a participant excluded for a gold trial who failed one: the export said *reject*, on the
+    attention ground the study's own rules do not count. It is for review; two failures are a
+    rejection."""
+    import pandas as pd
+
+    from annotate.roster import participant_table
+
+    viewers = pd.DataFrame({"viewer_id": [1, 2], "participant": ["tolerated", "twice"]})
+    table = pd.DataFrame(
+        {"id": [1, 2], "viewer_id": [1, 2], "state": "completed", "outcome": "failed_checks",
+         "rated": 60, "planned": 60, "last": pd.Timestamp("2026-01-01", tz="UTC")}
+    )  # fmt: skip
+    verdicts = pd.DataFrame(
+        {"viewer_id": [1, 2], "trials": 60, "gold_failures": [1, 0], "attention_failures": [1, 2],
+         "gold_trials": 2, "attention_trials": 2, "fast_trials": 0, "excluded": True,
+         "reasons": ["failed 1 gold trial(s)", "failed 2 attention check(s)"]}
+    )  # fmt: skip
+    people = participant_table(viewers, table, verdicts, max_attention_failures=1)
+    assert dict(zip(people["participant"], people["action"], strict=True)) == {
+        "tolerated": "review",
+        "twice": "reject",
+    }
