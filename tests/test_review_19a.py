@@ -105,3 +105,21 @@ def test_a_tolerated_attention_failure_is_no_ground_for_a_rejection():
         "tolerated": "review",
         "twice": "reject",
     }
+
+
+def test_a_filter_value_the_table_cannot_have_is_a_400(study):  # noqa: F811
+    """`?state=complete` (a typo of completed) or `?excluded=true` showed an empty table as if
+    no participant matched; the docs promise a 400 for a value the tables cannot use."""
+    from tests.annotate_helpers import ADMIN_PASSWORD, Browser
+
+    admin = Browser(study)
+    admin.get("/admin/login")
+    admin.post("/admin/login", {"password": ADMIN_PASSWORD})
+    for bad in ("state=complete", "action=pay", "excluded=true", "state=%27%20OR%201=1--"):
+        answer = admin.get(f"/admin/quality?{bad}")
+        assert answer.status_code == 400, bad
+        assert "choose one of" in answer.get_data(as_text=True)
+    assert admin.get("/admin/?state=paid").status_code == 400
+    for good in ("state=completed", "action=approve", "excluded=True", "state=no+sitting"):
+        assert admin.get(f"/admin/quality?{good}").status_code == 200, good
+    assert admin.get("/admin/?state=time+limit").status_code == 200
