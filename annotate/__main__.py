@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
 import socket
 import ssl
 import sys
@@ -190,6 +191,10 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_WORKERS = 4 * (os.cpu_count() or 1)
+"""More server processes than this only share the cores (and each holds its own connections)."""
+
+
 def _serve(args: argparse.Namespace, app=None) -> int:
     """Check the set-up, then serve with waitress (HTTP) or cheroot (HTTPS) until Ctrl+C."""
     from annotate.db import check_writable
@@ -206,6 +211,13 @@ def _serve(args: argparse.Namespace, app=None) -> int:
         return 2
     if args.workers < 1 or args.threads < 1:
         print("annotate: error: --workers and --threads must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > MAX_WORKERS:
+        print(
+            f"annotate: error: --workers {args.workers} is more than this machine runs well "
+            f"(at most {MAX_WORKERS}: four per core)",
+            file=sys.stderr,
+        )
         return 2
     if args.workers > 1 and args.certfile is not None:
         print(
@@ -301,6 +313,11 @@ def _worker_processes(app, args: argparse.Namespace):
     from annotate.workers import WorkerServer
 
     app.extensions["study_engine"].dispose()  # no connection of the parent crosses the fork
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    with socket.create_server(
+        (args.host, args.port), family=family
+    ) as probe:  # a port in use: one line, now
+        args.port = probe.getsockname()[1]  # (gunicorn itself retries and logs for seconds)
     return WorkerServer(
         lambda: _app(args),
         host=args.host,

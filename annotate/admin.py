@@ -205,7 +205,9 @@ def dashboard():
     wait = current_app.config["SCREENING_WAIT_SECONDS"]
     snapshot = cache.latest(last_rating, wait=wait)
     roster = _roster(db)
-    table = _page(roster.sittings if roster else None, SITTING_COLUMNS, ("state",), "id", "desc")
+    table = _page(
+        roster.sittings if roster else None, SITTING_COLUMNS, {"state": STATES}, "id", "desc"
+    )
     return render_template(
         "admin/dashboard.html",
         groups=_group_progress(db, target),
@@ -329,7 +331,7 @@ def quality():
     table = _page(
         roster.participants if roster else None,
         PARTICIPANT_COLUMNS,
-        ("state", "action", "excluded"),
+        {"state": STATES, "action": ACTIONS, "excluded": ("True", "False")},
         "participant",
     )
     return render_template(

@@ -30,17 +30,20 @@ actions: approve, reject, or look at it by hand first)."""
 STATES = ("open", "completed", "abandoned", "time limit", "closed by experimenter", "no sitting")
 
 
-def submission_action(completed: bool, excluded: bool, attention_failures: int) -> str:
+def submission_action(
+    completed: bool, excluded: bool, attention_failures: int, tolerated: int | None = 0
+) -> str:
     """The platform action for a participant, derived from :mod:`mos.qc`'s verdict.
 
-    Approve a completed sitting the QC rules keep. Reject one that failed an attention check
-    (the ground Prolific's policy accepts for a rejection) and is excluded. Everything else —
+    Approve a completed sitting the QC rules keep. Reject one that failed more attention checks
+    than the rules tolerate (``tolerated``; None: the rule is off) — the ground Prolific's
+    policy accepts for a rejection — and is excluded. Everything else —
     excluded for other reasons (agreement, gold trials, timing, straight-lining), or a sitting
     not completed — is for the researcher to review before deciding.
     """
     if completed and not excluded:
         return "approve"
-    if completed and attention_failures > 0:
+    if completed and tolerated is not None and attention_failures > tolerated:
         return "reject"
     return "review"
 
@@ -100,7 +103,7 @@ def compute(
             db.execute(select(Viewer.id, Viewer.code)).all(), columns=["viewer_id", "participant"]
         )
     verdicts = tally.verdicts(rules).rename(columns={"participant": "viewer_id"})
-    people = participant_table(viewers, table, verdicts)
+    people = participant_table(viewers, table, verdicts, rules.max_attention_failures)
     summary = {
         "participants": len(people),
         "sittings": len(table),
@@ -158,7 +161,10 @@ def sitting_table(db: OrmSession) -> pd.DataFrame:
 
 
 def participant_table(
-    viewers: pd.DataFrame, table: pd.DataFrame, verdicts: pd.DataFrame
+    viewers: pd.DataFrame,
+    table: pd.DataFrame,
+    verdicts: pd.DataFrame,
+    max_attention_failures: int | None = 0,
 ) -> pd.DataFrame:
     """One row per participant: the last sitting's state, completion-code outcome and progress,
     the QC signals and verdict (``excluded``, ``reasons``) and the platform ``action``."""
@@ -180,7 +186,7 @@ def participant_table(
     people["reasons"] = people["reasons"].astype(object).fillna("")
     people["completed"] = people["state"] == "completed"
     people["action"] = [
-        submission_action(c, e, a)
+        submission_action(c, e, a, max_attention_failures)
         for c, e, a in zip(
             people["completed"], people["excluded"], people["attention_failures"], strict=True
         )

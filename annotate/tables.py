@@ -48,13 +48,14 @@ def table_page(
     frame: pd.DataFrame,
     args: MultiDict,
     sortable: tuple[str, ...],
-    filters: tuple[str, ...] = (),
+    filters: dict[str, tuple[str, ...]] | None = None,
     search: str | None = "participant",
     default_sort: str | None = None,
     default_order: str = "asc",
 ) -> TablePage:
-    """Filter ``frame`` by ``args`` (columns in ``filters`` by equality, ``q`` as a substring of
-    ``search``), sort it by ``args['sort']`` (one of ``sortable``) and cut out the page."""
+    """Filter ``frame`` by ``args`` (columns in ``filters`` by equality with one of the values
+    listed there, ``q`` as a substring of ``search``), sort it by ``args['sort']`` (one of
+    ``sortable``) and cut out the page."""
     per = _integer(args, "per", PER_PAGE, 1, MAX_PER_PAGE)
     sort = args.get("sort") or default_sort or sortable[0]
     if sort not in sortable:
@@ -62,7 +63,10 @@ def table_page(
     order = args.get("order") or default_order
     if order not in ("asc", "desc"):
         raise BadQuery("order must be asc or desc")
-    active = {name: args[name] for name in filters if args.get(name)}
+    active = {name: args[name] for name in filters or {} if args.get(name)}
+    for name, value in active.items():
+        if value not in filters[name]:
+            raise BadQuery(f"no {name} {value[:40]!r} (choose one of {', '.join(filters[name])})")
     kept = frame
     for name, value in active.items():
         kept = kept[kept[name].astype(str) == value]

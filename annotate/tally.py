@@ -101,6 +101,8 @@ class TrialTally:
         """Read the rows added since the last update; return every row held (an immutable
         snapshot: later updates build new arrays)."""
         with self._read:
+            if self._seen.size and self._rows_went_away():
+                self._forget()
             top = int(self._seen[-1]) if self._seen.size else 0
             window = np.arange(max(1, top - REREAD + 1), top + 1)
             gaps = np.setdiff1d(window, self._seen[-REREAD:], assume_unique=True)
@@ -123,6 +125,27 @@ class TrialTally:
                     merged = _sorted(merged)  # a late commit of a lower id
                 self._rows = merged
             return self._rows
+
+    def _rows_went_away(self) -> bool:
+        """Whether ratings the tally holds are no longer in the database: a restore from a
+        backup or a removed batch takes ids backwards, and new ratings would reuse them. Fewer
+        rows at or below the highest id held than the tally read is the sign (one count over
+        the primary key); a late commit only ever adds rows there."""
+        with self.engine.connect() as connection:
+            present = connection.scalar(
+                select(func.count()).where(Rating.id <= int(self._seen[-1]))
+            )
+        return present < self._seen.size
+
+    def _forget(self) -> None:
+        """Start again from an empty tally (the next read takes the whole table once)."""
+        self._rows = _Columns()
+        self._seen = np.zeros(0, np.int64)
+        self._codes = {}
+        with self._memo_lock:
+            self._memo = {}
+        with self._plans_lock:
+            self._plans = {}
 
     def codes(self) -> dict[int, str]:
         """Viewer id → participant code of every viewer with a row held."""
