@@ -327,13 +327,14 @@ def _check_names(path: Path, plan: pd.DataFrame) -> None:
         )
 
 
-DEEP_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-"""PIL modes of more than 8 bits a sample: ``convert("RGB")`` clips them to 255 (a white
-image), so every stage would read such a reference wrongly."""
+UNREADABLE_MODES = frozenset({"F"})
+"""PIL modes with no defined 8-bit meaning (floating-point samples), which
+:func:`studydb.images.read_rgb` refuses; 16-bit references it converts (high byte)."""
 
 
 def check_references(path: Path, references: pd.Series) -> None:
-    """Every reference exists and is an 8-bit image (headers only: cheap for a study's hundred)."""
+    """Every reference exists and is an image every stage reads the same way (headers only: cheap
+    for a study's hundred): 8- or 16-bit samples, not floating point."""
     for reference in dict.fromkeys(references):
         try:
             with Image.open(reference) as image:  # reads and identifies the header only
@@ -347,10 +348,10 @@ def check_references(path: Path, references: pd.Series) -> None:
             raise PlanError(
                 f"{path}: reference {reference} is not a readable image ({error})"
             ) from None
-        if mode in DEEP_MODES:
+        if mode in UNREADABLE_MODES:
             raise PlanError(
-                f"{path}: reference {reference} has more than 8 bits a sample (mode {mode}), "
-                "which would be read clipped to white: save it as 8-bit RGB or grey first"
+                f"{path}: reference {reference} has floating-point samples (mode {mode}), which "
+                "have no defined 8-bit meaning: save it as 8- or 16-bit RGB or grey first"
             )
 
 

@@ -122,17 +122,22 @@ def test_an_output_folder_that_cannot_be_made_is_a_one_line_error(tmp_path, caps
     one_line_error(capsys, argv, "cannot create")
 
 
-def test_a_16_bit_reference_is_refused_not_coded_as_a_white_image(tmp_path, capsys):
+def test_a_16_bit_reference_is_coded_as_its_8_bit_picture_not_a_white_image(tmp_path, capsys):
     """PIL's convert("RGB") clips a 16-bit grey image (mode I;16) to 255: the ladder coded a
-    white picture and scored it against a white reference, with no word."""
+    white picture and scored it against a white reference, with no word. The shared reader
+    (studydb.images.read_rgb) keeps the high byte; a floating-point reference is refused."""
     refs = tmp_path / "refs"
     refs.mkdir()
     grey = np.asarray(Image.open(DEMO / "coffee.png").convert("L").resize((128, 96)))
     Image.fromarray(grey.astype(np.uint16) * 257).save(refs / "NSI_deep.png")
     assert Image.open(refs / "NSI_deep.png").mode == "I;16"
     out = tmp_path / "out"
-    one_line_error(capsys, ladder(refs, out, "--qps", "45", codecs="hevc"), "8 bits")
-    assert not (out / "meta").exists()
+    assert generate_main(ladder(refs, out, "--qps", "20", codecs="hevc")) == 0
+    (decoded,) = (out / "images").glob("*.png")
+    got = np.asarray(Image.open(decoded).convert("L"), dtype=float)
+    assert abs(got.mean() - grey.mean()) < 2 and np.abs(got - grey).mean() < 4
+    Image.fromarray(grey.astype(np.float32)).save(refs / "NSI_float.tiff")
+    one_line_error(capsys, ladder(refs, tmp_path / "o2", "--qps", "45", codecs="hevc"), "floating")
 
 
 def help_text(capsys, command: str) -> str:
