@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m mos.online_study",
         description="Simulate an online study with uniform and adaptive allocation (the app's own "
         "allocator) and print the ratings each needs until every image's 95% CI is within the "
-        "target, with accuracy and QC figures. See the module docstring.",
+        "target, with accuracy and QC figures (docs/annotate.md, 'Online studies').",
         formatter_class=HelpFormatter,
     )
     defaults = OnlineStudyConfig()

@@ -135,7 +135,7 @@ def write_study(study: SimulatedStudy, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mos.simulate",
-        description="Write a synthetic subjective study with a known truth (see module docstring).",
+        description="Write a synthetic subjective study with a known truth (docs/mos.md, the simulator).",
         formatter_class=HelpFormatter,
     )
     parser.add_argument(

@@ -382,6 +382,16 @@ def test_help_shows_each_default_once_and_never_none(parsers):
                     assert "default" in entry, f"{name} {action.option_strings} hides its default"
 
 
+def test_help_points_to_pages_a_user_can_read(parsers):
+    """A --help that says "see the module docstring" sends a user into the source; name a page."""
+    for cli, parser in parsers.items():
+        for name, each in all_parsers(parser, cli):
+            text = " ".join(each.format_help().split())
+            assert "docstring" not in text.lower(), name
+            for page in re.findall(r"docs/[\w.-]+\.md", text):
+                assert (ROOT / page).is_file(), f"{name} names {page}"
+
+
 def test_help_shows_the_defaults_new_users_asked_for(parsers):
     serve = _subcommands(parsers["annotate"])["serve"].format_help()
     assert "(default: 5000)" in serve and "(default: 127.0.0.1)" in serve
