@@ -48,7 +48,7 @@ from annotate.forms import ActionForm, LoginForm
 from annotate.private import PASSWORD_FILE, current_epoch, read_optional, rotate_epoch
 from annotate.roster import ACTIONS, STATES, RosterCache
 from annotate.tables import BadQuery, table_page
-from mos.qc import ExclusionRules
+from mos.qc import SIGNAL_COLUMNS, ExclusionRules
 from studydb import Rating, Session, Stimulus, StudyGroup
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -234,21 +234,14 @@ PARTICIPANT_COLUMNS = (
     "participant",
     "state",
     "rated",
-    "trials",
-    "gold_failures",
-    "attention_failures",
-    "fast_trials",
-    "agreement",
-    "score_std",
-    "time_spread",
-    "no_input_trials",
-    "slider_events",
-    "first_input_median",
+    *(c for c in SIGNAL_COLUMNS if c not in ("participant", "gold_trials", "attention_trials")),
     "outcome",
     "excluded",
     "action",
     "last",
 )
+"""The quality table's sortable columns: the sitting, mos.qc's signals (the counts of check
+trials show beside their failures), the pay outcome, the verdict and the platform action."""
 SHOWN = 50  # rows of the dashboard's per-viewer screening and progress lists
 
 
