@@ -35,7 +35,14 @@ import pyarrow.compute as pc
 from sqlalchemy import and_, select, true
 from sqlalchemy.exc import SQLAlchemyError
 
-from mos.ratings import InputError, RatingTable, has_check_column, read_csv_table, warmup_flags
+from mos.ratings import (
+    InputError,
+    RatingTable,
+    fetch_sqlite_arrow,
+    has_check_column,
+    read_csv_table,
+    warmup_flags,
+)
 from studydb import Rating, Session, Trial, Viewer, make_engine
 
 CHECK_KINDS = ("gold", "attention")
@@ -406,23 +413,50 @@ def trials_frame(raw: pd.DataFrame, dimension: str = "consistency") -> pd.DataFr
     if dimension not in raw:
         raise InputError(f"unknown score column '{dimension}'")
     frame = raw.rename(columns={dimension: "score"})
-    submitted = pd.to_datetime(frame["submitted_at"], utc=True, format="mixed")
-    shown = pd.to_datetime(frame["served_at"], utc=True, format="mixed")
+    submitted, shown = _timestamps(frame["submitted_at"]), _timestamps(frame["served_at"])
     frame = frame.assign(seconds=(submitted - shown).dt.total_seconds())
     if "first_input_at" in frame:
-        first = pd.to_datetime(frame["first_input_at"], utc=True, format="mixed")
-        revealed = pd.to_datetime(frame["revealed_at"], utc=True, format="mixed")
+        first, revealed = _timestamps(frame["first_input_at"]), _timestamps(frame["revealed_at"])
         frame["first_input_seconds"] = (first - revealed).dt.total_seconds()
     return _normalized(frame)
 
 
+TIME_COLUMNS = ("submitted_at", "served_at", "first_input_at", "revealed_at")
+
+
+def _timestamps(values: pd.Series) -> pd.Series:
+    """Stored times as UTC: SQLite's ISO text through pandas' vectorised ISO 8601 parser, and
+    anything else it refuses element by element (``format="mixed"``)."""
+    try:
+        return pd.to_datetime(values, utc=True, format="ISO8601")
+    except (ValueError, TypeError):
+        return pd.to_datetime(values, utc=True, format="mixed")
+
+
 def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
+    """The study's trials, only the columns QC reads: a SQLite file through ADBC as Arrow (the
+    fast path :mod:`mos.ratings` reads with), any other URL, or a SQLite study the driver cannot
+    type, through SQLAlchemy."""
     engine = None
     try:
         engine = make_engine(location, read_only=True)
         query = trials_query(has_check_column(engine), has_check_column(engine, "slider_events"))
-        with engine.connect() as connection:
-            raw = pd.read_sql(query, connection)
+        needed = {"participant", "stimulus", dimension, *TIME_COLUMNS, *OPTIONAL_COLUMNS}
+        if dimension not in query.selected_columns.keys():
+            raise InputError(f"unknown score column '{dimension}'")
+        rows = query.subquery()
+        query = select(*(c for c in rows.c if c.name in needed))
+        raw = None
+        if "://" not in location:
+            try:
+                raw = fetch_sqlite_arrow(
+                    Path(location).expanduser(), query, engine.dialect, batch_rows=2**30
+                ).to_pandas()
+            except Exception:  # ADBC's own errors (e.g. a column typed differently in old rows)
+                raw = None
+        if raw is None:
+            with engine.connect() as connection:
+                raw = pd.read_sql(query, connection)
     except (SQLAlchemyError, ImportError) as error:
         raise InputError(f"{location}: cannot read the study's trials ({error})") from error
     finally:

@@ -198,8 +198,6 @@ def _check_study(engine, label: str) -> None:
 def _read_sqlite(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
     """Columnar read through ADBC, the ratings in parallel id ranges (SQLite decodes rows on one core
     per connection); the SQL is compiled from the schema's own models."""
-    import adbc_driver_sqlite.dbapi as adbc
-
     engine = make_engine(path, read_only=True)
     try:
         _check_study(engine, str(path))
@@ -215,17 +213,7 @@ def _read_sqlite(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
         dialect = engine.dialect
 
         def fetch(query):
-            sql = str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-            with adbc.connect(f"file:{path}?mode=ro") as connection, connection.cursor() as cursor:
-                # Wait for a writer (the live lab app) instead of failing with "database is locked".
-                cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                cursor.fetchall()
-                # Whole chunks in one Arrow batch: columns then convert to numpy without copying.
-                cursor.adbc_statement.set_options(
-                    **{"adbc.sqlite.query.batch_rows": str(READ_CHUNK)}
-                )
-                cursor.execute(sql)
-                return cursor.fetch_arrow_table()
+            return fetch_sqlite_arrow(path, query, dialect)
 
         if low is None:
             raise InputError(f"{path}: the study has no submitted ratings yet")
@@ -250,6 +238,23 @@ def _read_sqlite(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
     finally:
         engine.dispose()
     return _from_database_tables(ratings, *tables, label=str(path))
+
+
+def fetch_sqlite_arrow(path: Path, query, dialect, batch_rows: int = READ_CHUNK) -> pa.Table:
+    """``query`` (SQLAlchemy, compiled for ``dialect`` with its values inlined) run on a SQLite
+    study through ADBC, as one Arrow table: no Python object per row."""
+    import adbc_driver_sqlite.dbapi as adbc
+
+    sql = str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    with adbc.connect(f"file:{path}?mode=ro") as connection, connection.cursor() as cursor:
+        # Wait for a writer (the live lab app) instead of failing with "database is locked".
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.fetchall()
+        # Whole chunks in one Arrow batch: columns then convert to numpy without copying (and the
+        # driver infers each column's type from the whole batch, not its first NULLs).
+        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
+        cursor.execute(sql)
+        return cursor.fetch_arrow_table()
 
 
 def _read_database_sqlalchemy(url: str, dimensions: tuple[str, ...]) -> RatingTable:
