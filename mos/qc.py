@@ -38,6 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mos.ratings import (
     InputError,
     RatingTable,
+    dictionary_codes,
     fetch_sqlite_arrow,
     has_check_column,
     read_csv_table,
@@ -480,10 +481,12 @@ def _trials_from_csv(table: pa.Table, path: Path, dimension: str) -> pd.DataFram
     if viewer.null_count:
         raise InputError(f"{path}: {viewer.null_count} rating(s) have an empty viewer")
     names = viewer.chunk(0).dictionary.to_numpy(zero_copy_only=False) if len(rows) else []
-    participant = pd.Categorical.from_codes(_codes(viewer)[rows], categories=pd.Index(names))
+    participant = pd.Categorical.from_codes(
+        dictionary_codes(viewer)[rows], categories=pd.Index(names)
+    )
     columns = {
         "participant": participant,
-        "stimulus": _codes(table.column("stimulus"))[rows],
+        "stimulus": dictionary_codes(table.column("stimulus"))[rows],
         "score": _numbers(table, dimension, rows),
         "seconds": _numbers(table, "seconds", rows),
         "check": _check_column(table, rows),
@@ -493,12 +496,6 @@ def _trials_from_csv(table: pa.Table, path: Path, dimension: str) -> pd.DataFram
         "first_input": _numbers(table, "first_input_seconds", rows),
     }
     return pd.DataFrame(columns)
-
-
-def _codes(column: pa.ChunkedArray) -> np.ndarray:
-    """Dictionary codes of every cell of a unified dictionary-encoded column (-1 if empty)."""
-    parts = [pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False) for c in column.chunks]
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)
 
 
 def _numbers(table: pa.Table, name: str, rows: np.ndarray) -> np.ndarray:
@@ -512,7 +509,7 @@ def _numbers(table: pa.Table, name: str, rows: np.ndarray) -> np.ndarray:
         parsed = np.append(
             pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float), np.nan
         )
-        return parsed[_codes(column)[rows]]  # code -1 (empty) picks the NaN at the end
+        return parsed[dictionary_codes(column)[rows]]  # code -1 (empty) picks the NaN at the end
     if pa.types.is_null(column.type):
         return np.full(rows.size, np.nan)
     return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)[rows]
@@ -528,7 +525,7 @@ def _check_column(table: pa.Table, rows: np.ndarray) -> pd.Categorical:
     kinds = [str(k) for k in column.chunk(0).dictionary.to_pylist()] if column.chunks else []
     if "" not in kinds:
         kinds.append("")
-    codes = _codes(column)[rows]
+    codes = dictionary_codes(column)[rows]
     codes = np.where(codes < 0, kinds.index(""), codes)  # an empty cell: a test trial
     _refuse_unknown_kinds({kinds[c] for c in np.unique(codes)})
     return pd.Categorical.from_codes(codes, categories=kinds)

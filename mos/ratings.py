@@ -515,14 +515,14 @@ def _factorize(
     appearance; the distinct texts in that order; and the column's own dictionary codes."""
     if column.null_count:
         raise InputError(f"{column.null_count} rating(s) have an empty viewer, stimulus or session")
-    codes = _rows(_indices(column), rows)
+    codes = _rows(dictionary_codes(column), rows)
     dense, order = pd.factorize(codes)
     dictionary = column.chunk(0).dictionary
     names = np.asarray(dictionary.take(pa.array(order)).to_pylist(), dtype=object)
     return dense.astype(np.intp, copy=False), names, codes
 
 
-def _indices(column: pa.ChunkedArray) -> np.ndarray:
+def dictionary_codes(column: pa.ChunkedArray) -> np.ndarray:
     """The dictionary codes of every cell of a (unified) dictionary-encoded column; -1 if empty."""
     parts = [
         pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False) for chunk in column.chunks
@@ -562,7 +562,7 @@ def _per_stimulus_metadata(
 def _value_codes(column: pa.ChunkedArray) -> np.ndarray:
     """Per cell, an array equal exactly where the values are (missing values all equal)."""
     if pa.types.is_dictionary(column.type):
-        return _indices(column)
+        return dictionary_codes(column)
     kind = column.type
     if (pa.types.is_integer(kind) or pa.types.is_boolean(kind)) and not column.null_count:
         return column.to_numpy()
