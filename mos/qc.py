@@ -246,7 +246,7 @@ def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         rank[order] = np.arange(order.size)
         return names[order], rank[used.cat.codes.to_numpy()]
     inverse, uniques = pd.factorize(values.to_numpy(), sort=True)
-    return np.asarray(uniques, dtype=object), inverse.astype(np.intp, copy=False)
+    return np.asarray(uniques), inverse.astype(np.intp, copy=False)
 
 
 MIN_TIMED = 5
