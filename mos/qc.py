@@ -521,7 +521,7 @@ def _check_column(table: pa.Table, rows: np.ndarray) -> pd.Categorical:
         return pd.Categorical.from_codes(np.zeros(rows.size, dtype=np.int8), categories=[""])
     column = table.column("check")
     if not pa.types.is_dictionary(column.type):  # numbers: every one an unknown kind
-        column = pc.dictionary_encode(pc.cast(column, pa.string()))
+        column = pa.chunked_array([pc.dictionary_encode(column.cast(pa.string()).combine_chunks())])
     kinds = [str(k) for k in column.chunk(0).dictionary.to_pylist()] if column.chunks else []
     if "" not in kinds:
         kinds.append("")
