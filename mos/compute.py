@@ -14,7 +14,7 @@ from cmc_common.help import HelpFormatter
 from mos.estimators import MeanEstimator, P910Estimator
 from mos.pipeline import MosPipeline, StudyResult
 from mos.qc import ExclusionRules, exclude_participants, load_trials
-from mos.ratings import DEFAULT_DIMENSIONS, SCORE_MAX, SCORE_MIN, InputError, load_ratings
+from mos.ratings import DEFAULT_DIMENSIONS, SCORE_MAX, SCORE_MIN, InputError, load_study
 from mos.scale import SCALES
 from mos.screening import (
     SCREENINGS,
@@ -157,10 +157,11 @@ def run(args: argparse.Namespace) -> Path | None:
     dimensions = tuple(d.strip() for d in args.dimensions.split(",") if d.strip())
     if not dimensions:
         raise InputError("--dimensions names no score column")
-    table = load_ratings(args.input, dimensions, tuple(args.score_range))
+    table, csv_table = load_study(args.input, dimensions, tuple(args.score_range))
     out = args.out
     if args.exclude:
-        table = _apply_exclusion(args, table, dimensions[0], out)
+        table = _apply_exclusion(args, table, csv_table, dimensions[0], out)
+    del csv_table  # QC was its last reader: the fit does not hold it
     pipeline = pipeline_from_args(args)
     pipeline.reliability_rounds = 0 if args.no_report else args.reliability_rounds
     result = pipeline.fit(table)
@@ -266,7 +267,7 @@ def _add_qc_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _apply_exclusion(args: argparse.Namespace, table, dimension: str, out: Path):
+def _apply_exclusion(args: argparse.Namespace, table, csv_table, dimension: str, out: Path):
     """Drop the excluded participants; write their verdicts; print a one-line summary."""
     rules = ExclusionRules(
         min_trials=args.min_trials,
@@ -279,7 +280,7 @@ def _apply_exclusion(args: argparse.Namespace, table, dimension: str, out: Path)
         min_time_spread=args.min_time_spread,
         max_no_input_share=args.max_no_input_share,
     )
-    trials = load_trials(args.input, dimension)
+    trials = load_trials(args.input, dimension, csv_table)
     table, verdicts = exclude_participants(table, trials, rules)
     try:
         out.mkdir(parents=True, exist_ok=True)

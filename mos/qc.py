@@ -30,10 +30,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import and_, select, true
 from sqlalchemy.exc import SQLAlchemyError
 
-from mos.ratings import InputError, RatingTable, has_check_column
+from mos.ratings import (
+    InputError,
+    RatingTable,
+    dictionary_codes,
+    fetch_sqlite_arrow,
+    has_check_column,
+    read_csv_table,
+    warmup_flags,
+)
 from studydb import Rating, Session, Trial, Viewer, make_engine
 
 CHECK_KINDS = ("gold", "attention")
@@ -162,14 +172,15 @@ def qc_signals(
     the live case, where the others' estimate excludes this participant already; without them,
     leave-one-out against the mean of every other participant's rating of the same image.
     """
-    check = trials["check"].fillna("").to_numpy()
+    gold = (trials["check"] == "gold").to_numpy()  # on a Categorical: compares codes
+    attention = (trials["check"] == "attention").to_numpy()
     score = trials["score"].to_numpy(dtype=float)
     failed = (score < trials["low"].to_numpy(dtype=float)) | (
         score > trials["high"].to_numpy(dtype=float)
     )
-    codes, participant = np.unique(trials["participant"].to_numpy(), return_inverse=True)
+    codes, participant = _sorted_codes(trials["participant"])
     m = codes.size
-    test = ~np.isin(check, CHECK_KINDS)
+    test = ~(gold | attention)
 
     def count(mask: np.ndarray) -> np.ndarray:
         return np.bincount(participant[mask], minlength=m)
@@ -199,10 +210,10 @@ def qc_signals(
         {
             "participant": codes,
             "trials": n_test,
-            "gold_trials": count(check == "gold"),
-            "gold_failures": count((check == "gold") & failed),
-            "attention_trials": count(check == "attention"),
-            "attention_failures": count((check == "attention") & failed),
+            "gold_trials": count(gold),
+            "gold_failures": count(gold & failed),
+            "attention_trials": count(attention),
+            "attention_failures": count(attention & failed),
             "fast_trials": count(test & (seconds < fast_seconds)),
             "agreement": _agreement(
                 participant[test],
@@ -222,6 +233,20 @@ def qc_signals(
         }
     )
     return frame
+
+
+def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)``, sorting only the distinct values (hashed, or a
+    Categorical's categories) rather than every row."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        used = values.cat.remove_unused_categories()
+        names = used.cat.categories.to_numpy(dtype=object)
+        order = np.argsort(names)
+        rank = np.empty(order.size, dtype=np.intp)
+        rank[order] = np.arange(order.size)
+        return names[order], rank[used.cat.codes.to_numpy()]
+    inverse, uniques = pd.factorize(values.to_numpy(), sort=True)
+    return np.asarray(uniques), inverse.astype(np.intp, copy=False)
 
 
 MIN_TIMED = 5
@@ -274,20 +299,25 @@ def _agreement(
     return np.where(n >= min_shared, r, np.nan)
 
 
-def load_trials(source: str | Path, dimension: str) -> pd.DataFrame:
+def load_trials(
+    source: str | Path, dimension: str, csv_table: pa.Table | None = None
+) -> pd.DataFrame:
     """Every non-warm-up trial of a study, checks included, as :func:`qc_signals` reads them.
 
     A study database: the check kind and accepted range come from ``trials`` (schema ≥ 4; an older
     study has no checks), the seconds from the trial's latest serving to the submission. A CSV:
     the columns viewer, stimulus, ``dimension`` and optionally check, accept_low, accept_high,
-    seconds and warmup. Raises :class:`InputError` for anything unreadable.
+    seconds and warmup; ``csv_table``, the CSV as :func:`mos.ratings.load_study` already read it
+    (else it is read here, by the same reader). Raises :class:`InputError` for anything unreadable.
     """
     text = str(source)
     path = Path(text).expanduser()
-    if "://" in text or _is_sqlite(path):
+    if csv_table is not None:
+        frame = _trials_from_csv(csv_table, path, dimension)
+    elif "://" in text or _is_sqlite(path):
         frame = _trials_from_database(text, dimension)
     else:
-        frame = _trials_from_csv(path, dimension)
+        frame = _trials_from_csv(read_csv_table(path), path, dimension)
     frame["stimulus"] = pd.factorize(frame["stimulus"])[0]
     return frame
 
@@ -384,23 +414,50 @@ def trials_frame(raw: pd.DataFrame, dimension: str = "consistency") -> pd.DataFr
     if dimension not in raw:
         raise InputError(f"unknown score column '{dimension}'")
     frame = raw.rename(columns={dimension: "score"})
-    submitted = pd.to_datetime(frame["submitted_at"], utc=True, format="mixed")
-    shown = pd.to_datetime(frame["served_at"], utc=True, format="mixed")
+    submitted, shown = _timestamps(frame["submitted_at"]), _timestamps(frame["served_at"])
     frame = frame.assign(seconds=(submitted - shown).dt.total_seconds())
     if "first_input_at" in frame:
-        first = pd.to_datetime(frame["first_input_at"], utc=True, format="mixed")
-        revealed = pd.to_datetime(frame["revealed_at"], utc=True, format="mixed")
+        first, revealed = _timestamps(frame["first_input_at"]), _timestamps(frame["revealed_at"])
         frame["first_input_seconds"] = (first - revealed).dt.total_seconds()
     return _normalized(frame)
 
 
+TIME_COLUMNS = ("submitted_at", "served_at", "first_input_at", "revealed_at")
+
+
+def _timestamps(values: pd.Series) -> pd.Series:
+    """Stored times as UTC: SQLite's ISO text through pandas' vectorised ISO 8601 parser, and
+    anything else it refuses element by element (``format="mixed"``)."""
+    try:
+        return pd.to_datetime(values, utc=True, format="ISO8601")
+    except (ValueError, TypeError):
+        return pd.to_datetime(values, utc=True, format="mixed")
+
+
 def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
+    """The study's trials, only the columns QC reads: a SQLite file through ADBC as Arrow (the
+    fast path :mod:`mos.ratings` reads with), any other URL, or a SQLite study the driver cannot
+    type, through SQLAlchemy."""
     engine = None
     try:
         engine = make_engine(location, read_only=True)
         query = trials_query(has_check_column(engine), has_check_column(engine, "slider_events"))
-        with engine.connect() as connection:
-            raw = pd.read_sql(query, connection)
+        needed = {"participant", "stimulus", dimension, *TIME_COLUMNS, *OPTIONAL_COLUMNS}
+        if dimension not in query.selected_columns.keys():
+            raise InputError(f"unknown score column '{dimension}'")
+        rows = query.subquery()
+        query = select(*(c for c in rows.c if c.name in needed))
+        raw = None
+        if "://" not in location:
+            try:
+                raw = fetch_sqlite_arrow(
+                    Path(location).expanduser(), query, engine.dialect, batch_rows=2**30
+                ).to_pandas()
+            except Exception:  # ADBC's own errors (e.g. a column typed differently in old rows)
+                raw = None
+        if raw is None:
+            with engine.connect() as connection:
+                raw = pd.read_sql(query, connection)
     except (SQLAlchemyError, ImportError) as error:
         raise InputError(f"{location}: cannot read the study's trials ({error})") from error
     finally:
@@ -409,18 +466,77 @@ def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
     return trials_frame(raw, dimension)
 
 
-def _trials_from_csv(path: Path, dimension: str) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path, dtype={"viewer": str, "stimulus": str, "check": str})
-    except (OSError, ValueError, pd.errors.ParserError) as error:
-        raise InputError(f"{path}: not a readable CSV of ratings ({error})") from error
-    missing = {"viewer", "stimulus", dimension} - set(frame.columns)
+def _trials_from_csv(table: pa.Table, path: Path, dimension: str) -> pd.DataFrame:
+    """The trials of a CSV read by :func:`mos.ratings.read_csv_table` (the formula escape undone,
+    so a participant is the viewer the ratings name): text stays integer codes over its distinct
+    values, and numbers are parsed once per distinct text."""
+    missing = {"viewer", "stimulus", dimension} - set(table.column_names)
     if missing:
         raise InputError(f"{path}: no column(s) {', '.join(sorted(missing))}")
-    if "warmup" in frame:
-        frame = frame[~frame["warmup"].astype(bool)]
-    frame = frame.rename(columns={"viewer": "participant", dimension: "score"})
-    return _normalized(frame)
+    try:
+        rows = np.flatnonzero(~warmup_flags(table))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise InputError(f"{path}: 'warmup' column unreadable ({error})") from error
+    viewer = table.column("viewer")
+    if viewer.null_count:
+        raise InputError(f"{path}: {viewer.null_count} rating(s) have an empty viewer")
+    names = viewer.chunk(0).dictionary.to_numpy(zero_copy_only=False) if len(rows) else []
+    participant = pd.Categorical.from_codes(
+        dictionary_codes(viewer)[rows], categories=pd.Index(names)
+    )
+    columns = {
+        "participant": participant,
+        "stimulus": dictionary_codes(table.column("stimulus"))[rows],
+        "score": _numbers(table, dimension, rows),
+        "seconds": _numbers(table, "seconds", rows),
+        "check": _check_column(table, rows),
+        "low": _numbers(table, "accept_low", rows),
+        "high": _numbers(table, "accept_high", rows),
+        "slider_events": _numbers(table, "slider_events", rows),
+        "first_input": _numbers(table, "first_input_seconds", rows),
+    }
+    return pd.DataFrame(columns)
+
+
+def _numbers(table: pa.Table, name: str, rows: np.ndarray) -> np.ndarray:
+    """A column as floats over ``rows``; text that is no number, an empty cell or a missing
+    column is NaN (unknown, never failed). Text is parsed once per distinct value."""
+    if name not in table.column_names:
+        return np.full(rows.size, np.nan)
+    column = table.column(name)
+    if pa.types.is_dictionary(column.type):
+        values = column.chunk(0).dictionary.to_numpy(zero_copy_only=False) if column.chunks else []
+        parsed = np.append(
+            pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float), np.nan
+        )
+        return parsed[dictionary_codes(column)[rows]]  # code -1 (empty) picks the NaN at the end
+    if pa.types.is_null(column.type):
+        return np.full(rows.size, np.nan)
+    return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)[rows]
+
+
+def _check_column(table: pa.Table, rows: np.ndarray) -> pd.Categorical:
+    """The check kind of each row ("" for a test trial); an unknown kind is an input error."""
+    if "check" not in table.column_names or pa.types.is_null(table.column("check").type):
+        return pd.Categorical.from_codes(np.zeros(rows.size, dtype=np.int8), categories=[""])
+    column = table.column("check")
+    if not pa.types.is_dictionary(column.type):  # numbers: every one an unknown kind
+        column = pa.chunked_array([pc.dictionary_encode(column.cast(pa.string()).combine_chunks())])
+    kinds = [str(k) for k in column.chunk(0).dictionary.to_pylist()] if column.chunks else []
+    if "" not in kinds:
+        kinds.append("")
+    codes = dictionary_codes(column)[rows]
+    codes = np.where(codes < 0, kinds.index(""), codes)  # an empty cell: a test trial
+    _refuse_unknown_kinds({kinds[c] for c in np.unique(codes)})
+    return pd.Categorical.from_codes(codes, categories=kinds)
+
+
+def _refuse_unknown_kinds(kinds: set[str]) -> None:
+    bad = sorted(kinds - {"", *CHECK_KINDS})
+    if bad:
+        raise InputError(
+            f"unknown check kind(s): {', '.join(bad)} (known: {', '.join(CHECK_KINDS)})"
+        )
 
 
 OPTIONAL_COLUMNS = (
@@ -433,11 +549,7 @@ def _normalized(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.assign(**{c: np.nan for c in OPTIONAL_COLUMNS if c not in frame})
     out = frame[["participant", "stimulus", "score", "seconds", "check"]].copy()
     out["check"] = out["check"].astype(object).fillna("").astype(str)
-    bad = sorted(set(out["check"]) - {"", *CHECK_KINDS})
-    if bad:
-        raise InputError(
-            f"unknown check kind(s): {', '.join(bad)} (known: {', '.join(CHECK_KINDS)})"
-        )
+    _refuse_unknown_kinds(set(out["check"]))
     out["low"] = pd.to_numeric(frame["accept_low"], errors="coerce").to_numpy()
     out["high"] = pd.to_numeric(frame["accept_high"], errors="coerce").to_numpy()
     out["seconds"] = pd.to_numeric(out["seconds"], errors="coerce")

@@ -27,7 +27,7 @@ from studydb import Rating, Session, Stimulus, Viewer, make_engine, missing_tabl
 from studydb.csvcells import RESTORE_PATTERN
 from studydb.schema import SCORE_MAX, SCORE_MIN
 
-__all__ = ["SCORE_MAX", "SCORE_MIN", "InputError", "RatingTable", "load_ratings"]
+__all__ = ["SCORE_MAX", "SCORE_MIN", "InputError", "RatingTable", "load_ratings", "load_study"]
 
 DEFAULT_DIMENSIONS = ("consistency", "perception")
 METADATA_COLUMNS = (
@@ -95,23 +95,35 @@ def load_ratings(
     score_range: tuple[float, float] = (SCORE_MIN, SCORE_MAX),
 ) -> RatingTable:
     """Read a study database (path or SQLAlchemy URL) or a raw-ratings CSV, then validate it."""
+    return load_study(source, dimensions, score_range)[0]
+
+
+def load_study(
+    source: str | Path,
+    dimensions: tuple[str, ...] = DEFAULT_DIMENSIONS,
+    score_range: tuple[float, float] = (SCORE_MIN, SCORE_MAX),
+) -> tuple[RatingTable, pa.Table | None]:
+    """:func:`load_ratings`, and for a CSV the Arrow table it was read from (formula escape undone,
+    :func:`read_csv_table`), so that quality control (:mod:`mos.qc`) reads its trials from the same
+    cells instead of parsing the file a second time; None for a database."""
     text = str(source)
     path = Path(text).expanduser()
     if "://" in text:
-        table = _read_database_sqlalchemy(text, dimensions)
+        table, cells = _read_database_sqlalchemy(text, dimensions), None
     elif not path.exists():
         raise InputError(f"{text}: no such file")
     elif path.is_dir():
         raise InputError(f"{text}: is a folder, expected a study database or a CSV of ratings")
     elif _is_sqlite(path):
-        table = _read_sqlite(path, dimensions)
+        table, cells = _read_sqlite(path, dimensions), None
     else:
-        table = _read_csv(path, dimensions)
+        cells = read_csv_table(path)
+        table = _ratings_from_csv(cells, path, dimensions)
     # Arrow's allocator keeps what it freed (the CSV reader's parse buffers are about twice the
     # file): hand it back, so that the computation after this does not stack on top of it.
     pa.default_memory_pool().release_unused()
     _validate(table, score_range)
-    return table
+    return table, cells
 
 
 # --------------------------------------------------------------------------- database
@@ -186,8 +198,6 @@ def _check_study(engine, label: str) -> None:
 def _read_sqlite(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
     """Columnar read through ADBC, the ratings in parallel id ranges (SQLite decodes rows on one core
     per connection); the SQL is compiled from the schema's own models."""
-    import adbc_driver_sqlite.dbapi as adbc
-
     engine = make_engine(path, read_only=True)
     try:
         _check_study(engine, str(path))
@@ -203,17 +213,7 @@ def _read_sqlite(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
         dialect = engine.dialect
 
         def fetch(query):
-            sql = str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-            with adbc.connect(f"file:{path}?mode=ro") as connection, connection.cursor() as cursor:
-                # Wait for a writer (the live lab app) instead of failing with "database is locked".
-                cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                cursor.fetchall()
-                # Whole chunks in one Arrow batch: columns then convert to numpy without copying.
-                cursor.adbc_statement.set_options(
-                    **{"adbc.sqlite.query.batch_rows": str(READ_CHUNK)}
-                )
-                cursor.execute(sql)
-                return cursor.fetch_arrow_table()
+            return fetch_sqlite_arrow(path, query, dialect)
 
         if low is None:
             raise InputError(f"{path}: the study has no submitted ratings yet")
@@ -238,6 +238,23 @@ def _read_sqlite(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
     finally:
         engine.dispose()
     return _from_database_tables(ratings, *tables, label=str(path))
+
+
+def fetch_sqlite_arrow(path: Path, query, dialect, batch_rows: int = READ_CHUNK) -> pa.Table:
+    """``query`` (SQLAlchemy, compiled for ``dialect`` with its values inlined) run on a SQLite
+    study through ADBC, as one Arrow table: no Python object per row."""
+    import adbc_driver_sqlite.dbapi as adbc
+
+    sql = str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    with adbc.connect(f"file:{path}?mode=ro") as connection, connection.cursor() as cursor:
+        # Wait for a writer (the live lab app) instead of failing with "database is locked".
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.fetchall()
+        # Whole chunks in one Arrow batch: columns then convert to numpy without copying (and the
+        # driver infers each column's type from the whole batch, not its first NULLs).
+        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
+        cursor.execute(sql)
+        return cursor.fetch_arrow_table()
 
 
 def _read_database_sqlalchemy(url: str, dimensions: tuple[str, ...]) -> RatingTable:
@@ -346,13 +363,10 @@ def _dense_codes(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- CSV
 
 
-def _read_csv(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
-    """Read a raw-ratings CSV with Arrow; text columns stay dictionary-encoded throughout.
-
-    Everything done to text (undoing the exports' formula escape, telling viewers, stimuli and
-    sessions apart, checking that a metadata column holds one value per stimulus) is done once
-    per distinct value or on the integer codes, never once per rating.
-    """
+def read_csv_table(path: Path) -> pa.Table:
+    """A raw-ratings CSV as Arrow, text columns dictionary-encoded, the exports' formula escape
+    undone (:mod:`studydb.csvcells`): the one reader of the CSV for the MOS and for QC, so both
+    see the same viewer codes."""
     try:
         header = _csv_header(path)
         options = pacsv.ConvertOptions(
@@ -362,9 +376,18 @@ def _read_csv(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
         )
         table = pacsv.read_csv(path, convert_options=options).unify_dictionaries()
         pa.default_memory_pool().release_unused()  # the reader's parse buffers
-        table = _restore_text_cells(table)
+        return _restore_text_cells(table)
     except (pa.ArrowInvalid, UnicodeDecodeError) as error:
         raise InputError(f"{path}: not a readable CSV of ratings ({_first_line(error)})") from error
+
+
+def _ratings_from_csv(table: pa.Table, path: Path, dimensions: tuple[str, ...]) -> RatingTable:
+    """The ratings of a CSV read by :func:`read_csv_table`; text columns stay dictionary-encoded.
+
+    Everything done to text (undoing the exports' formula escape, telling viewers, stimuli and
+    sessions apart, checking that a metadata column holds one value per stimulus) is done once
+    per distinct value or on the integer codes, never once per rating.
+    """
     columns = table.column_names
     for required in ("viewer", "stimulus", *dimensions):
         if required not in columns:
@@ -462,13 +485,18 @@ def _plain(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def _test_rows(table: pa.Table) -> np.ndarray | None:
     """Indices of the rows that are test trials (no warm-up, no check); None when all are."""
-    keep = np.ones(table.num_rows, dtype=bool)
-    if "warmup" in table.column_names:
-        keep &= ~pc.cast(_plain(table.column("warmup")), pa.bool_()).to_numpy(zero_copy_only=False)
+    keep = ~warmup_flags(table)
     if "check" in table.column_names:
         check = pc.not_equal(pc.cast(_plain(table.column("check")), pa.string()), "")
         keep &= ~pc.fill_null(check, False).to_numpy(zero_copy_only=False)
     return None if keep.all() else np.flatnonzero(keep)
+
+
+def warmup_flags(table: pa.Table) -> np.ndarray:
+    """Per row of a CSV table, whether it is a warm-up trial (all False without a column)."""
+    if "warmup" not in table.column_names:
+        return np.zeros(table.num_rows, dtype=bool)
+    return pc.cast(_plain(table.column("warmup")), pa.bool_()).to_numpy(zero_copy_only=False)
 
 
 def _rows(values: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
@@ -487,14 +515,14 @@ def _factorize(
     appearance; the distinct texts in that order; and the column's own dictionary codes."""
     if column.null_count:
         raise InputError(f"{column.null_count} rating(s) have an empty viewer, stimulus or session")
-    codes = _rows(_indices(column), rows)
+    codes = _rows(dictionary_codes(column), rows)
     dense, order = pd.factorize(codes)
     dictionary = column.chunk(0).dictionary
     names = np.asarray(dictionary.take(pa.array(order)).to_pylist(), dtype=object)
     return dense.astype(np.intp, copy=False), names, codes
 
 
-def _indices(column: pa.ChunkedArray) -> np.ndarray:
+def dictionary_codes(column: pa.ChunkedArray) -> np.ndarray:
     """The dictionary codes of every cell of a (unified) dictionary-encoded column; -1 if empty."""
     parts = [
         pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False) for chunk in column.chunks
@@ -534,7 +562,7 @@ def _per_stimulus_metadata(
 def _value_codes(column: pa.ChunkedArray) -> np.ndarray:
     """Per cell, an array equal exactly where the values are (missing values all equal)."""
     if pa.types.is_dictionary(column.type):
-        return _indices(column)
+        return dictionary_codes(column)
     kind = column.type
     if (pa.types.is_integer(kind) or pa.types.is_boolean(kind)) and not column.null_count:
         return column.to_numpy()

@@ -10,6 +10,7 @@ import pytest
 
 from mos.compute import main
 from studydb import Rating, Session, Stimulus, Trial, Viewer, create_study
+from studydb.csvcells import neutralise
 
 N_IMAGES = 30
 CAREFUL = [f"p{i}" for i in range(1, 8)]
@@ -61,6 +62,27 @@ def test_csv_exclusion_drops_the_careless_participant_and_says_why(tmp_path, cap
     assert (mos["consistency_n"] <= 7).all()
     viewers = pd.read_csv(out / "viewers.csv")
     assert "p0" not in set(viewers["viewer"])
+
+
+def test_csv_exclusion_matches_a_participant_whose_code_the_export_escaped(tmp_path):
+    """A code that starts like a formula is written as ``'+v0000``; QC must read the same
+    participant as the ratings do, or a flagged one is never excluded and enters the MOS."""
+    rows = pd.DataFrame(_rows(np.random.default_rng(0)))
+    rows["viewer"] = rows["viewer"].replace({"p0": "+v0000", "p1": "=p1"}).map(neutralise)
+    assert rows["viewer"].iloc[0] == "'+v0000"
+    path = tmp_path / "ratings.csv"
+    rows.to_csv(path, index=False)
+    out = tmp_path / "mos"
+    code = main([str(path), "--dimensions", "consistency", "--exclude", "--out", str(out)])
+    assert code == 0
+    qc = pd.read_csv(out / "participants_qc.csv", dtype={"participant": str})
+    qc = qc.set_index("participant")
+    assert sorted(qc.index) == sorted(["+v0000", "=p1", *CAREFUL[1:]])
+    assert qc.loc["+v0000", "excluded"] and "gold" in qc.loc["+v0000", "reasons"]
+    assert not qc.loc["=p1", "excluded"]
+    viewers = pd.read_csv(out / "viewers.csv", dtype={"viewer": str})
+    assert "+v0000" not in set(viewers["viewer"]) and "=p1" in set(viewers["viewer"])
+    assert (pd.read_csv(out / "mos.csv")["consistency_n"] == 7).all()
 
 
 def test_rules_are_configurable_and_off_disables_one(tmp_path):
