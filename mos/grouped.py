@@ -224,7 +224,7 @@ def block_ranks(blocks: Blocks, values: np.ndarray) -> np.ndarray:
     """
     codes = np.issubdtype(values.dtype, np.integer) and values.min(initial=0) >= 0
     top = int(values.max(initial=0)) + 1 if codes else 0
-    if codes and blocks.n_groups * (top + 1) <= 4 * max(1, values.size):
+    if codes and blocks.n_groups * (top + 1) <= max(1, values.size):
         ranks = _histogram_block_ranks(blocks, values, top)
     else:
         ranks = _sorted_block_ranks(blocks, values, top if codes else None)
@@ -238,8 +238,18 @@ def _histogram_block_ranks(blocks: Blocks, codes: np.ndarray, top: int) -> np.nd
     key = blocks.matrix(codes.astype(np.int64, copy=False), fill=top)
     key += (np.arange(blocks.n_groups, dtype=np.int64) * (top + 1))[:, None]
     tally = np.bincount(key.ravel(), minlength=blocks.n_groups * (top + 1))
-    rank_of_key = (np.cumsum(tally) - tally) + (tally + 1) / 2.0
-    rank_of_key -= np.repeat(np.arange(blocks.n_groups) * float(blocks.width), top + 1)
+    # rank = (count below) + (tally + 1) / 2 = (2 · cumsum − tally + 1) / 2, counted from the
+    # group's first cell. In place: the histogram can be as large as the data. Exact: integers
+    # below 2**53 and their halves.
+    rank_of_key = np.cumsum(tally, dtype=np.float64)
+    rank_of_key *= 2
+    rank_of_key -= tally
+    del tally
+    rank_of_key += 1
+    rank_of_key /= 2
+    rank_of_key.reshape(blocks.n_groups, top + 1)[...] -= (
+        np.arange(blocks.n_groups) * float(blocks.width)
+    )[:, None]
     return rank_of_key[key]
 
 
@@ -247,9 +257,11 @@ def _sorted_block_ranks(blocks: Blocks, values: np.ndarray, top: int | None) -> 
     """Ranks by sorting each row: codes (below ``top``) packed with their column, else floats."""
     width = blocks.width
     if top is not None and top * width < 2**62:
-        key = blocks.matrix(values.astype(np.int64, copy=False), fill=top)
+        # int32 when the packed key fits: half the memory, and a faster sort
+        dtype = np.int32 if (top + 1) * width < 2**31 else np.int64
+        key = blocks.matrix(values.astype(dtype, copy=False), fill=top)
         key *= width
-        key += np.arange(width, dtype=np.int64)
+        key += np.arange(width, dtype=dtype)
         key.sort(axis=1)
         within = key % width
         ordered = key // width

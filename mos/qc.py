@@ -25,6 +25,7 @@ simulated online studies (``mos.online_study``) and in ``mos.compute --exclude``
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -41,7 +42,10 @@ from mos.ratings import (
     dictionary_codes,
     fetch_sqlite_arrow,
     has_check_column,
+    rating_id_ranges,
     read_csv_table,
+    read_in_parallel,
+    take_rows,
     warmup_flags,
 )
 from studydb import Rating, Session, Trial, Viewer, make_engine
@@ -172,26 +176,30 @@ def qc_signals(
     the live case, where the others' estimate excludes this participant already; without them,
     leave-one-out against the mean of every other participant's rating of the same image.
     """
-    gold = (trials["check"] == "gold").to_numpy()  # on a Categorical: compares codes
-    attention = (trials["check"] == "attention").to_numpy()
     score = trials["score"].to_numpy(dtype=float)
-    failed = (score < trials["low"].to_numpy(dtype=float)) | (
-        score > trials["high"].to_numpy(dtype=float)
-    )
     codes, participant = _sorted_codes(trials["participant"])
     m = codes.size
-    test = ~(gold | attention)
+    column = _optional_columns(trials)
+    if "check" in trials:
+        gold = (trials["check"] == "gold").to_numpy()  # on a Categorical: compares codes
+        attention = (trials["check"] == "attention").to_numpy()
+        test = ~(gold | attention)
+        failed = (score < column("low")) | (score > column("high"))
+    else:  # no checks: every trial is a test trial
+        gold = attention = failed = np.zeros(score.size, dtype=bool)
+        test = ~gold
 
     def count(mask: np.ndarray) -> np.ndarray:
         return np.bincount(participant[mask], minlength=m)
 
-    seconds = trials["seconds"].to_numpy(dtype=float)
-    n_test = count(test)
+    tested, tested_score = participant[test], score[test]
+    n_test = np.bincount(tested, minlength=m)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.bincount(participant[test], weights=score[test], minlength=m) / n_test
+        mean = np.bincount(tested, weights=tested_score, minlength=m) / n_test
         var = np.bincount(
-            participant[test], weights=(score[test] - mean[participant[test]]) ** 2, minlength=m
+            tested, weights=(tested_score - mean[tested]) ** 2, minlength=m
         ) / np.maximum(n_test - 1, 0)
+    seconds = column("seconds")
     timed = test & np.isfinite(seconds)
     n_timed = count(timed)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -201,9 +209,7 @@ def qc_signals(
             weights=(seconds[timed] - mean_time[participant[timed]]) ** 2,
             minlength=m,
         ) / np.maximum(n_timed - 1, 0)
-    unknown = pd.Series(np.nan, index=trials.index)
-    events = trials.get("slider_events", unknown).to_numpy(dtype=float)
-    first_input = trials.get("first_input", unknown).to_numpy(dtype=float)
+    events, first_input = column("slider_events"), column("first_input")
     known = test & np.isfinite(events)
     no_input = known & ((events <= 0) | ~np.isfinite(first_input))
     frame = pd.DataFrame(
@@ -216,9 +222,9 @@ def qc_signals(
             "attention_failures": count(attention & failed),
             "fast_trials": count(test & (seconds < fast_seconds)),
             "agreement": _agreement(
-                participant[test],
-                trials["stimulus"].to_numpy()[test].astype(np.int64),
-                score[test],
+                tested,
+                trials["stimulus"].to_numpy()[test].astype(np.int64, copy=False),
+                tested_score,
                 m,
                 others_quality,
                 others_count,
@@ -247,6 +253,18 @@ def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         return names[order], rank[used.cat.codes.to_numpy()]
     inverse, uniques = pd.factorize(values.to_numpy(), sort=True)
     return np.asarray(uniques), inverse.astype(np.intp, copy=False)
+
+
+def _optional_columns(trials: pd.DataFrame):
+    """A reader of the optional float columns of ``trials``: an absent column reads as unknown
+    (NaN), one value repeated without being stored once per trial."""
+
+    def column(name: str) -> np.ndarray:
+        if name in trials:
+            return trials[name].to_numpy(dtype=float)
+        return np.broadcast_to(np.float64(np.nan), (len(trials),))
+
+    return column
 
 
 MIN_TIMED = 5
@@ -313,11 +331,11 @@ def load_trials(
     text = str(source)
     path = Path(text).expanduser()
     if csv_table is not None:
-        frame = _trials_from_csv(csv_table, path, dimension)
+        frame = _trials_from_arrow(csv_table, path, dimension)
     elif "://" in text or _is_sqlite(path):
         frame = _trials_from_database(text, dimension)
     else:
-        frame = _trials_from_csv(read_csv_table(path), path, dimension)
+        frame = _trials_from_arrow(read_csv_table(path), path, dimension)
     frame["stimulus"] = pd.factorize(frame["stimulus"])[0]
     return frame
 
@@ -340,8 +358,12 @@ def _select_rows(table: RatingTable, keep: np.ndarray) -> RatingTable:
     """The table's rows ``keep``, with viewers, stimuli and sessions re-coded densely."""
 
     def recode(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        present, dense = np.unique(codes[keep], return_inverse=True)
-        return dense.astype(np.intp), present
+        """``np.unique(codes[keep], return_inverse=True)`` by counting (codes are dense), not
+        by sorting the ratings."""
+        kept = codes[keep]
+        present = np.bincount(kept, minlength=int(codes.max(initial=-1)) + 1) > 0
+        new_code = np.cumsum(present) - 1
+        return new_code[kept].astype(np.intp, copy=False), np.flatnonzero(present)
 
     viewer, viewers = recode(table.viewer)
     stimulus, stimuli = recode(table.stimulus)
@@ -445,19 +467,17 @@ def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
         needed = {"participant", "stimulus", dimension, *TIME_COLUMNS, *OPTIONAL_COLUMNS}
         if dimension not in query.selected_columns.keys():
             raise InputError(f"unknown score column '{dimension}'")
-        rows = query.subquery()
-        query = select(*(c for c in rows.c if c.name in needed))
-        raw = None
         if "://" not in location:
+            path = Path(location).expanduser()
             try:
-                raw = fetch_sqlite_arrow(
-                    Path(location).expanduser(), query, engine.dialect, batch_rows=2**30
-                ).to_pandas()
+                table = _sqlite_trials(path, engine, query, needed, dimension)
             except Exception:  # ADBC's own errors (e.g. a column typed differently in old rows)
-                raw = None
-        if raw is None:
-            with engine.connect() as connection:
-                raw = pd.read_sql(query, connection)
+                table = None
+            if table is not None:
+                return _trials_from_arrow(table, path, dimension)
+        rows = query.subquery()
+        with engine.connect() as connection:
+            raw = pd.read_sql(select(*(c for c in rows.c if c.name in needed)), connection)
     except (SQLAlchemyError, ImportError) as error:
         raise InputError(f"{location}: cannot read the study's trials ({error})") from error
     finally:
@@ -466,68 +486,171 @@ def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
     return trials_frame(raw, dimension)
 
 
-def _trials_from_csv(table: pa.Table, path: Path, dimension: str) -> pd.DataFrame:
+def _sqlite_trials(path: Path, engine, query, needed: set[str], dimension: str) -> pa.Table:
+    """The trials of a SQLite study in the columns of a ratings CSV (:func:`_trials_from_arrow`),
+    read as :func:`mos.ratings.read_in_parallel` reads ratings, each range made compact at once:
+    viewer ids rather than their codes, times as seconds, no text per trial."""
+    viewers = fetch_sqlite_arrow(path, select(Viewer.id, Viewer.code), engine.dialect)
+    ids = viewers.column("id").to_numpy()
+    index = np.full(int(ids.max(initial=0)) + 1, -1, dtype=np.int32)
+    index[ids] = np.arange(ids.size, dtype=np.int32)
+    codes = viewers.column("code").combine_chunks()
+    wanted = needed - {"participant"} | {"viewer_id"}
+
+    def read(span: tuple[int, int]) -> pa.Table:
+        rows = query.where(Rating.id.between(*span)).subquery()
+        raw = fetch_sqlite_arrow(
+            path, select(*(c for c in rows.c if c.name in wanted)), engine.dialect
+        )
+        columns = {
+            "viewer": pa.DictionaryArray.from_arrays(
+                index[raw.column("viewer_id").to_numpy()], codes
+            ),
+            "stimulus": _owned(raw.column("stimulus"), np.int64),
+            dimension: _owned(raw.column(dimension), np.float64),
+        }
+        for name in OPTIONAL_COLUMNS:
+            column = raw.column(name) if name in raw.column_names else None
+            if column is not None and column.null_count < len(column):  # else unknown here
+                columns[name] = (
+                    pc.dictionary_encode(column.cast(pa.string())).combine_chunks()
+                    if name == "check"
+                    else _owned(column, np.float64)
+                )
+        names = set(raw.column_names)
+        for name, (start, end) in DURATIONS.items():
+            if {start, end} <= names and all(
+                raw.column(t).null_count < len(raw) for t in (start, end)
+            ):
+                seconds = pd.Series(_utc_times(raw.column(end)) - _utc_times(raw.column(start)))
+                columns[name] = pa.array(seconds.dt.total_seconds().to_numpy(dtype=float))
+        return pa.table(columns)
+
+    parts = read_in_parallel(read, rating_id_ranges(engine))
+    if not parts:
+        return None
+    # A column a range lacks is empty there; one dictionary per column, as in a CSV's table.
+    table = pa.concat_tables(parts, promote_options="default").unify_dictionaries()
+    del parts
+    pa.default_memory_pool().release_unused()  # the driver's buffers
+    return table
+
+
+def _owned(column: pa.ChunkedArray, dtype) -> pa.Array:
+    """A copy of a column the driver returned, as numpy ``dtype`` (NULL: NaN). A view would keep
+    the driver's whole batch alive (its buffers are released together): ~100 MB per range."""
+    return pa.array(np.array(column.to_numpy(zero_copy_only=False), dtype=dtype))
+
+
+DURATIONS = {
+    "seconds": ("served_at", "submitted_at"),
+    "first_input_seconds": ("revealed_at", "first_input_at"),
+}
+"""The durations QC reads, as the (start, end) times of :func:`trials_query` they span."""
+
+
+ZONE = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
+"""The end of an ISO time that names its zone."""
+
+
+def _utc_times(column: pa.ChunkedArray) -> np.ndarray:
+    """Stored times (ISO text, UTC with or without its zone) as numpy UTC times: parsed by Arrow
+    when the whole column has one of the two forms the app and its tools write, else by
+    :func:`_timestamps` (any form, one value at a time)."""
+    forms = [pa.timestamp("us"), pa.timestamp("us", tz="UTC")]
+    if pa.types.is_string(column.type) and ZONE.search(_first_text(column)):
+        forms.reverse()  # the first time names its zone: try that form first (a failed cast
+        # of 10 M values takes seconds)
+    for form in forms:
+        try:
+            return pc.cast(column, form).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    times = _timestamps(column.to_pandas())
+    return times.dt.tz_localize(None).to_numpy()
+
+
+def _first_text(column: pa.ChunkedArray) -> str:
+    for chunk in column.chunks:
+        first = pc.index(chunk.is_valid(), True).as_py()
+        if first >= 0:
+            return str(chunk[first])
+    return ""
+
+
+def _trials_from_arrow(table: pa.Table, path: Path, dimension: str) -> pd.DataFrame:
     """The trials of a CSV read by :func:`mos.ratings.read_csv_table` (the formula escape undone,
-    so a participant is the viewer the ratings name): text stays integer codes over its distinct
-    values, and numbers are parsed once per distinct text."""
+    so a participant is the viewer the ratings name), or of a study (:func:`_sqlite_trials`):
+    text stays integer codes over its distinct values, numbers are parsed once per distinct
+    text, and a column without a value (absent or empty) is not stored: it is unknown."""
     missing = {"viewer", "stimulus", dimension} - set(table.column_names)
     if missing:
         raise InputError(f"{path}: no column(s) {', '.join(sorted(missing))}")
     try:
-        rows = np.flatnonzero(~warmup_flags(table))
+        warmup = warmup_flags(table)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
         raise InputError(f"{path}: 'warmup' column unreadable ({error})") from error
+    rows = np.flatnonzero(~warmup) if warmup.any() else None
     viewer = table.column("viewer")
     if viewer.null_count:
         raise InputError(f"{path}: {viewer.null_count} rating(s) have an empty viewer")
-    names = viewer.chunk(0).dictionary.to_numpy(zero_copy_only=False) if len(rows) else []
+    names = viewer.chunk(0).dictionary.to_numpy(zero_copy_only=False) if viewer.num_chunks else []
     participant = pd.Categorical.from_codes(
-        dictionary_codes(viewer)[rows], categories=pd.Index(names)
+        take_rows(dictionary_codes(viewer), rows), categories=pd.Index(names)
     )
     columns = {
         "participant": participant,
-        "stimulus": dictionary_codes(table.column("stimulus"))[rows],
-        "score": _numbers(table, dimension, rows),
-        "seconds": _numbers(table, "seconds", rows),
-        "check": _check_column(table, rows),
-        "low": _numbers(table, "accept_low", rows),
-        "high": _numbers(table, "accept_high", rows),
-        "slider_events": _numbers(table, "slider_events", rows),
-        "first_input": _numbers(table, "first_input_seconds", rows),
+        "stimulus": take_rows(_codes(table.column("stimulus")), rows),
+        "score": _numbers(table.column(dimension), rows),
     }
-    return pd.DataFrame(columns)
+    known = {n for n in table.column_names if table.column(n).null_count < table.num_rows}
+    if "check" in known:
+        columns["check"] = _check_column(table.column("check"), rows)
+    for name, source in CSV_NUMBERS.items():
+        if source in known:
+            columns[name] = _numbers(table.column(source), rows)
+    return pd.DataFrame(columns, copy=False)  # the arrays as they are: no second copy
 
 
-def _numbers(table: pa.Table, name: str, rows: np.ndarray) -> np.ndarray:
-    """A column as floats over ``rows``; text that is no number, an empty cell or a missing
-    column is NaN (unknown, never failed). Text is parsed once per distinct value."""
-    if name not in table.column_names:
-        return np.full(rows.size, np.nan)
-    column = table.column(name)
+CSV_NUMBERS = {
+    "seconds": "seconds",
+    "low": "accept_low",
+    "high": "accept_high",
+    "slider_events": "slider_events",
+    "first_input": "first_input_seconds",
+}
+"""The optional number columns of :func:`qc_signals` and the CSV columns they are read from."""
+
+
+def _codes(column: pa.ChunkedArray) -> np.ndarray:
+    """Integer codes of a column: a text column's dictionary codes, or its integers."""
+    if pa.types.is_dictionary(column.type):
+        return dictionary_codes(column)
+    return column.to_numpy()
+
+
+def _numbers(column: pa.ChunkedArray, rows: np.ndarray | None) -> np.ndarray:
+    """A column as floats over ``rows``; text that is no number or an empty cell is NaN
+    (unknown, never failed). Text is parsed once per distinct value."""
     if pa.types.is_dictionary(column.type):
         values = column.chunk(0).dictionary.to_numpy(zero_copy_only=False) if column.chunks else []
         parsed = np.append(
             pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float), np.nan
         )
-        return parsed[dictionary_codes(column)[rows]]  # code -1 (empty) picks the NaN at the end
-    if pa.types.is_null(column.type):
-        return np.full(rows.size, np.nan)
-    return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)[rows]
+        return parsed[take_rows(dictionary_codes(column), rows)]  # code -1 (empty): the NaN
+    return take_rows(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), rows)
 
 
-def _check_column(table: pa.Table, rows: np.ndarray) -> pd.Categorical:
+def _check_column(column: pa.ChunkedArray, rows: np.ndarray | None) -> pd.Categorical:
     """The check kind of each row ("" for a test trial); an unknown kind is an input error."""
-    if "check" not in table.column_names or pa.types.is_null(table.column("check").type):
-        return pd.Categorical.from_codes(np.zeros(rows.size, dtype=np.int8), categories=[""])
-    column = table.column("check")
     if not pa.types.is_dictionary(column.type):  # numbers: every one an unknown kind
         column = pa.chunked_array([pc.dictionary_encode(column.cast(pa.string()).combine_chunks())])
     kinds = [str(k) for k in column.chunk(0).dictionary.to_pylist()] if column.chunks else []
     if "" not in kinds:
         kinds.append("")
-    codes = dictionary_codes(column)[rows]
+    codes = take_rows(dictionary_codes(column), rows)
     codes = np.where(codes < 0, kinds.index(""), codes)  # an empty cell: a test trial
-    _refuse_unknown_kinds({kinds[c] for c in np.unique(codes)})
+    _refuse_unknown_kinds({kinds[c] for c in np.flatnonzero(np.bincount(codes))})
     return pd.Categorical.from_codes(codes, categories=kinds)
 
 

@@ -202,32 +202,17 @@ def _read_sqlite(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
     try:
         _check_study(engine, str(path))
         has_checks = has_check_column(engine)
-        with engine.connect() as connection:
-            # Two scalar subqueries: SQLite answers each from the primary key without a scan.
-            low, high = connection.execute(
-                select(
-                    select(func.min(Rating.id)).scalar_subquery(),
-                    select(func.max(Rating.id)).scalar_subquery(),
-                )
-            ).one()
         dialect = engine.dialect
 
         def fetch(query):
             return fetch_sqlite_arrow(path, query, dialect)
 
-        if low is None:
+        ranges = rating_id_ranges(engine)
+        if not ranges:
             raise InputError(f"{path}: the study has no submitted ratings yet")
-        # Id ranges of ~1 M ratings, read on every core; each becomes numpy at once, so the Arrow
-        # buffers stay small and memory peaks at the size of the result, not twice that.
-        ranges = [(a, min(a + READ_CHUNK - 1, high)) for a in range(low, high + 1, READ_CHUNK)]
-        workers = max(1, min(4, os.cpu_count() or 1))
-        with ThreadPoolExecutor(workers) as pool:
-            parts = list(
-                pool.map(
-                    lambda r: _numpy_columns(fetch(_ratings_query(dimensions, r, has_checks))),
-                    ranges,
-                )
-            )
+        parts = read_in_parallel(
+            lambda r: _numpy_columns(fetch(_ratings_query(dimensions, r, has_checks))), ranges
+        )
         ratings = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
         del parts
         tables = [fetch(q) for q in (_sessions_query(), _stimuli_query(), _viewers_query())]
@@ -238,6 +223,30 @@ def _read_sqlite(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
     finally:
         engine.dispose()
     return _from_database_tables(ratings, *tables, label=str(path))
+
+
+def rating_id_ranges(engine) -> list[tuple[int, int]]:
+    """The ratings' id span cut into ranges of ~1 M ids (empty for a study without ratings): a
+    SQLite study is read range by range, on every core, each range turned into compact columns
+    at once, so that the driver's buffers stay small and memory peaks at the size of the result,
+    not twice that (SQLite decodes rows on one core per connection)."""
+    with engine.connect() as connection:
+        # Two scalar subqueries: SQLite answers each from the primary key without a scan.
+        low, high = connection.execute(
+            select(
+                select(func.min(Rating.id)).scalar_subquery(),
+                select(func.max(Rating.id)).scalar_subquery(),
+            )
+        ).one()
+    if low is None:
+        return []
+    return [(a, min(a + READ_CHUNK - 1, high)) for a in range(low, high + 1, READ_CHUNK)]
+
+
+def read_in_parallel(read, ranges: list[tuple[int, int]]) -> list:
+    """``read(range)`` for every range of :func:`rating_id_ranges`, on every core, in order."""
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        return list(pool.map(read, ranges))
 
 
 def fetch_sqlite_arrow(path: Path, query, dialect, batch_rows: int = READ_CHUNK) -> pa.Table:
@@ -420,10 +429,10 @@ def _ratings_from_csv(table: pa.Table, path: Path, dimensions: tuple[str, ...]) 
             values = pc.cast(_plain(table.column(name)), pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
             raise InputError(f"{path}: column '{name}' is not numeric") from error
-        scores[name] = _rows(values.to_numpy(zero_copy_only=False), rows)
+        scores[name] = take_rows(values.to_numpy(zero_copy_only=False), rows)
     nsfw = None
     if "nsfw" in columns:
-        nsfw = _rows(_flag_column(_plain(table.column("nsfw"))), rows)
+        nsfw = take_rows(_flag_column(_plain(table.column("nsfw"))), rows)
     metadata_columns = [c for c in columns if c not in _RESERVED_CSV_COLUMNS | set(dimensions)]
     return RatingTable(
         viewer=viewer,
@@ -499,7 +508,8 @@ def warmup_flags(table: pa.Table) -> np.ndarray:
     return pc.cast(_plain(table.column("warmup")), pa.bool_()).to_numpy(zero_copy_only=False)
 
 
-def _rows(values: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+def take_rows(values: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    """``values[rows]``; all of them (no copy) when ``rows`` is None."""
     return values if rows is None else values[rows]
 
 
@@ -515,7 +525,7 @@ def _factorize(
     appearance; the distinct texts in that order; and the column's own dictionary codes."""
     if column.null_count:
         raise InputError(f"{column.null_count} rating(s) have an empty viewer, stimulus or session")
-    codes = _rows(dictionary_codes(column), rows)
+    codes = take_rows(dictionary_codes(column), rows)
     dense, order = pd.factorize(codes)
     dictionary = column.chunk(0).dictionary
     names = np.asarray(dictionary.take(pa.array(order)).to_pylist(), dtype=object)
@@ -551,7 +561,7 @@ def _per_stimulus_metadata(
     kept = {}
     for name in columns:
         column = table.column(name)
-        codes = _rows(_value_codes(column), rows)
+        codes = take_rows(_value_codes(column), rows)
         if np.array_equal(codes, codes[first][stimulus]):
             kept[name] = _plain(column).take(pa.array(first_rows)).to_pandas()
     if not kept:

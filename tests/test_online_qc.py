@@ -212,3 +212,85 @@ def test_a_study_from_before_schema_4_is_read_without_checks(tmp_path):
     qc = pd.read_csv(out / "participants_qc.csv")
     assert len(qc) == 6 and (qc["gold_trials"] == 0).all()
     assert len(pd.read_csv(out / "mos.csv")) == 40
+
+
+def _study_with_mixed_times(path, n_viewers: int = 6, n_images: int = 40):
+    """A study whose stored times come in every form a SQLite study may hold (with and without
+    fractions and zone), with checks, slider counts and missing values in some ranges only."""
+    import sqlite3
+
+    engine = create_study(path)
+    rng = np.random.default_rng(7)
+    start = dt.datetime(2026, 3, 1, 9, tzinfo=dt.UTC)
+    with engine.begin() as db:
+        db.execute(
+            Stimulus.__table__.insert(),
+            [
+                {"id": i + 1, "key": f"img{i:02d}", "distorted_path": "d", "reference_path": "r"}
+                for i in range(n_images)
+            ],
+        )
+        for v in range(1, n_viewers + 1):
+            db.execute(Viewer.__table__.insert(), [{"id": v, "code": f"p{v}", "created_at": start}])
+            db.execute(Session.__table__.insert(), [{"id": v, "viewer_id": v, "started_at": start}])
+            trials, ratings = [], []
+            for position in range(n_images):
+                served = start + dt.timedelta(seconds=10 * position + v)
+                check = "attention" if position == 3 else ("gold" if position == 5 else None)
+                trials.append(
+                    dict(session_id=v, position=position, stimulus_id=position + 1,
+                         served_at=served, check_kind=check,
+                         accept_low=1.0 if check else None, accept_high=2.0 if check else None)
+                )  # fmt: skip
+                late = v > n_viewers // 2  # the later viewers' ratings record the page's input
+                ratings.append(
+                    dict(session_id=v, stimulus_id=position + 1, position=position,
+                         consistency=round(float(rng.uniform(0, 5)), 1), perception=1.0,
+                         submitted_at=served + dt.timedelta(seconds=float(rng.uniform(1, 6))),
+                         shown_at=served + dt.timedelta(seconds=0.6) if late else None,
+                         first_input_at=served + dt.timedelta(seconds=1.25) if late else None,
+                         slider_events=int(rng.integers(0, 4)) if late else None,
+                         check_kind=check)
+                )  # fmt: skip
+            db.execute(Trial.__table__.insert(), trials)
+            db.execute(Rating.__table__.insert(), ratings)
+    engine.dispose()
+    with sqlite3.connect(path) as db:  # the other stored forms: with a zone, without fractions
+        db.execute(
+            "UPDATE ratings SET submitted_at = replace(submitted_at, ' ', 'T') || '+00:00' "
+            "WHERE session_id = 2"
+        )
+        db.execute("UPDATE trials SET served_at = substr(served_at, 1, 19) WHERE session_id = 3")
+
+
+@pytest.mark.parametrize("ranges_of", [1_000_000, 37])
+def test_database_trials_fast_path_equals_the_apps_reading(tmp_path, monkeypatch, ranges_of):
+    """mos.compute --exclude reads a SQLite study's trials through Arrow, range by range; the
+    signals equal those of the app's own reading (SQLAlchemy rows, pandas time parsing)."""
+    from sqlalchemy import select
+
+    import mos.ratings
+    from mos.qc import load_trials, qc_signals, trials_frame, trials_query
+    from studydb import make_engine
+
+    path = tmp_path / "study.db"
+    _study_with_mixed_times(path)
+    engine = make_engine(path, read_only=True)
+    with engine.connect() as connection:
+        rows = trials_query().subquery()
+        raw = pd.read_sql(select(rows), connection)
+    engine.dispose()
+    reference = qc_signals(trials_frame(raw))
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("the slow path read the study")
+
+    monkeypatch.setattr(pd, "read_sql", no_fallback)
+    monkeypatch.setattr(mos.ratings, "READ_CHUNK", ranges_of)  # several ranges, some without input
+    fast = qc_signals(load_trials(path, "consistency"))
+    pd.testing.assert_frame_equal(fast, reference, check_dtype=False)
+    assert fast["slider_events"].notna().sum() == 3 and (fast["attention_trials"] == 1).all()
+    assert (
+        np.isfinite(fast["time_spread"]).all()
+        and np.isfinite(fast["first_input_median"]).sum() == 3
+    )
