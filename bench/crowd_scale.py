@@ -15,7 +15,10 @@ from the pages):
 1. **sitting open** — participants arriving one after another; the display-check POST that
    opens the sitting is timed (p50, p99);
 2. **launch burst** — ``--burst`` participants entering within 5 s; each is timed from its entry
-   link to its first trial page;
+   link to its first trial page. Each looks at every practice pair for ``VIEWING_S`` before
+   answering, as the server requires (an earlier answer is refused), so the target is on the
+   time spent waiting for the server on the way: the whole time less those viewings (both are
+   printed);
 3. **rating under arrivals** — ``--raters`` of the burst's participants rate (each POST timed,
    after the server's minimum viewing time) while one new participant arrives per second;
 4. **admin** — ``/admin/`` and ``/admin/quality`` loads.
@@ -61,6 +64,9 @@ SCREEN = {"window_width": 1920, "window_height": 1000, "screen_width": 1920,
 TARGETS = {"open_p50": 150, "open_p99": 500, "burst": 5000, "rating_p99": 150, "admin": 200}
 """Issue 19's "Done when", in milliseconds."""
 PAGES = dict(warmups=3, tests=56, gold=2, attention=2)
+VIEWING_S = 1.7
+"""A simulated participant's look at each pair: the server's floor (GREY_SCREEN_MS +
+MIN_VIEWING_MS, 1.6 s), and a little."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
     open_ms = np.array([p.open_ms for p in opens + arrivals if p.open_ms is not None])
     first_ms = np.array([p.first_trial_ms for p in burst])
-    reached = sum(p.first_trial_ms <= TARGETS["burst"] for p in burst)
+    waiting_ms = np.array([p.waiting_ms for p in burst])
+    reached = sum(p.waiting_ms <= TARGETS["burst"] for p in burst)
     kind = "PostgreSQL" if args.database else "SQLite"
     checks = {
         "open_p50": np.percentile(open_ms, 50) < TARGETS["open_p50"],
@@ -123,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         ("sitting open p50 / p99 (target < 150 / < 500 ms)",
          f"{np.percentile(open_ms, 50):.0f} / {np.percentile(open_ms, 99):.0f} ms "
          f"(n = {open_ms.size})"),
-        (f"burst: {len(burst)} entering within 5 s, entry → first trial ≤ 5 s",
-         f"{reached} of {len(burst)}; median {np.median(first_ms):.0f} ms, "
-         f"slowest {first_ms.max():.0f} ms"),
+        (f"burst: {len(burst)} entering within 5 s, waiting on the server from entry to the "
+         "first trial ≤ 5 s",
+         f"{reached} of {len(burst)}; median {np.median(waiting_ms):.0f} ms, slowest "
+         f"{waiting_ms.max():.0f} ms (entry → first trial, {VIEWING_S:g} s viewing of each "
+         f"practice pair included: median {np.median(first_ms):.0f} ms, slowest "
+         f"{first_ms.max():.0f} ms)"),
         (f"rating POST p50 / p99, {args.raters} raters, one arrival a second (target p99 < 150 ms)",
          f"{np.percentile(ratings, 50):.0f} / {np.percentile(ratings, 99):.0f} ms "
          f"(n = {ratings.size}, {len(arrivals)} arrivals)"),
@@ -355,6 +365,7 @@ class Participant:
         self.http = requests.Session()
         self.open_ms: float | None = None
         self.first_trial_ms: float | None = None
+        self.waiting_ms: float | None = None  # of which on the server (the viewing taken out)
         self.page = ""
         self.rating_ms: list[float] = []
 
@@ -371,15 +382,20 @@ class Participant:
         location = answer.headers.get("Location", "")
         if answer.status_code != 302 or not location.endswith(("/instructions", "/trial")):
             raise RuntimeError(f"{self.pid}: the sitting did not open: {answer.status_code}")
-        location = "/training/0"
+        location, viewing = "/training/0", 0.0
         while "/training/" in location:  # the practice pairs (nothing is stored)
             self.get(location)
+            time.sleep(VIEWING_S)  # the server refuses an answer before the pair was seen
+            viewing += VIEWING_S
             answer = self.post(location, {"consistency": "2.5", "perception": "2.5"}, follow=False)
+            if answer.status_code != 303:
+                raise RuntimeError(f"{self.pid}: practice answer refused: {answer.status_code}")
             location = answer.headers.get("Location", "")
         self.page = self.get("/trial").text
         if POSITION.search(self.page) is None:
             raise RuntimeError(f"{self.pid}: no first trial")
         self.first_trial_ms = (time.perf_counter() - begun) * 1000
+        self.waiting_ms = self.first_trial_ms - viewing * 1000
         return self
 
     def leave(self) -> Participant:
@@ -390,7 +406,7 @@ class Participant:
     def rate_until(self, deadline: float) -> None:
         """Rate trial after trial (after the server's minimum viewing time) until ``deadline``."""
         while time.monotonic() < deadline and (found := POSITION.search(self.page)):
-            time.sleep(1.7)  # GREY_SCREEN_MS + MIN_VIEWING_MS, and a little
+            time.sleep(VIEWING_S)
             asked = ASKED.search(self.page)
             score = asked.group(1) if asked else "3.0"
             begun = time.perf_counter()

@@ -171,6 +171,7 @@ class MosPipeline:
             scores = session_normalize(raw, table.session, table.n_sessions)
         normalized = obs.with_score(pairs.average(scores) if pairs is not None else scores)
         kept = normalized.select(~screened.rejected[normalized.viewer])
+        del scores, normalized  # the kept rows are a copy: one array fewer per dimension
         if kept.score.size == 0:
             raise InputError(f"every viewer was rejected in dimension '{name}': no MOS to compute")
         pooled_mean, pooled_std = float(np.mean(kept.score)), float(np.std(kept.score, ddof=1))

@@ -289,30 +289,43 @@ def _agreement(
     min_shared: int = 5,
 ) -> np.ndarray:
     """Per-participant Pearson r between own scores and the others' per-image means (vectorised)."""
-    if others_quality is None:
-        n_images = int(stimulus.max()) + 1 if stimulus.size else 0
-        total = np.bincount(stimulus, weights=score, minlength=n_images)
-        count = np.bincount(stimulus, minlength=n_images)
-        others_n = count[stimulus] - 1
-        with np.errstate(invalid="ignore", divide="ignore"):
-            other = (total[stimulus] - score) / others_n
-    else:
-        other = np.asarray(others_quality, dtype=float)[stimulus]
-        others_n = (
-            np.asarray(others_count)[stimulus]
-            if others_count is not None
-            else np.full(stimulus.size, 2)
-        )
-    use = (others_n >= 2) & np.isfinite(other)
-    p, x, y = participant[use], score[use], other[use]
-    n = np.bincount(p, minlength=m).astype(float)
+    # In place where it can be (a crowd study has tens of millions of trials): every array
+    # here is one value per trial.
     with np.errstate(invalid="ignore", divide="ignore"):
+        if others_quality is None:
+            n_images = int(stimulus.max()) + 1 if stimulus.size else 0
+            total = np.bincount(stimulus, weights=score, minlength=n_images)
+            others_n = np.bincount(stimulus, minlength=n_images)[stimulus]
+            others_n -= 1
+            other = total.astype(np.float64, copy=False)[stimulus]  # (int when empty)
+            other -= score
+            other /= others_n
+        else:
+            other = np.asarray(others_quality, dtype=float)[stimulus]
+            others_n = (
+                np.asarray(others_count)[stimulus]
+                if others_count is not None
+                else np.full(stimulus.size, 2)
+            )
+        use = (others_n >= 2) & np.isfinite(other)
+        del others_n
+        if use.all():
+            p, x, y = participant, score, other
+        else:
+            p, x, y = participant[use], score[use], other[use]
+        del other, use
+        n = np.bincount(p, minlength=m).astype(float)
         mx = np.bincount(p, weights=x, minlength=m) / n
         my = np.bincount(p, weights=y, minlength=m) / n
-        dx, dy = x - mx[p], y - my[p]
-        cov = np.bincount(p, weights=dx * dy, minlength=m)
+        dx = mx[p]
+        np.subtract(x, dx, out=dx)
+        dy = my[p]
+        np.subtract(y, dy, out=dy)
+        del y
         sx = np.bincount(p, weights=dx * dx, minlength=m)
         sy = np.bincount(p, weights=dy * dy, minlength=m)
+        dy *= dx
+        cov = np.bincount(p, weights=dy, minlength=m)
         r = cov / np.sqrt(sx * sy)
     return np.where(n >= min_shared, r, np.nan)
 

@@ -32,7 +32,9 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,8 +175,11 @@ def score_pairs(
 
     with tqdm(total=len(todo), desc=f"scoring {scorer.label}", unit="image",
               disable=not progress or not todo) as bar:  # fmt: skip
-        for i in todo:
-            d, r = _pair(distorted[i], references[i], scorer)
+
+        def read(i: int):
+            return _pair(distorted[i], references[i], scorer)
+
+        for i, (d, r) in zip(todo, _read_ahead(read, todo, batch_size), strict=True):
             shape = tuple(d.shape)
             pending.setdefault(shape, []).append((i, d, r))
             if len(pending[shape]) >= batch_size:
@@ -182,6 +187,20 @@ def score_pairs(
         for shape in list(pending):
             flush(shape)
     return np.array([scores[key] for key in keys], dtype=float)
+
+
+def _read_ahead(read, items: list, ahead: int) -> Iterator:
+    """``read(item)`` for every item, in order, decoded on every core up to ``ahead`` items ahead
+    of the consumer (PIL's decoders release the GIL; the scoring of one batch overlaps the
+    reading of the next, and memory holds a batch or two, not the whole set)."""
+    with ThreadPoolExecutor(max(1, min(ahead, os.cpu_count() or 1))) as pool:
+        flight: deque = deque()
+        for item in items:
+            flight.append(pool.submit(read, item))
+            if len(flight) > ahead:
+                yield flight.popleft().result()
+        while flight:
+            yield flight.popleft().result()
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:

@@ -12,6 +12,9 @@ the other way; here it is computed exactly from the 8-bit values.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -34,8 +37,10 @@ class SeparableSSIM(torch.nn.Module):
         self.taps = taps / taps.sum()
 
     def forward(self, distorted: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        x, y = (luma(image) for image in (distorted, reference))
-        score = [self._ssim(a, b) for a, b in zip(x, y, strict=True)]
+        pairs = zip(distorted.detach().cpu().numpy(), reference.detach().cpu().numpy(), strict=True)
+        # scipy's filters and numpy's arithmetic release the GIL: one image per core at a time.
+        with ThreadPoolExecutor(max(1, min(len(distorted), os.cpu_count() or 1))) as pool:
+            score = list(pool.map(lambda pair: self._ssim(*(luma(p) for p in pair)), pairs))
         return torch.tensor(score, dtype=torch.float64, device=distorted.device)
 
     def _ssim(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -66,15 +71,15 @@ LUMA = np.array([0.299, 0.587, 0.114])
 """The Y row of pyiqa's RGB → YIQ matrix."""
 
 
-def luma(images: torch.Tensor) -> np.ndarray:
-    """(N, H, W) float64: pyiqa's Y channel, round(0.299 R + 0.587 G + 0.114 B) on the 0–255
-    scale, computed exactly from the 8-bit values (pyiqa computes it in float32, which rounds
-    the few pixels whose Y falls within float32's error of a half the other way)."""
-    array = images.detach().cpu().numpy()
-    if array.dtype == np.uint8:  # (N, H, W, 3) pixels
-        channels = [array[..., c] for c in range(3)]
-    else:  # (N, 3, H, W) floats in [0, 1]: back to their 8-bit values
-        planes = np.rint(array.astype(np.float32) * np.float32(DATA_RANGE))
-        channels = [planes[:, c] for c in range(3)]
+def luma(image: np.ndarray) -> np.ndarray:
+    """(H, W) float64: pyiqa's Y channel of one image, round(0.299 R + 0.587 G + 0.114 B) on
+    the 0–255 scale, computed exactly from the 8-bit values (pyiqa computes it in float32, which
+    rounds the few pixels whose Y falls within float32's error of a half the other way).
+    ``image``: (H, W, 3) uint8 pixels, or (3, H, W) floats in [0, 1] as pyiqa takes them."""
+    if image.dtype == np.uint8:
+        channels = [image[..., c] for c in range(3)]
+    else:  # floats: back to their 8-bit values
+        planes = np.rint(image.astype(np.float32) * np.float32(DATA_RANGE))
+        channels = [planes[c] for c in range(3)]
     y = LUMA[0] * channels[0] + LUMA[1] * channels[1] + LUMA[2] * channels[2]
     return np.round(y, out=y)
