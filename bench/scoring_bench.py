@@ -3,7 +3,8 @@
     python bench/scoring_bench.py --images 8 --width 768 --height 512
 
 Synthetic 768×512 pairs (a smooth picture and a noisy copy) are written as PNG, then scored:
-SSIM by ``train_iqa.scoring`` (batched, separable window) against scikit-image's
+SSIM by ``train_iqa.scoring`` (batched, separable window; images decoded ahead and scored
+on every core) against scikit-image's
 ``structural_similarity`` (the anchor: Gaussian σ 1.5, on the same Y channel, from the same
 decoded pixels) and pyiqa's own SSIM; PSNR and GMSD by ``train_iqa.scoring`` (pyiqa's networks)
 against scikit-image's ``peak_signal_noise_ratio``; then a second, cached pass. Every metric
@@ -43,7 +44,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="scoring_bench_"))
     distorted, references = _pairs(folder, args.images, args.width, args.height)
     runs = {
-        "ssim: train_iqa.scoring (batched, separable)": _ours("ssim"),
+        "ssim: train_iqa.scoring (batched, separable, every core)": _ours("ssim"),
         "ssim: scikit-image structural_similarity (anchor)": _skimage_ssim,
         "psnr: train_iqa.scoring (pyiqa's PSNR)": _ours("psnr"),
         "psnr: scikit-image peak_signal_noise_ratio (anchor)": _skimage_psnr,

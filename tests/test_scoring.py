@@ -70,6 +70,39 @@ def test_metrics_without_trainable_parameters_score_at_native_size_like_pyiqa(na
     assert scorer.lower_better == (name == "gmsd") and scorer.full_reference
 
 
+@pytest.mark.parametrize("name", ["ssim", "psnr"])
+def test_batches_read_ahead_and_threads_change_no_score_nor_order(name, pairs):
+    """Pairs are decoded ahead on several threads and SSIM scores a batch one image per core:
+    the scores are those of one image at a time, bit for bit, in the input's order."""
+    distorted, references = pairs
+    order = [3, 0, 4, 1, 2, 3]  # a repeated pair too
+    scorer = Scorer(MetricSpec.parse(name))
+    d, r = [distorted[i] for i in order], [references[i] for i in order]
+    batched = score_pairs(scorer, d, r, batch_size=4, progress=False)
+    alone = [
+        score_pairs(scorer, [a], [b], batch_size=1, progress=False)[0]
+        for a, b in zip(d, r, strict=True)
+    ]
+    np.testing.assert_array_equal(batched, alone)
+    assert batched[0] == batched[-1] and len(set(batched[:5])) == 5
+
+
+def test_an_unreadable_image_read_ahead_is_a_clear_error(pairs, tmp_path):
+    from studydb.images import ImageReadError
+
+    distorted, references = pairs
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(ImageReadError, match="broken.png"):
+        score_pairs(
+            Scorer(MetricSpec.parse("ssim")),
+            [*distorted, str(broken)],
+            [*references, references[0]],
+            batch_size=2,
+            progress=False,
+        )
+
+
 def test_a_fixed_size_keeps_the_aspect_ratio(pairs):
     scorer = Scorer(MetricSpec.parse("psnr"), size=20)
     assert "aspect ratio kept" in scorer.resize_note

@@ -4,8 +4,9 @@ pyiqa's ``ssim`` (Y channel of YIQ rounded to 0–255, an 11×11 Gaussian of σ 
 filtering, float64, negative contrast-structure clipped at 0) convolves with the full 11×11
 window in float64, for which PyTorch has no fast CPU kernel: about 2.4 s per 768×512 image. The
 Gaussian window is the outer product of a 1-D Gaussian with itself, so two 11-tap passes give
-the same filter with 11/60 of the multiplications (``bench/scoring_bench.py`` times it beside
-scikit-image). Scores agree with pyiqa's within 1e-5 (``tests/test_scoring.py``; ~2e-6 measured
+the same filter with 11/60 of the multiplications, and the images of a batch are scored one per
+core (scipy's filters release the GIL); ``bench/scoring_bench.py`` times it beside
+scikit-image. Scores agree with pyiqa's within 1e-5 (``tests/test_scoring.py``; ~2e-6 measured
 on 768×512 images): pyiqa computes the Y channel in float32, which rounds a few pixels per image
 the other way; here it is computed exactly from the 8-bit values.
 """
