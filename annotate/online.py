@@ -60,7 +60,7 @@ from annotate.display import DisplayNeeds, largest_pair
 from annotate.forms import ConsentForm, finite
 from annotate.length import SittingLength, consent_text
 from annotate.pay import PaySettings, settle
-from annotate.practice import made_pairs, study_practice_pairs
+from annotate.practice import made_pairs, per_stimuli_set, study_practice_pairs
 from annotate.tally import AllocationState
 from annotate.throttle import DatabaseThrottle
 from mos.qc import ExclusionRules
@@ -410,12 +410,19 @@ DISPLAY_FIELDS = (
 
 def display_needs(db: OrmSession) -> DisplayNeeds:
     """What this study asks of a screen: from every pair a participant can be shown (the
-    study's images, the practice pairs; the checks have their sizes)."""
-    pairs = db.execute(
-        select(Stimulus.distorted_path, Stimulus.reference_path).where(Stimulus.withheld.is_(False))
-    ).all()
-    pairs += [(p.distorted_path, p.reference_path) for p in study_practice_pairs()]
-    return DisplayNeeds.from_config(current_app.config, largest_pair(pairs))
+    study's images, the practice pairs; the checks have their sizes). Computed once per set of
+    stimuli (every display check asks)."""
+
+    def compute() -> DisplayNeeds:
+        pairs = db.execute(
+            select(Stimulus.distorted_path, Stimulus.reference_path).where(
+                Stimulus.withheld.is_(False)
+            )
+        ).all()
+        pairs += [(p.distorted_path, p.reference_path) for p in study_practice_pairs()]
+        return DisplayNeeds.from_config(current_app.config, largest_pair(pairs))
+
+    return per_stimuli_set("display_needs", db, compute)
 
 
 def display_digits() -> str:

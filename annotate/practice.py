@@ -11,12 +11,13 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from flask import current_app
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session as OrmSession
 
 from annotate.db import get_db
@@ -39,12 +40,41 @@ class PracticePair:
 def study_practice_pairs() -> list[PracticePair]:
     """This app's practice pairs (``TRAINING_STIMULI``, or pairs made in the instance folder):
     what the training pages show, the media server lets a viewer fetch and the display check
-    measures."""
-    return practice_pairs(
-        get_db(),
-        list(current_app.config["TRAINING_STIMULI"]),
-        Path(current_app.instance_path) / "practice",
+    measures. Kept per process while the stimuli table is unchanged (every practice page asks)."""
+    db = get_db()
+    return per_stimuli_set(
+        "practice_pairs",
+        db,
+        lambda: practice_pairs(
+            db,
+            list(current_app.config["TRAINING_STIMULI"]),
+            Path(current_app.instance_path) / "practice",
+        ),
     )
+
+
+def per_stimuli_set(name: str, db: OrmSession, compute):
+    """``compute()``, kept in the app until the study's stimuli change (the number or highest id
+    of those to rate: ``annotate import`` adds rows; the check pairs the online mode adds, kept
+    out of every plan, do not count): what every participant's pages derive from the stimuli is
+    computed once, not on every request. The stimuli are looked at once every
+    :data:`STIMULI_RECHECK_S` at most."""
+    kept = current_app.extensions.setdefault("per_stimuli_set", {})
+    checked = kept.get("checked")
+    moment = time.monotonic()
+    if checked is None or moment - checked[0] > STIMULI_RECHECK_S:
+        to_rate = Stimulus.withheld.is_(False)
+        key = tuple(db.execute(select(func.count(), func.max(Stimulus.id)).where(to_rate)).one())
+        if checked is None or checked[1] != key:
+            kept.clear()
+        kept["checked"] = (moment, key)
+    if name not in kept:
+        kept[name] = compute()
+    return kept[name]
+
+
+STIMULI_RECHECK_S = 1.0
+"""How stale the per-stimuli values may be: an import shows within a second."""
 
 
 def practice_pairs(db: OrmSession, keys: list[str], folder: Path) -> list[PracticePair]:

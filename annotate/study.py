@@ -185,8 +185,11 @@ def training(step: int):
         problem = _practice_too_soon(step)
         if problem:
             return render_template("error.html", message=f"Answer not taken — {problem}"), 409
-        sitting.last_active_at = sittings.now()  # practice is activity: not an idle sitting
-        db.commit()
+        moment = sittings.now()  # practice is activity: not an idle sitting (minutes apart,
+        last = sittings.aware(sitting.last_active_at)  # so a write every 30 s says it)
+        if last is None or moment - last > ACTIVITY_WRITES:
+            sitting.last_active_at = moment
+            db.commit()
         session["practice_step"] = step + 1
         return redirect(url_for("study.training", step=step + 1), code=303)
     session["practice_served"] = [step, sittings.now().isoformat()]
@@ -201,6 +204,11 @@ def training(step: int):
         form=form,
         **_viewing(sitting),
     )
+
+
+ACTIVITY_WRITES = dt.timedelta(seconds=30)
+"""How often practice answers write the sitting's last activity (idle sittings close after
+SITTING_IDLE_MINUTES): a launch's practice pages do not each wait for a database write."""
 
 
 def _practice_too_soon(step: int) -> str | None:

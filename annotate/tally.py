@@ -15,6 +15,7 @@ burst, with no new rating since the last open, reuses them. Rating POSTs never t
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +27,8 @@ from mos.qc import ExclusionRules, qc_signals, trials_frame, trials_query
 from studydb import Rating, Session, Stimulus, Trial
 from studydb.allocation import Precision, ci_halfwidths
 
+RECOUNT_S = 2.0
+"""How often at most the tally counts the ratings it holds (a removal shows within that)."""
 REREAD = 2000
 """How far below the highest rating id seen a missing id is looked for again on each update: on
 PostgreSQL an id is drawn at insert but becomes visible at commit, so a short transaction holding
@@ -89,6 +92,7 @@ class TrialTally:
         self.engine = engine
         self._rows = _Columns()
         self._seen = np.zeros(0, np.int64)  # every rating id read, warm-ups included (sorted)
+        self._counted_at = -np.inf  # when the ratings held were last counted
         self._codes: dict[int, str] = {}
         self._read = threading.Lock()
         self._memo: dict[tuple, tuple] = {}
@@ -128,13 +132,20 @@ class TrialTally:
 
     def _rows_went_away(self) -> bool:
         """Whether ratings the tally holds are no longer in the database: a restore from a
-        backup or a removed batch takes ids backwards, and new ratings would reuse them. Fewer
-        rows at or below the highest id held than the tally read is the sign (one count over
-        the primary key); a late commit only ever adds rows there."""
+        backup or a removed batch takes ids backwards, and new ratings would reuse them. A
+        highest id below the one held is the sign of a restore (from the primary key, at once);
+        fewer rows at or below it than the tally read is the sign of any removal (a count over
+        the primary key: once every :data:`RECOUNT_S`, not on every sitting open). A late
+        commit only ever adds rows there."""
+        top = int(self._seen[-1])
         with self.engine.connect() as connection:
-            present = connection.scalar(
-                select(func.count()).where(Rating.id <= int(self._seen[-1]))
-            )
+            highest = connection.scalar(select(func.max(Rating.id)))
+            if highest is None or highest < top:
+                return True
+            if time.monotonic() - self._counted_at < RECOUNT_S:
+                return False
+            present = connection.scalar(select(func.count()).where(Rating.id <= top))
+        self._counted_at = time.monotonic()
         return present < self._seen.size
 
     def _forget(self) -> None:
@@ -152,9 +163,10 @@ class TrialTally:
         with self._read:
             return dict(self._codes)
 
-    def verdicts(self, rules: ExclusionRules) -> pd.DataFrame:
-        """Every participant's QC signals, ``excluded`` and ``reasons`` (participant: viewer id)."""
-        rows = self.update()
+    def verdicts(self, rules: ExclusionRules, rows: _Columns | None = None) -> pd.DataFrame:
+        """Every participant's QC signals, ``excluded`` and ``reasons`` (participant: viewer id)
+        of ``rows`` (default: an update's)."""
+        rows = self.update() if rows is None else rows
         return self._memoised(("verdicts", rows.rating.size, rules), lambda: _verdicts(rows, rules))
 
     def state(self, db: OrmSession, practice_keys: frozenset[str], rules: ExclusionRules):
@@ -162,7 +174,7 @@ class TrialTally:
         the trials planned in open sittings (read on every call: they change with each open)."""
         rows = self.update()
         ids, references, paths = self._eligible(db, practice_keys)
-        signals = self.verdicts(rules)
+        signals = self.verdicts(rules, rows)  # the same rows: one read of the database
         key = ("precision", rows.rating.size, rules, hash(ids.tobytes()))
         precision = self._memoised(key, lambda: _precision(rows, signals, ids))
         planned = self._planned(db, rows)

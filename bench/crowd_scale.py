@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     with serving(instance, port, args.workers, args.threads):
         base = f"http://127.0.0.1:{port}"
-        opens = [Participant(base, f"open{i}").arrive().leave() for i in range(args.opens + 1)]
+        opens = [Participant(base, f"open{i}").arrive(practice=False).leave()
+                 for i in range(args.opens + 1)]  # fmt: skip
         opens = opens[1:]  # the first open after a start is not timed
         burst = run_burst(base, args.burst)
         for participant in burst[args.raters :]:
@@ -182,7 +183,8 @@ def build(out: Path, url: str | None, references: int, per_reference: int, parti
     (instance / "config.py").write_text(
         f"DATABASE = {database!r}\nONLINE = True\nSECRET_KEY = {SECRET!r}\n"
         f"ADMIN_PASSWORD_HASH = {generate_password_hash(PASSWORD)!r}\n"
-        "ONLINE_ENTRY_LIMIT = '100000 per minute'\nCOMPLETION_CODE = 'BENCH1'\n"
+        "ONLINE_ENTRY_LIMIT = '100000 per minute'\n"
+        "COMPLETION_CODES = {'paid': 'BENCH1', 'failed_checks': 'BENCH0'}\n"
         "SEED = 19\nONLINE_CLOSE_WHEN_DONE = False\n"
     )
     engine = create_study(database)
@@ -369,8 +371,9 @@ class Participant:
         self.page = ""
         self.rating_ms: list[float] = []
 
-    def arrive(self) -> Participant:
-        """Entry link to the first trial page; times the sitting open and the whole way."""
+    def arrive(self, practice: bool = True) -> Participant:
+        """Entry link to the first trial page (or only to the sitting's open, without
+        ``practice``); times the sitting open and the whole way."""
         begun = time.perf_counter()
         self.get(f"/online/start?PROLIFIC_PID={self.pid}&STUDY_ID=bench&SESSION_ID={self.pid}")
         self.post("/online/consent", {"agree": "y"})
@@ -382,16 +385,18 @@ class Participant:
         location = answer.headers.get("Location", "")
         if answer.status_code != 302 or not location.endswith(("/instructions", "/trial")):
             raise RuntimeError(f"{self.pid}: the sitting did not open: {answer.status_code}")
-        location, viewing = "/training/0", 0.0
-        while "/training/" in location:  # the practice pairs (nothing is stored)
-            self.get(location)
+        if not practice:
+            return self
+        page, viewing = self.get("/training/0"), 0.0
+        while "/training/" in page.url:  # the practice pairs (nothing is stored)
             time.sleep(VIEWING_S)  # the server refuses an answer before the pair was seen
             viewing += VIEWING_S
-            answer = self.post(location, {"consistency": "2.5", "perception": "2.5"}, follow=False)
+            step = page.url[page.url.index("/training/") :]
+            answer = self.post(step, {"consistency": "2.5", "perception": "2.5"}, follow=False)
             if answer.status_code != 303:
                 raise RuntimeError(f"{self.pid}: practice answer refused: {answer.status_code}")
-            location = answer.headers.get("Location", "")
-        self.page = self.get("/trial").text
+            page = self.get(answer.headers["Location"])  # the next pair, or the first trial
+        self.page = page.text
         if POSITION.search(self.page) is None:
             raise RuntimeError(f"{self.pid}: no first trial")
         self.first_trial_ms = (time.perf_counter() - begun) * 1000
