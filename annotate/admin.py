@@ -34,9 +34,6 @@ from flask import (
     session,
     url_for,
 )
-from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash
 
@@ -48,6 +45,7 @@ from annotate.forms import ActionForm, LoginForm
 from annotate.private import PASSWORD_FILE, current_epoch, read_optional, rotate_epoch
 from annotate.roster import ACTIONS, STATES, RosterCache
 from annotate.tables import BadQuery, table_page
+from annotate.throttle import DatabaseThrottle
 from mos.qc import SIGNAL_COLUMNS, ExclusionRules
 from studydb import Rating, Session, Stimulus, StudyGroup
 
@@ -82,10 +80,10 @@ class AddressLocks:
 
 
 def init_app(app: Flask) -> None:
-    """Per-app login throttle (in memory: one server process) and live screening."""
-    app.extensions["login_throttle"] = (
-        MovingWindowRateLimiter(MemoryStorage()),
-        parse(app.config["ADMIN_LOGIN_LIMIT"]),
+    """The login throttle (in the study database: every server process and a restart count
+    the same failures) and live screening."""
+    app.extensions["login_throttle"] = DatabaseThrottle(
+        app.extensions["study_engine"], "admin-login", app.config["ADMIN_LOGIN_LIMIT"]
     )
     app.extensions["login_locks"] = AddressLocks()
     live.init_app(app)
@@ -148,19 +146,19 @@ def login():
     stored = password_hash()
     if not stored:
         return render_template("admin/no_password.html"), 503
-    throttle, limit = current_app.extensions["login_throttle"]
+    throttle = current_app.extensions["login_throttle"]
     address = request.remote_addr or "unknown"
     form = LoginForm()
-    if request.method == "POST" and not throttle.test(limit, "admin-login", address):
-        return _locked_out(throttle, limit, address)
+    if request.method == "POST" and not throttle.test(address):
+        return _locked_out(throttle, address)
     if form.validate_on_submit():
         # Test, check and count as one step per address (see AddressLocks).
         with current_app.extensions["login_locks"].hold(address):
-            if not throttle.test(limit, "admin-login", address):
-                return _locked_out(throttle, limit, address)
+            if not throttle.test(address):
+                return _locked_out(throttle, address)
             right = check_password_hash(stored, form.password.data)
             if not right:
-                throttle.hit(limit, "admin-login", address)
+                throttle.hit(address)
         if right:
             session.clear()
             session["admin"] = admin_epoch()
@@ -173,9 +171,9 @@ def login():
     return render_template("admin/login.html", form=form)
 
 
-def _locked_out(throttle, limit, address: str):
+def _locked_out(throttle: DatabaseThrottle, address: str):
     """429 for the rest of the window, with when to try again."""
-    wait = throttle.get_window_stats(limit, "admin-login", address).reset_time - time.time()
+    wait = throttle.retry_after(address)
     minutes = max(1, int(np.ceil(wait / 60)))
     log.warning("admin login refused (locked out): %s", address)
     response = render_template("admin/locked.html", minutes=minutes)

@@ -1,7 +1,7 @@
 """Rate limits counted in the study database, so every server process and a restart see them.
 
-The online entry throttle (per client address) and the display check's tries (per participant)
-were kept in process memory: each worker process counted on its own and a restart forgot them.
+The online entry throttle (per client address), the display check's tries (per participant) and
+the admin's failed logins (per client address) were kept in process memory: each worker process counted on its own and a restart forgot them.
 :class:`DatabaseThrottle` keeps each counted event as a row of ``throttle_events`` and counts the
 rows of its moving window; limits are written as the ``limits`` library parses them
 ("30 per minute"). A check and its insert are one short transaction: simultaneous requests can
@@ -51,6 +51,24 @@ class DatabaseThrottle:
         if self._hits % PRUNE_EVERY == 0:
             self._prune(moment)
         return True
+
+    def retry_after(self, key: str) -> float:
+        """Seconds until ``key`` may have one more event (0 if it may now): when the oldest
+        event counted in the window leaves it."""
+        moment = _now()
+        with self.engine.connect() as connection:
+            if self._count(connection, key, moment) < self.amount:
+                return 0.0
+            oldest = connection.scalar(
+                select(func.min(ThrottleEvent.at)).where(
+                    ThrottleEvent.scope == self.scope,
+                    ThrottleEvent.key == key[:255],
+                    ThrottleEvent.at > moment - self.window,
+                )
+            )
+        if oldest.tzinfo is None:  # SQLite gives the stored UTC time back without its zone
+            oldest = oldest.replace(tzinfo=dt.UTC)
+        return max(0.0, (oldest + self.window - moment).total_seconds())
 
     def _count(self, connection, key: str, moment: dt.datetime) -> int:
         return connection.scalar(

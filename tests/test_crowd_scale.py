@@ -212,6 +212,32 @@ def test_the_entry_throttle_and_display_tries_hold_across_processes_and_restarts
     assert statuses == [403] * 5 + [429] * 2
 
 
+def test_failed_admin_logins_count_across_processes_and_restarts(tmp_path):
+    """The admin's login throttle was one process's memory: with two workers an address got
+    twice the guesses, and a restart forgot them. Now the study database counts them."""
+    manifest = make_study(tmp_path / "images", references=2, per_reference=3)
+    config = {"ADMIN_LOGIN_LIMIT": "3 per 10 minutes", "DATABASE": str(tmp_path / "s.db")}
+    first = make_app(tmp_path / "one", **config)
+    with first.app_context():
+        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    second = make_app(tmp_path / "two", **config)
+
+    def guess(app, password: str = "guess") -> int:
+        browser = Browser(app)
+        browser.client.environ_base["REMOTE_ADDR"] = "10.0.0.66"
+        browser.get("/admin/login")
+        return browser.post("/admin/login", {"password": password}).status_code
+
+    assert [guess(first), guess(second), guess(first)] == [403, 403, 403]
+    restarted = make_app(tmp_path / "three", **config)
+    locked = Browser(restarted)
+    locked.client.environ_base["REMOTE_ADDR"] = "10.0.0.66"
+    locked.get("/admin/login")
+    answer = locked.post("/admin/login", {"password": ADMIN_PASSWORD})
+    assert answer.status_code == 429 and 500 < int(answer.headers["Retry-After"]) <= 600
+    assert guess(second, ADMIN_PASSWORD) == 429
+
+
 # --------------------------------------------------------------------------- admin at scale
 
 
