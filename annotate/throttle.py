@@ -66,6 +66,8 @@ class DatabaseThrottle:
                     ThrottleEvent.at > moment - self.window,
                 )
             )
+        if oldest is None:  # the events left the window since they were counted
+            return 0.0
         if oldest.tzinfo is None:  # SQLite gives the stored UTC time back without its zone
             oldest = oldest.replace(tzinfo=dt.UTC)
         return max(0.0, (oldest + self.window - moment).total_seconds())
