@@ -170,8 +170,9 @@ def qc_signals(
 ) -> pd.DataFrame:
     """Per-participant signals from per-trial rows.
 
-    ``trials`` columns: participant, stimulus (integer code), score, seconds (NaN if unknown),
-    check (``"gold"``, ``"attention"`` or empty), low and high (a check's accepted score range).
+    ``trials`` columns: participant, stimulus (integer code), score, and optionally seconds,
+    check (``"gold"``, ``"attention"`` or empty), low and high (a check's accepted score range),
+    slider_events and first_input: an absent column, or NaN, is unknown (never failed).
     Agreement: with ``others_quality`` (and ``others_count``), against those per-image values —
     the live case, where the others' estimate excludes this participant already; without them,
     leave-one-out against the mean of every other participant's rating of the same image.
