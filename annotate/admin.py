@@ -82,9 +82,12 @@ class AddressLocks:
 def init_app(app: Flask) -> None:
     """The login throttle (in the study database: every server process and a restart count
     the same failures) and live screening."""
-    app.extensions["login_throttle"] = DatabaseThrottle(
-        app.extensions["study_engine"], "admin-login", app.config["ADMIN_LOGIN_LIMIT"]
-    )
+    try:
+        app.extensions["login_throttle"] = DatabaseThrottle(
+            app.extensions["study_engine"], "admin-login", app.config["ADMIN_LOGIN_LIMIT"]
+        )
+    except ValueError as error:
+        raise ValueError(f"ADMIN_LOGIN_LIMIT = {error}") from None
     app.extensions["login_locks"] = AddressLocks()
     live.init_app(app)
     app.extensions["roster"] = RosterCache(

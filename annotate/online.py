@@ -97,9 +97,12 @@ def init_app(app: Flask) -> None:
     engine = app.extensions["study_engine"]
     # Read the study's ratings now, in the background, not on the first participant's open.
     threading.Thread(target=app.extensions["trial_tally"].update, daemon=True).start()
-    app.extensions["online_throttle"] = DatabaseThrottle(
-        engine, "online-entry", app.config["ONLINE_ENTRY_LIMIT"]
-    )
+    try:
+        app.extensions["online_throttle"] = DatabaseThrottle(
+            engine, "online-entry", app.config["ONLINE_ENTRY_LIMIT"]
+        )
+    except ValueError as error:
+        raise ValueError(f"ONLINE_ENTRY_LIMIT = {error}") from None
     # Failed screen checks per participant id, on the server: the session cookie is client-side,
     # so a counter kept there is reset by replaying an older cookie or by entering again.
     app.extensions["online_display_throttle"] = DatabaseThrottle(

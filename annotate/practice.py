@@ -54,23 +54,30 @@ def study_practice_pairs() -> list[PracticePair]:
 
 
 def per_stimuli_set(name: str, db: OrmSession, compute):
-    """``compute()``, kept in the app until the study's stimuli change (the number or highest id
-    of those to rate: ``annotate import`` adds rows; the check pairs the online mode adds, kept
-    out of every plan, do not count): what every participant's pages derive from the stimuli is
-    computed once, not on every request. The stimuli are looked at once every
-    :data:`STIMULI_RECHECK_S` at most."""
-    kept = current_app.extensions.setdefault("per_stimuli_set", {})
-    checked = kept.get("checked")
+    """``compute()``, kept in the app until the study's stimuli change (those to rate: their
+    number, highest id and id sum — ``annotate import`` adds rows, the admin withholds or
+    restores one; the check pairs the online mode adds, kept out of every plan, do not count):
+    what every participant's pages derive from the stimuli is computed once, not on every
+    request. The stimuli are looked at once every :data:`STIMULI_RECHECK_S` at most.
+
+    The values of one set of stimuli live in their own dict: a computation that began before a
+    change lands in the old set's dict, never under the new key."""
+    holder = current_app.extensions.setdefault("per_stimuli_set", {})
+    state = holder.get("state")  # (looked at, key, values)
     moment = time.monotonic()
-    if checked is None or moment - checked[0] > STIMULI_RECHECK_S:
+    if state is None or moment - state[0] > STIMULI_RECHECK_S:
         to_rate = Stimulus.withheld.is_(False)
-        key = tuple(db.execute(select(func.count(), func.max(Stimulus.id)).where(to_rate)).one())
-        if checked is None or checked[1] != key:
-            kept.clear()
-        kept["checked"] = (moment, key)
-    if name not in kept:
-        kept[name] = compute()
-    return kept[name]
+        key = tuple(
+            db.execute(
+                select(func.count(), func.max(Stimulus.id), func.sum(Stimulus.id)).where(to_rate)
+            ).one()
+        )
+        values = state[2] if state is not None and state[1] == key else {}
+        holder["state"] = state = (moment, key, values)
+    values = state[2]
+    if name not in values:
+        values[name] = compute()
+    return values[name]
 
 
 STIMULI_RECHECK_S = 1.0

@@ -11,6 +11,7 @@ overshoot a limit by the few that count at the same instant, never by more.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from limits import parse
 from sqlalchemy import Engine, delete, func, insert, select
@@ -27,6 +28,11 @@ class DatabaseThrottle:
 
     def __init__(self, engine: Engine, scope: str, limit: str) -> None:
         item = parse(limit)
+        if item.amount < 1 or re.search(r"\bper\s+0+\s", limit):  # limits reads "per 0 s" as 1 s
+            # "0 per minute" would refuse every event for good, "5 per 0 seconds" none at all
+            raise ValueError(
+                f"{limit!r}: a limit allows at least one event in a window of at least a second"
+            )
         self.engine = engine
         self.scope = scope
         self.amount = item.amount

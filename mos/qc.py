@@ -492,12 +492,14 @@ def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
         rows = query.subquery()
         with engine.connect() as connection:
             raw = pd.read_sql(select(*(c for c in rows.c if c.name in needed)), connection)
+        return trials_frame(raw, dimension)
     except (SQLAlchemyError, ImportError) as error:
         raise InputError(f"{location}: cannot read the study's trials ({error})") from error
+    except (ValueError, TypeError) as error:  # a stored time that is no date and time
+        raise InputError(f"{location}: a trial's stored time cannot be read ({error})") from None
     finally:
         if engine is not None:
             engine.dispose()
-    return trials_frame(raw, dimension)
 
 
 def _sqlite_trials(path: Path, engine, query, needed: set[str], dimension: str) -> pa.Table:

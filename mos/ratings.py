@@ -414,6 +414,11 @@ def _ratings_from_csv(table: pa.Table, path: Path, dimensions: tuple[str, ...]) 
         ) from error
     viewer, viewer_ids, viewer_codes = _factorize(table.column("viewer"), rows)
     stimulus, stimulus_ids, _ = _factorize(table.column("stimulus"), rows)
+    for name, ids, codes in (("viewer", viewer_ids, viewer), ("stimulus", stimulus_ids, stimulus)):
+        empty = np.flatnonzero(ids == "")  # the reader keeps an empty text cell as ""
+        if empty.size:
+            count = int(np.count_nonzero(codes == empty[0]))
+            raise InputError(f"{path}: {count} rating(s) have an empty {name}")
     if "session" in columns:  # a session is a (viewer, session) pair
         _, _, session_codes = _factorize(table.column("session"), rows)
         pair = (

@@ -302,3 +302,49 @@ def test_one_id_in_two_browsers_the_second_is_told_its_rating_was_not_stored(stu
     with study.app_context():
         stored = get_db().scalars(select(Rating).where(Rating.position == position)).all()
     assert [(r.consistency, r.perception) for r in stored] == [(4.0, 4.0)]
+
+
+def test_a_slow_computation_begun_before_an_import_is_not_kept_under_the_new_stimuli(
+    tmp_path, monkeypatch
+):
+    """Review: a request computing the display needs while another noticed an import wrote its
+    old result under the new stimuli's key, where it stayed until the next import."""
+    import annotate.practice as practice
+
+    manifest = make_study(tmp_path / "images", references=2, per_reference=3)
+    app = make_app(tmp_path / "instance", **ONLINE)
+    monkeypatch.setattr(practice, "STIMULI_RECHECK_S", 0.0)  # every request looks
+    with app.test_request_context():
+        db = get_db()
+        import_manifest(db, read_manifest(manifest), 400, np.random.default_rng(0))
+
+        def slow_and_overtaken() -> str:
+            extra = db.scalar(select(Stimulus).limit(1))
+            db.add(Stimulus(key="late", distorted_path=extra.distorted_path,
+                            reference_path=extra.reference_path, withheld=False))  # fmt: skip
+            db.commit()  # an import lands while this request computes ...
+            assert (
+                practice.per_stimuli_set("needs", db, lambda: "new") == "new"
+            )  # ... another sees it
+            return "old"
+
+        assert practice.per_stimuli_set("needs", db, slow_and_overtaken) == "old"
+        assert practice.per_stimuli_set("needs", db, lambda: "again") == "new"
+        # Withholding one stimulus and restoring another changes the set too.
+        first, second = db.scalars(select(Stimulus).order_by(Stimulus.id).limit(2)).all()
+        first.withheld = True
+        db.commit()
+        assert practice.per_stimuli_set("needs", db, lambda: "one withheld") == "one withheld"
+        first.withheld, second.withheld = False, True
+        db.commit()
+        assert practice.per_stimuli_set("needs", db, lambda: "swapped") == "swapped"
+
+
+@pytest.mark.parametrize("setting", ["ADMIN_LOGIN_LIMIT", "ONLINE_ENTRY_LIMIT"])
+@pytest.mark.parametrize("limit", ["0 per minute", "5 per 0 seconds", "garbage"])
+def test_a_limit_that_cannot_work_is_refused_at_start_up(tmp_path, setting, limit):
+    """Review: "0 per minute" locked the admin out for good, "5 per 0 seconds" disabled the
+    throttle without a word."""
+    with pytest.raises(ValueError, match=setting if limit != "garbage" else "") as refused:
+        make_app(tmp_path / "instance", **ONLINE, **{setting: limit})
+    assert limit in str(refused.value) or limit == "garbage"

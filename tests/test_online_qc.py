@@ -294,3 +294,33 @@ def test_database_trials_fast_path_equals_the_apps_reading(tmp_path, monkeypatch
         np.isfinite(fast["time_spread"]).all()
         and np.isfinite(fast["first_input_median"]).sum() == 3
     )
+
+
+@pytest.mark.parametrize("stored", ["'yesterday'", "1772355600"])
+def test_a_stored_time_that_is_no_time_is_a_clear_input_error(tmp_path, capsys, stored):
+    """Review: one hand-edited time sent --exclude to a traceback (exit 1) through the slower
+    reading the fast one falls back to."""
+    import sqlite3
+
+    path = tmp_path / "study.db"
+    _study_with_mixed_times(path)
+    with sqlite3.connect(path) as db:
+        db.execute(f"UPDATE ratings SET submitted_at = {stored} WHERE id = 5")
+    args = [str(path), "--exclude", "--out", str(tmp_path / "o"), "--quiet", "--no-report"]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("mos.compute: error:") and "stored time" in error
+    assert len(error.splitlines()) == 1
+
+
+def test_an_empty_viewer_or_stimulus_cell_is_an_input_error(tmp_path, capsys):
+    """Review: an empty viewer cell became a participant named ''."""
+    for column in ("viewer", "stimulus"):
+        frame = pd.DataFrame(_rows(np.random.default_rng(1)))
+        frame.loc[3, column] = ""
+        csv = tmp_path / f"{column}.csv"
+        frame.to_csv(csv, index=False)
+        for extra in ([], ["--exclude"]):
+            args = [str(csv), *extra, "--dimensions", "consistency", "--out", str(tmp_path / "o")]
+            assert main([*args, "--quiet"]) == 2
+            assert f"1 rating(s) have an empty {column}" in capsys.readouterr().err
