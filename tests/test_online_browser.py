@@ -8,16 +8,13 @@ import hashlib
 import hmac
 import threading
 
-import numpy as np
 import pytest
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from annotate.db import get_db
-from annotate.importer import import_manifest
 from studydb import Rating, Session, Trial
-from studydb.manifest import read_manifest
-from tests.annotate_helpers import make_app, make_study
+from tests.annotate_helpers import import_study, make_app, make_study
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, rate_current
 
 if CHROMIUM is None:
@@ -37,8 +34,7 @@ def online_server(tmp_path):
         COMPLETION_CODES={"paid": "C0DE42", "failed_checks": "NOPAY7"},
         QC_RULES={"min_trials": 3, "max_fast_share": None, "min_time_spread": None},
     )
-    with app.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(app, manifest)
     http = make_server("127.0.0.1", 0, app, threaded=True)
     base = f"http://127.0.0.1:{http.server_port}"
     # The platform's completion page, here a loopback address of the app itself.
@@ -60,7 +56,7 @@ def digits_for(app, context) -> str:
 
 
 def test_online_flow_from_entry_link_to_completion_redirect(online_server):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     app, base = online_server
     link = f"{base}/online/start?PROLIFIC_PID=BROWSER1&STUDY_ID=STUDY&SESSION_ID=SES1"
@@ -87,6 +83,8 @@ def test_online_flow_from_entry_link_to_completion_redirect(online_server):
         page.goto(link)
         page.check("#agree")
         page.click("#consent-continue")
+        # the page's script measures the window once loaded: wait for it (retrying), not a race
+        expect(page.locator("#window_width")).to_have_value("1400")
         assert page.input_value("#window_width") == "1400"
         assert page.input_value("#zoom") == "1"
         page.fill("#digits", digits_for(app, context))
