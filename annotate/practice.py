@@ -11,16 +11,15 @@ from __future__ import annotations
 import io
 import os
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from flask import current_app
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
-from annotate.db import get_db
+from annotate.db import get_db, per_stimuli_set
 from studydb import Stimulus
 from studydb.images import read_rgb
 
@@ -51,37 +50,6 @@ def study_practice_pairs() -> list[PracticePair]:
             Path(current_app.instance_path) / "practice",
         ),
     )
-
-
-def per_stimuli_set(name: str, db: OrmSession, compute):
-    """``compute()``, kept in the app until the study's stimuli change (those to rate: their
-    number, highest id and id sum — ``annotate import`` adds rows, the admin withholds or
-    restores one; the check pairs the online mode adds, kept out of every plan, do not count):
-    what every participant's pages derive from the stimuli is computed once, not on every
-    request. The stimuli are looked at once every :data:`STIMULI_RECHECK_S` at most.
-
-    The values of one set of stimuli live in their own dict: a computation that began before a
-    change lands in the old set's dict, never under the new key."""
-    holder = current_app.extensions.setdefault("per_stimuli_set", {})
-    state = holder.get("state")  # (looked at, key, values)
-    moment = time.monotonic()
-    if state is None or moment - state[0] > STIMULI_RECHECK_S:
-        to_rate = Stimulus.withheld.is_(False)
-        key = tuple(
-            db.execute(
-                select(func.count(), func.max(Stimulus.id), func.sum(Stimulus.id)).where(to_rate)
-            ).one()
-        )
-        values = state[2] if state is not None and state[1] == key else {}
-        holder["state"] = state = (moment, key, values)
-    values = state[2]
-    if name not in values:
-        values[name] = compute()
-    return values[name]
-
-
-STIMULI_RECHECK_S = 1.0
-"""How stale the per-stimuli values may be: an import shows within a second."""
 
 
 def practice_pairs(db: OrmSession, keys: list[str], folder: Path) -> list[PracticePair]:

@@ -32,6 +32,10 @@ import pandas as pd
 import requests
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.annotate_helpers import free_port  # noqa: E402
+
 SETTLE = 2.0  # seconds after the start and the restart in which everyone arrives at once
 TOKEN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 POSITION = re.compile(r'name="position" value="(\d+)"')
@@ -51,7 +55,7 @@ def main() -> int:
     args = parser.parse_args()
 
     instance = _fresh_study(args.out)
-    port = _free_port()
+    port = free_port()
     server = _start(instance, port, args.threads)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + args.seconds
@@ -227,12 +231,6 @@ def _start(instance: Path, port: int, threads: int) -> subprocess.Popen:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("the server did not start")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _stored(database: Path) -> pd.DataFrame:

@@ -35,7 +35,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -53,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from studydb import Base, Rating, Session, Stimulus, Trial, Viewer, make_engine  # noqa: E402
 from studydb.db import create_study  # noqa: E402
+from tests.annotate_helpers import free_port  # noqa: E402
 
 TOKEN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 POSITION = re.compile(r'name="position" value="(\d+)"')
@@ -332,12 +332,6 @@ def wait_until_up(port: int, server: subprocess.Popen, seconds: float = 180) -> 
             pass
         time.sleep(0.1)
     raise RuntimeError("the server did not start")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- participants

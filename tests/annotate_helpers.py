@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,25 @@ def make_study(folder: Path, references: int = 3, per_reference: int = 4) -> Pat
     manifest = folder / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
     return manifest
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now (for a server started by a test or a
+    bench script)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def import_study(app, manifest: Path) -> None:
+    """Import ``manifest`` into the app's database as the tests do (400 images a session at
+    most, seed 0)."""
+    from annotate.db import get_db
+    from annotate.importer import import_manifest
+    from studydb.manifest import read_manifest
+
+    with app.app_context():
+        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
 
 
 def make_app(instance: Path, **config):

@@ -18,15 +18,21 @@ from annotate.importer import import_manifest
 from mos.compute import main as mos_main
 from studydb import Rating, Session, Stimulus, Trial
 from studydb.manifest import read_manifest
-from tests.annotate_helpers import ADMIN_PASSWORD, ENVIRONMENT, Browser, make_app, make_study
+from tests.annotate_helpers import (
+    ADMIN_PASSWORD,
+    ENVIRONMENT,
+    Browser,
+    import_study,
+    make_app,
+    make_study,
+)
 
 
 @pytest.fixture
 def study(tmp_path):
     manifest = make_study(tmp_path / "images")
     app = make_app(tmp_path / "instance")
-    with app.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(app, manifest)
     return app
 
 
@@ -237,8 +243,7 @@ def test_groups_are_balanced_across_viewers(tmp_path):
 def test_repeats_are_planted_and_flagged(tmp_path):
     manifest = make_study(tmp_path / "images")
     app = make_app(tmp_path / "instance", REPEAT_TRIALS=2)
-    with app.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(app, manifest)
     browser = Browser(app)
     browser.register()
     assert rate_all(browser) == 12 + 2

@@ -11,16 +11,12 @@ import shutil
 import threading
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from werkzeug.serving import make_server
 
-from annotate.db import get_db
-from annotate.importer import import_manifest
 from mos.compute import main as mos_main
-from studydb.manifest import read_manifest
-from tests.annotate_helpers import ADMIN_PASSWORD, make_app, make_study
+from tests.annotate_helpers import ADMIN_PASSWORD, import_study, make_app, make_study
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -39,8 +35,7 @@ if CHROMIUM is None:
 def server(tmp_path):
     manifest = make_study(tmp_path / "images", references=3, per_reference=2)
     app = make_app(tmp_path / "instance", GREY_SCREEN_MS=150, WARMUP_TRIALS=1)
-    with app.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(app, manifest)
     http = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=http.serve_forever, daemon=True)
     thread.start()

@@ -16,10 +16,8 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from annotate.db import get_db
-from annotate.importer import import_manifest
 from studydb import Rating
-from studydb.manifest import read_manifest
-from tests.annotate_helpers import make_app
+from tests.annotate_helpers import import_study, make_app
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 if CHROMIUM is None:
@@ -56,8 +54,7 @@ def serve(tmp_path):
         manifest = big_study(tmp_path / f"images{len(servers)}")
         settings = {"GREY_SCREEN_MS": 300, "MIN_VIEWING_MS": 200, "WARMUP_TRIALS": 0}
         app = make_app(tmp_path / f"instance{len(servers)}", **(settings | config))
-        with app.app_context():
-            import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+        import_study(app, manifest)
         http = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=http.serve_forever, daemon=True).start()
         servers.append(http)

@@ -20,7 +20,7 @@ from mos.qc import qc_signals, trials_frame, trials_query
 from studydb import Rating, Session, Stimulus, Trial, Viewer
 from studydb.allocation import Allocator, ci_halfwidths
 from studydb.manifest import read_manifest
-from tests.annotate_helpers import ADMIN_PASSWORD, Browser, make_app, make_study
+from tests.annotate_helpers import ADMIN_PASSWORD, Browser, import_study, make_app, make_study
 from tests.test_online_app import GOOD_SCREEN as SCREEN
 from tests.test_online_app import entry, shown_digits
 
@@ -77,8 +77,7 @@ def full_recomputation(db, plan: Design, config: OnlineSettings):
 def study(tmp_path):
     manifest = make_study(tmp_path / "images", references=6, per_reference=8)
     app = make_app(tmp_path / "instance", **ONLINE)
-    with app.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(app, manifest)
     return app
 
 
@@ -190,8 +189,7 @@ def test_the_entry_throttle_and_display_tries_hold_across_processes_and_restarts
     manifest = make_study(tmp_path / "images", references=2, per_reference=3)
     config = {**ONLINE, "ONLINE_ENTRY_LIMIT": "3 per minute", "DATABASE": str(tmp_path / "s.db")}
     first = make_app(tmp_path / "one", **config)
-    with first.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(first, manifest)
     second = make_app(tmp_path / "two", **config)
     assert [first.test_client().get(entry(f"A{i}")).status_code for i in range(2)] == [302] * 2
     assert second.test_client().get(entry("B1")).status_code == 302
@@ -218,8 +216,7 @@ def test_failed_admin_logins_count_across_processes_and_restarts(tmp_path):
     manifest = make_study(tmp_path / "images", references=2, per_reference=3)
     config = {"ADMIN_LOGIN_LIMIT": "3 per 10 minutes", "DATABASE": str(tmp_path / "s.db")}
     first = make_app(tmp_path / "one", **config)
-    with first.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(first, manifest)
     second = make_app(tmp_path / "two", **config)
 
     def guess(app, password: str = "guess") -> int:
@@ -309,11 +306,11 @@ def test_a_slow_computation_begun_before_an_import_is_not_kept_under_the_new_sti
 ):
     """Review: a request computing the display needs while another noticed an import wrote its
     old result under the new stimuli's key, where it stayed until the next import."""
-    import annotate.practice as practice
+    import annotate.db as cache
 
     manifest = make_study(tmp_path / "images", references=2, per_reference=3)
     app = make_app(tmp_path / "instance", **ONLINE)
-    monkeypatch.setattr(practice, "STIMULI_RECHECK_S", 0.0)  # every request looks
+    monkeypatch.setattr(cache, "STIMULI_RECHECK_S", 0.0)  # every request looks
     with app.test_request_context():
         db = get_db()
         import_manifest(db, read_manifest(manifest), 400, np.random.default_rng(0))
@@ -323,21 +320,19 @@ def test_a_slow_computation_begun_before_an_import_is_not_kept_under_the_new_sti
             db.add(Stimulus(key="late", distorted_path=extra.distorted_path,
                             reference_path=extra.reference_path, withheld=False))  # fmt: skip
             db.commit()  # an import lands while this request computes ...
-            assert (
-                practice.per_stimuli_set("needs", db, lambda: "new") == "new"
-            )  # ... another sees it
+            assert cache.per_stimuli_set("needs", db, lambda: "new") == "new"  # ... another sees it
             return "old"
 
-        assert practice.per_stimuli_set("needs", db, slow_and_overtaken) == "old"
-        assert practice.per_stimuli_set("needs", db, lambda: "again") == "new"
+        assert cache.per_stimuli_set("needs", db, slow_and_overtaken) == "old"
+        assert cache.per_stimuli_set("needs", db, lambda: "again") == "new"
         # Withholding one stimulus and restoring another changes the set too.
         first, second = db.scalars(select(Stimulus).order_by(Stimulus.id).limit(2)).all()
         first.withheld = True
         db.commit()
-        assert practice.per_stimuli_set("needs", db, lambda: "one withheld") == "one withheld"
+        assert cache.per_stimuli_set("needs", db, lambda: "one withheld") == "one withheld"
         first.withheld, second.withheld = False, True
         db.commit()
-        assert practice.per_stimuli_set("needs", db, lambda: "swapped") == "swapped"
+        assert cache.per_stimuli_set("needs", db, lambda: "swapped") == "swapped"
 
 
 @pytest.mark.parametrize("setting", ["ADMIN_LOGIN_LIMIT", "ONLINE_ENTRY_LIMIT"])

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from bench.crowd_scale import display_digits
 from studydb import Base, Rating, Session, make_engine
-from tests.annotate_helpers import make_study
+from tests.annotate_helpers import free_port, make_study
 
 ROOT = Path(__file__).resolve().parents[1]
 URL = os.environ.get("CMC_POSTGRES_URL")
@@ -34,12 +34,6 @@ POSITION = re.compile(r'name="position" value="(\d+)"')
 SECRET = "crowd servers test secret"
 SCREEN = {"window_width": 1920, "window_height": 1000, "screen_width": 1920,
           "screen_height": 1080, "device_pixel_ratio": 1, "zoom": 1, "browser": "test"}  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def study_instance(tmp_path: Path, database: str, entry_limit: str = "1000 per minute") -> Path:

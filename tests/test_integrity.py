@@ -16,18 +16,22 @@ from sqlalchemy import select
 from annotate import sittings
 from annotate.__main__ import main as annotate_main
 from annotate.db import get_db
-from annotate.importer import import_manifest
 from studydb import Rating, Session, Stimulus, Trial
-from studydb.manifest import read_manifest
-from tests.annotate_helpers import ADMIN_PASSWORD, ENVIRONMENT, Browser, make_app, make_study
+from tests.annotate_helpers import (
+    ADMIN_PASSWORD,
+    ENVIRONMENT,
+    Browser,
+    import_study,
+    make_app,
+    make_study,
+)
 
 
 @pytest.fixture
 def study(tmp_path):
     manifest = make_study(tmp_path / "images", references=2, per_reference=3)
     app = make_app(tmp_path / "instance", GREY_SCREEN_MS=600, MIN_VIEWING_MS=1000)
-    with app.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(app, manifest)
     return app
 
 
@@ -215,8 +219,7 @@ def test_practice_is_posted_cannot_be_skipped_and_uses_no_test_stimulus(study):
 def test_configured_practice_stimuli_are_never_test_items(tmp_path):
     manifest = make_study(tmp_path / "images", references=2, per_reference=3)
     app = make_app(tmp_path / "instance", TRAINING_STIMULI=["r0_d2", "r1_d0"])
-    with app.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(app, manifest)
     viewer = Browser(app)
     viewer.register()
     with app.app_context():
@@ -227,8 +230,7 @@ def test_configured_practice_stimuli_are_never_test_items(tmp_path):
 def test_warm_ups_are_not_shown_again_as_test_items(tmp_path):
     manifest = make_study(tmp_path / "images", references=3, per_reference=4)
     app = make_app(tmp_path / "instance", WARMUP_TRIALS=3)
-    with app.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(app, manifest)
     for _ in range(3):
         Browser(app).register()
     with app.app_context():

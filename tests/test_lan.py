@@ -19,18 +19,12 @@ import pytest
 import requests
 
 from annotate.__main__ import main as annotate_main
-from tests.annotate_helpers import make_study
+from tests.annotate_helpers import free_port, make_study
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PASSWORD = "lab password 42"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

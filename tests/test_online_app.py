@@ -14,11 +14,9 @@ from PIL import Image
 from sqlalchemy import select
 
 from annotate.db import get_db
-from annotate.importer import import_manifest
 from mos.compute import main as mos_main
 from studydb import Rating, Session, Stimulus, Trial
-from studydb.manifest import read_manifest
-from tests.annotate_helpers import ADMIN_PASSWORD, Browser, make_app, make_study
+from tests.annotate_helpers import ADMIN_PASSWORD, Browser, import_study, make_app, make_study
 
 ONLINE = {
     "ONLINE": True,
@@ -46,8 +44,7 @@ GOOD_SCREEN = {
 def app(tmp_path):
     manifest = make_study(tmp_path / "images", references=3, per_reference=4)
     app = make_app(tmp_path / "instance", **ONLINE)
-    with app.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(app, manifest)
     return app
 
 
@@ -345,8 +342,7 @@ def test_no_new_sitting_once_every_image_is_on_target(tmp_path):
     manifest = make_study(tmp_path / "images", references=3, per_reference=4)
     settings = {**ONLINE, "ONLINE_SITTING_PAIRS": 12, "ALLOCATION_MIN_RATINGS": 1}
     app = make_app(tmp_path / "instance", **settings, ALLOCATION_TARGET_CI=100.0)
-    with app.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(app, manifest)
     finish(app, enter(app, "first"), "first")  # rates all 12 images: every CI is within 100
     late = Browser(app)
     late.get(entry("late"))

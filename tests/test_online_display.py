@@ -15,10 +15,8 @@ from sqlalchemy import func, select
 
 from annotate.db import get_db
 from annotate.display import TRIAL_CHROME_CSS, DisplayNeeds
-from annotate.importer import import_manifest
 from studydb import Session, Trial
-from studydb.manifest import read_manifest
-from tests.annotate_helpers import Browser, make_app
+from tests.annotate_helpers import Browser, import_study, make_app
 from tests.test_online_app import GOOD_SCREEN, entry, shown_digits
 
 CODES = {"paid": "C0DE42", "failed_checks": ""}
@@ -62,8 +60,7 @@ def online_app(tmp_path: Path, size: int, **config):
         COMPLETION_CODES=CODES,
         **config,
     )
-    with app.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(app, manifest)
     return app
 
 

@@ -20,10 +20,8 @@ from sqlalchemy import select
 from annotate import sittings
 from annotate.controls import contrast_pixels
 from annotate.db import get_db
-from annotate.importer import import_manifest
 from studydb import Session, Stimulus, Trial, Viewer
-from studydb.manifest import read_manifest
-from tests.annotate_helpers import ADMIN_PASSWORD, Browser, make_app, make_study
+from tests.annotate_helpers import ADMIN_PASSWORD, Browser, import_study, make_app, make_study
 from tests.test_online_app import GOOD_SCREEN, entry, shown_digits
 
 CODES = {"paid": "C0DE42", "failed_checks": "NOPAY7"}
@@ -60,8 +58,7 @@ def clock(monkeypatch):
 def study(tmp_path, **config):
     manifest = make_study(tmp_path / "images", references=4, per_reference=4)
     app = make_app(tmp_path / "instance", **{**HONEST, **config})
-    with app.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(app, manifest)
     return app
 
 

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from annotate.db import get_db
-from annotate.importer import import_manifest
 from mos.compute import main as mos_main
 from studydb import Base, make_engine, upgrade
-from studydb.manifest import read_manifest
-from tests.annotate_helpers import ADMIN_PASSWORD, ENVIRONMENT, Browser, make_app, make_study
+from tests.annotate_helpers import (
+    ADMIN_PASSWORD,
+    ENVIRONMENT,
+    Browser,
+    import_study,
+    make_app,
+    make_study,
+)
 
 URL = os.environ.get("CMC_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not URL, reason="set CMC_POSTGRES_URL to a throwaway database")
@@ -37,8 +40,7 @@ def fresh_database():
 def test_a_study_on_postgresql_end_to_end(fresh_database, tmp_path):
     manifest = make_study(tmp_path / "images", references=2, per_reference=3)
     app = make_app(tmp_path / "instance", DATABASE=fresh_database, VIEWERS_PER_STIMULUS=3)
-    with app.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(app, manifest)
     # Each viewer skips the image it had as its warm-up: three viewers leave three images one
     # rating short, so a fourth is let in to make them up (issue 10), and a fifth is turned away.
     for _ in range(4):

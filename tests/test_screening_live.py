@@ -8,14 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from annotate.db import get_db
-from annotate.importer import import_manifest
 from mos.compute import build_parser
 from mos.compute import main as mos_main
 from mos.observations import Observations
 from mos.screening import LiveScreening, SroccScreening
-from studydb.manifest import read_manifest
-from tests.annotate_helpers import ADMIN_PASSWORD, Browser, make_app, make_study
+from tests.annotate_helpers import ADMIN_PASSWORD, Browser, import_study, make_app, make_study
 
 
 def small_panel(
@@ -101,8 +98,7 @@ def test_mos_compute_says_when_leave_one_out_would_reject_another_set(tmp_path, 
 def study(tmp_path):
     manifest = make_study(tmp_path / "images")
     app = make_app(tmp_path / "instance", SCREENING_REFRESH_SECONDS=3600, SCREENING_WAIT_SECONDS=0)
-    with app.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(app, manifest)
     return app
 
 

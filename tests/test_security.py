@@ -22,10 +22,15 @@ from annotate.__main__ import main as annotate_main
 from annotate.db import get_db
 from annotate.demo import demo_defaults
 from annotate.export import to_safe_csv
-from annotate.importer import import_manifest
 from mos.compute import main as mos_main
-from studydb.manifest import read_manifest
-from tests.annotate_helpers import ADMIN_PASSWORD, ENVIRONMENT, Browser, make_app, make_study
+from tests.annotate_helpers import (
+    ADMIN_PASSWORD,
+    ENVIRONMENT,
+    Browser,
+    import_study,
+    make_app,
+    make_study,
+)
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "annotate" / "templates"
 MEDIA_URL = re.compile(r'(?:src|href)="(/media/[^"]*)"')
@@ -38,8 +43,7 @@ def manifest(tmp_path):
 
 def study_app(tmp_path, manifest, **config):
     app = make_app(tmp_path / "instance", **config)
-    with app.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(app, manifest)
     return app
 
 

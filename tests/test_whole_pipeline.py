@@ -11,11 +11,9 @@ from sqlalchemy import select
 
 from annotate.db import get_db
 from annotate.demo import build_demo
-from annotate.importer import import_manifest
 from mos.compute import main as mos_main
 from studydb import Session, Stimulus, Trial
-from studydb.manifest import read_manifest
-from tests.annotate_helpers import ENVIRONMENT, Browser, make_app
+from tests.annotate_helpers import ENVIRONMENT, Browser, import_study, make_app
 from train_iqa.__main__ import main as train_main
 from train_iqa.leaderboard import main as leaderboard_main
 from train_iqa.validate import main as validate_main
@@ -26,8 +24,7 @@ def demo_mos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("demo")
     manifest = build_demo(folder / "study")
     app = make_app(folder / "instance", WARMUP_TRIALS=1, VIEWERS_PER_STIMULUS=4)
-    with app.app_context():
-        import_manifest(get_db(), read_manifest(manifest), 400, np.random.default_rng(0))
+    import_study(app, manifest)
     bits = pd.read_csv(manifest).set_index("id")["bpp"]
     rng = np.random.default_rng(0)
     # Viewers who like bits, with their own bias and noise. Each skips the image it had as its
