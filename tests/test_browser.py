@@ -58,7 +58,7 @@ def rate_current(page, consistency: str, perception: str, nsfw_reason: str | Non
 
 
 def test_participant_journey_in_chromium(server, tmp_path):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
@@ -73,6 +73,8 @@ def test_participant_journey_in_chromium(server, tmp_path):
         page.fill("#vision_screening", "Snellen 20/20, Ishihara 38/38")
         page.click("#register")
         code = page.text_content("#code")
+        # the page's script measures the screen once loaded: wait for it (retrying), not a race
+        expect(page.locator("#device_pixel_ratio")).to_have_value("1")
         assert page.input_value("#device_pixel_ratio") == "1"
         page.fill("#display", "Dell U2720Q, sRGB")
         page.fill("#viewing_distance", "60 cm")
