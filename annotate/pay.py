@@ -31,7 +31,8 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.orm import Session as OrmSession
 
-from mos.qc import ExclusionRules, qc_signals, trials_frame, trials_query
+from mos.qc import ExclusionRules, qc_signals, trials_frame
+from mos.study_sql import trials_query
 from studydb import Session
 from studydb.schema import OUTCOMES
 

@@ -23,7 +23,8 @@ import pandas as pd
 from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.orm import Session as OrmSession
 
-from mos.qc import ExclusionRules, qc_signals, trials_frame, trials_query
+from mos.qc import ExclusionRules, qc_signals, trials_frame
+from mos.study_sql import trials_query
 from studydb import Rating, Session, Stimulus, Trial
 from studydb.allocation import Precision, ci_halfwidths
 
@@ -58,7 +59,7 @@ class AllocationState:
 @dataclass
 class _Columns:
     """Submitted non-warm-up trials in rating-id order: the ids the tally needs, and the rows as
-    :func:`mos.qc.trials_frame` normalises them (whatever columns :func:`mos.qc.trials_query`
+    :func:`mos.qc.trials_frame` normalises them (whatever columns :func:`mos.study_sql.trials_query`
     selects, so QC here judges on exactly what ``mos.compute --exclude`` judges on), with the
     participant given by the viewer's id."""
 

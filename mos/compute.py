@@ -183,11 +183,13 @@ def run(args: argparse.Namespace) -> Path | None:
         raise InputError("--dimensions names no score column")
     if not args.no_report:  # matplotlib (1 s) imports while the ratings are read
         threading.Thread(target=importlib.import_module, args=("mos.report",), daemon=True).start()
-    table, csv_table = load_study(args.input, dimensions, tuple(args.score_range))
+    qc_dimension = dimensions[0] if args.exclude else None
+    table, cells = load_study(args.input, dimensions, tuple(args.score_range), qc_dimension)
     out = args.out
-    trials = load_trials(args.input, dimensions[0], csv_table) if args.exclude else None
-    # QC was the CSV's last reader: the cells go back to the system before QC and the fit run.
-    del csv_table
+    trials = load_trials(args.input, qc_dimension, cells) if args.exclude else None
+    # QC was the last reader of the cells read with the ratings (a CSV's, a study's trials): they
+    # go back to the system before QC and the fit run.
+    del cells
     pa.default_memory_pool().release_unused()
     if trials is not None:
         table = _apply_exclusion(args, table, trials, out)

@@ -25,7 +25,6 @@ simulated online studies (``mos.online_study``) and in ``mos.compute --exclude``
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -33,22 +32,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import and_, select, true
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from mos.ratings import (
     InputError,
     RatingTable,
     dictionary_codes,
-    fetch_sqlite_arrow,
-    has_check_column,
-    rating_id_ranges,
-    read_csv_table,
-    read_in_parallel,
+    load_study,
     take_rows,
     warmup_flags,
 )
-from studydb import Rating, Session, Trial, Viewer, make_engine
+from mos.study_sql import OPTIONAL_COLUMNS, has_check_column, timestamps, trials_query
+from studydb import make_engine
 
 CHECK_KINDS = ("gold", "attention")
 """Values of a trial's ``check`` column; anything else (empty) is a test trial."""
@@ -246,12 +242,13 @@ def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(values, return_inverse=True)``, sorting only the distinct values (hashed, or a
     Categorical's categories) rather than every row."""
     if isinstance(values.dtype, pd.CategoricalDtype):
-        used = values.cat.remove_unused_categories()
-        names = used.cat.categories.to_numpy(dtype=object)
-        order = np.argsort(names)
-        rank = np.empty(order.size, dtype=np.intp)
+        codes = values.cat.codes.to_numpy()
+        names = values.cat.categories.to_numpy(dtype=object)
+        used = np.flatnonzero(np.bincount(codes, minlength=names.size))  # counted, not sorted
+        order = used[np.argsort(names[used])]
+        rank = np.empty(names.size, dtype=np.intp)
         rank[order] = np.arange(order.size)
-        return names[order], rank[used.cat.codes.to_numpy()]
+        return names[order], rank[codes]
     inverse, uniques = pd.factorize(values.to_numpy(), sort=True)
     return np.asarray(uniques), inverse.astype(np.intp, copy=False)
 
@@ -331,25 +328,24 @@ def _agreement(
     return np.where(n >= min_shared, r, np.nan)
 
 
-def load_trials(
-    source: str | Path, dimension: str, csv_table: pa.Table | None = None
-) -> pd.DataFrame:
+def load_trials(source: str | Path, dimension: str, table: pa.Table | None = None) -> pd.DataFrame:
     """Every non-warm-up trial of a study, checks included, as :func:`qc_signals` reads them.
 
     A study database: the check kind and accepted range come from ``trials`` (schema ≥ 4; an older
     study has no checks), the seconds from the trial's latest serving to the submission. A CSV:
     the columns viewer, stimulus, ``dimension`` and optionally check, accept_low, accept_high,
-    seconds and warmup; ``csv_table``, the CSV as :func:`mos.ratings.load_study` already read it
-    (else it is read here, by the same reader). Raises :class:`InputError` for anything unreadable.
+    seconds and warmup. ``table``: the trials as :func:`mos.ratings.load_study` read them with
+    the ratings (a CSV's cells, a SQLite study's trials in those columns), else they are read
+    here by the same reader. Raises :class:`InputError` for anything unreadable.
     """
     text = str(source)
     path = Path(text).expanduser()
-    if csv_table is not None:
-        frame = _trials_from_arrow(csv_table, path, dimension)
-    elif "://" in text or _is_sqlite(path):
+    if table is None and "://" not in text:
+        table = load_study(path, (dimension,), trials_of=dimension)[1]
+    if table is not None:
+        frame = _trials_from_arrow(table, path, dimension)
+    else:  # another database, or a SQLite study the driver cannot type
         frame = _trials_from_database(text, dimension)
-    else:
-        frame = _trials_from_arrow(read_csv_table(path), path, dimension)
     frame["stimulus"] = pd.factorize(frame["stimulus"])[0]
     return frame
 
@@ -395,65 +391,15 @@ def _select_rows(table: RatingTable, keep: np.ndarray) -> RatingTable:
     )
 
 
-def _is_sqlite(path: Path) -> bool:
-    try:
-        with path.open("rb") as handle:
-            return handle.read(16) == b"SQLite format 3\x00"
-    except OSError as error:
-        raise InputError(f"{path}: cannot be read ({error.strerror})") from error
-
-
-def trials_query(has_checks: bool = True, has_interaction: bool = True, warmups: bool = False):
-    """The SQL of every submitted non-warm-up trial with what quality control needs.
-
-    Shared by ``mos.compute --exclude`` and the app (admin QC page, online allocation), so both
-    judge participants on the same rows. ``has_checks``: schema ≥ 4 (an older study has none);
-    ``has_interaction``: schema ≥ 5 (the slider moves counted on the page). ``warmups``: include
-    the warm-up trials too (flagged in ``warmup``), for a reader that must know every rating id
-    it has seen (:mod:`annotate.tally`).
-    """
-    trial = and_(Trial.session_id == Rating.session_id, Trial.position == Rating.position)
-    served = Trial.served_at if has_checks else Trial.shown_at
-    checks = (
-        (Trial.check_kind.label("check"), Trial.accept_low, Trial.accept_high) if has_checks else ()
-    )
-    interaction = (
-        (Rating.slider_events, Rating.first_input_at, Rating.shown_at.label("revealed_at"))
-        if has_interaction
-        else ()
-    )
-    return (
-        select(
-            Rating.id.label("rating_id"),
-            Rating.session_id,
-            Rating.position,
-            Session.viewer_id,
-            Viewer.code.label("participant"),
-            Rating.stimulus_id.label("stimulus"),
-            Rating.consistency,
-            Rating.perception,
-            Rating.submitted_at,
-            Rating.is_warmup.label("warmup"),
-            served.label("served_at"),
-            *checks,
-            *interaction,
-        )
-        .join(Session, Session.id == Rating.session_id)
-        .join(Viewer, Viewer.id == Session.viewer_id)
-        .outerjoin(Trial, trial)
-        .where(true() if warmups else Rating.is_warmup.is_(False))
-    )
-
-
 def trials_frame(raw: pd.DataFrame, dimension: str = "consistency") -> pd.DataFrame:
-    """The rows of :func:`trials_query` as :func:`qc_signals` reads them (stimulus ids kept)."""
+    """The rows of :func:`mos.study_sql.trials_query` as :func:`qc_signals` reads them (stimulus ids kept)."""
     if dimension not in raw:
         raise InputError(f"unknown score column '{dimension}'")
     frame = raw.rename(columns={dimension: "score"})
-    submitted, shown = _timestamps(frame["submitted_at"]), _timestamps(frame["served_at"])
+    submitted, shown = timestamps(frame["submitted_at"]), timestamps(frame["served_at"])
     frame = frame.assign(seconds=(submitted - shown).dt.total_seconds())
     if "first_input_at" in frame:
-        first, revealed = _timestamps(frame["first_input_at"]), _timestamps(frame["revealed_at"])
+        first, revealed = timestamps(frame["first_input_at"]), timestamps(frame["revealed_at"])
         frame["first_input_seconds"] = (first - revealed).dt.total_seconds()
     return _normalized(frame)
 
@@ -461,19 +407,9 @@ def trials_frame(raw: pd.DataFrame, dimension: str = "consistency") -> pd.DataFr
 TIME_COLUMNS = ("submitted_at", "served_at", "first_input_at", "revealed_at")
 
 
-def _timestamps(values: pd.Series) -> pd.Series:
-    """Stored times as UTC: SQLite's ISO text through pandas' vectorised ISO 8601 parser, and
-    anything else it refuses element by element (``format="mixed"``)."""
-    try:
-        return pd.to_datetime(values, utc=True, format="ISO8601")
-    except (ValueError, TypeError):
-        return pd.to_datetime(values, utc=True, format="mixed")
-
-
 def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
-    """The study's trials, only the columns QC reads: a SQLite file through ADBC as Arrow (the
-    fast path :mod:`mos.ratings` reads with), any other URL, or a SQLite study the driver cannot
-    type, through SQLAlchemy."""
+    """The study's trials, only the columns QC reads, through SQLAlchemy and pandas: any
+    database URL, or a SQLite study whose columns the ADBC driver cannot type."""
     engine = None
     try:
         engine = make_engine(location, read_only=True)
@@ -481,14 +417,6 @@ def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
         needed = {"participant", "stimulus", dimension, *TIME_COLUMNS, *OPTIONAL_COLUMNS}
         if dimension not in query.selected_columns.keys():
             raise InputError(f"unknown score column '{dimension}'")
-        if "://" not in location:
-            path = Path(location).expanduser()
-            try:
-                table = _sqlite_trials(path, engine, query, needed, dimension)
-            except Exception:  # ADBC's own errors (e.g. a column typed differently in old rows)
-                table = None
-            if table is not None:
-                return _trials_from_arrow(table, path, dimension)
         rows = query.subquery()
         with engine.connect() as connection:
             raw = pd.read_sql(select(*(c for c in rows.c if c.name in needed)), connection)
@@ -500,98 +428,6 @@ def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
     finally:
         if engine is not None:
             engine.dispose()
-
-
-def _sqlite_trials(path: Path, engine, query, needed: set[str], dimension: str) -> pa.Table:
-    """The trials of a SQLite study in the columns of a ratings CSV (:func:`_trials_from_arrow`),
-    read as :func:`mos.ratings.read_in_parallel` reads ratings, each range made compact at once:
-    viewer ids rather than their codes, times as seconds, no text per trial."""
-    viewers = fetch_sqlite_arrow(path, select(Viewer.id, Viewer.code), engine.dialect)
-    ids = viewers.column("id").to_numpy()
-    index = np.full(int(ids.max(initial=0)) + 1, -1, dtype=np.int32)
-    index[ids] = np.arange(ids.size, dtype=np.int32)
-    codes = viewers.column("code").combine_chunks()
-    wanted = needed - {"participant"} | {"viewer_id"}
-
-    def read(span: tuple[int, int]) -> pa.Table:
-        rows = query.where(Rating.id.between(*span)).subquery()
-        raw = fetch_sqlite_arrow(
-            path, select(*(c for c in rows.c if c.name in wanted)), engine.dialect
-        )
-        columns = {
-            "viewer": pa.DictionaryArray.from_arrays(
-                index[raw.column("viewer_id").to_numpy()], codes
-            ),
-            "stimulus": _owned(raw.column("stimulus"), np.int64),
-            dimension: _owned(raw.column(dimension), np.float64),
-        }
-        for name in OPTIONAL_COLUMNS:
-            column = raw.column(name) if name in raw.column_names else None
-            if column is not None and column.null_count < len(column):  # else unknown here
-                columns[name] = (
-                    pc.dictionary_encode(column.cast(pa.string())).combine_chunks()
-                    if name == "check"
-                    else _owned(column, np.float64)
-                )
-        names = set(raw.column_names)
-        for name, (start, end) in DURATIONS.items():
-            if {start, end} <= names and all(
-                raw.column(t).null_count < len(raw) for t in (start, end)
-            ):
-                seconds = pd.Series(_utc_times(raw.column(end)) - _utc_times(raw.column(start)))
-                columns[name] = pa.array(seconds.dt.total_seconds().to_numpy(dtype=float))
-        return pa.table(columns)
-
-    parts = read_in_parallel(read, rating_id_ranges(engine))
-    if not parts:
-        return None
-    # A column a range lacks is empty there; one dictionary per column, as in a CSV's table.
-    table = pa.concat_tables(parts, promote_options="default").unify_dictionaries()
-    del parts
-    pa.default_memory_pool().release_unused()  # the driver's buffers
-    return table
-
-
-def _owned(column: pa.ChunkedArray, dtype) -> pa.Array:
-    """A copy of a column the driver returned, as numpy ``dtype`` (NULL: NaN). A view would keep
-    the driver's whole batch alive (its buffers are released together): ~100 MB per range."""
-    return pa.array(np.array(column.to_numpy(zero_copy_only=False), dtype=dtype))
-
-
-DURATIONS = {
-    "seconds": ("served_at", "submitted_at"),
-    "first_input_seconds": ("revealed_at", "first_input_at"),
-}
-"""The durations QC reads, as the (start, end) times of :func:`trials_query` they span."""
-
-
-ZONE = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
-"""The end of an ISO time that names its zone."""
-
-
-def _utc_times(column: pa.ChunkedArray) -> np.ndarray:
-    """Stored times (ISO text, UTC with or without its zone) as numpy UTC times: parsed by Arrow
-    when the whole column has one of the two forms the app and its tools write, else by
-    :func:`_timestamps` (any form, one value at a time)."""
-    forms = [pa.timestamp("us"), pa.timestamp("us", tz="UTC")]
-    if pa.types.is_string(column.type) and ZONE.search(_first_text(column)):
-        forms.reverse()  # the first time names its zone: try that form first (a failed cast
-        # of 10 M values takes seconds)
-    for form in forms:
-        try:
-            return pc.cast(column, form).to_numpy(zero_copy_only=False)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            continue
-    times = _timestamps(column.to_pandas())
-    return times.dt.tz_localize(None).to_numpy()
-
-
-def _first_text(column: pa.ChunkedArray) -> str:
-    for chunk in column.chunks:
-        first = pc.index(chunk.is_valid(), True).as_py()
-        if first >= 0:
-            return str(chunk[first])
-    return ""
 
 
 def _trials_from_arrow(table: pa.Table, path: Path, dimension: str) -> pd.DataFrame:
@@ -676,12 +512,6 @@ def _refuse_unknown_kinds(kinds: set[str]) -> None:
         raise InputError(
             f"unknown check kind(s): {', '.join(bad)} (known: {', '.join(CHECK_KINDS)})"
         )
-
-
-OPTIONAL_COLUMNS = (
-    "check", "accept_low", "accept_high", "seconds", "slider_events", "first_input_seconds",
-)  # fmt: skip
-"""Columns a source may lack (an older study, a CSV of ratings only): unknown, never failed."""
 
 
 def _normalized(frame: pd.DataFrame) -> pd.DataFrame:

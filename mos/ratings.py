@@ -10,8 +10,6 @@ one-line message naming it.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +18,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from sqlalchemy import func, inspect, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from studydb import Rating, Session, Stimulus, Viewer, make_engine, missing_tables
+from mos.study_sql import (
+    TRIAL_OF_RATING,
+    fetch_sqlite_arrow,
+    has_check_column,
+    has_trials,
+    qc_columns,
+    rating_id_ranges,
+    read_in_parallel,
+    trial_columns,
+)
+from studydb import Rating, Session, Stimulus, Trial, Viewer, make_engine, missing_tables
 from studydb.csvcells import RESTORE_PATTERN
 from studydb.schema import SCORE_MAX, SCORE_MIN
 
@@ -39,8 +47,6 @@ METADATA_COLUMNS = (
     "distorted_path",
     "reference_path",
 )
-BUSY_TIMEOUT_MS = 30_000
-READ_CHUNK = 1_000_000
 QC_CSV_COLUMNS = {"check", "accept_low", "accept_high", "seconds"}
 """Quality-control columns of a raw-ratings CSV (see :mod:`mos.qc`): rows with a ``check`` are
 gold or attention trials and never enter a MOS."""
@@ -102,10 +108,16 @@ def load_study(
     source: str | Path,
     dimensions: tuple[str, ...] = DEFAULT_DIMENSIONS,
     score_range: tuple[float, float] = (SCORE_MIN, SCORE_MAX),
+    trials_of: str | None = None,
 ) -> tuple[RatingTable, pa.Table | None]:
-    """:func:`load_ratings`, and for a CSV the Arrow table it was read from (formula escape undone,
-    :func:`read_csv_table`), so that quality control (:mod:`mos.qc`) reads its trials from the same
-    cells instead of parsing the file a second time; None for a database."""
+    """:func:`load_ratings`, and the trials quality control (:mod:`mos.qc`) reads, from the same
+    reading: for a CSV the Arrow table it was read from (formula escape undone,
+    :func:`read_csv_table`), so that QC does not parse the file a second time; for a SQLite
+    study, with ``trials_of`` (the score column QC judges, one of ``dimensions``), its trials in
+    a CSV's columns, read in the same pass over the ratings. None otherwise (QC then reads the
+    trials itself)."""
+    if trials_of is not None and trials_of not in dimensions:
+        raise ValueError(f"trials_of={trials_of!r} is not one of {dimensions}")
     text = str(source)
     path = Path(text).expanduser()
     if "://" in text:
@@ -115,12 +127,13 @@ def load_study(
     elif path.is_dir():
         raise InputError(f"{text}: is a folder, expected a study database or a CSV of ratings")
     elif _is_sqlite(path):
-        table, cells = _read_sqlite(path, dimensions), None
+        table, cells = _read_sqlite(path, dimensions, trials_of)
     else:
         cells = read_csv_table(path)
         table = _ratings_from_csv(cells, path, dimensions)
     # Arrow's allocator keeps what it freed (the CSV reader's parse buffers are about twice the
-    # file): hand it back, so that the computation after this does not stack on top of it.
+    # file, the SQLite driver's batches): hand it back, so that the computation after this does
+    # not stack on top of it.
     pa.default_memory_pool().release_unused()
     _validate(table, score_range)
     return table, cells
@@ -136,16 +149,18 @@ def _is_sqlite(path: Path) -> bool:
 
 def _ratings_query(
     dimensions: tuple[str, ...],
-    id_range: tuple[int, int] | None = None,
     has_checks: bool = True,
+    qc: tuple[bool, bool, bool] | None = None,
 ):
     """The one query of the schema's ratings: submitted, non-warm-up, non-check trials.
 
     ``has_checks``: whether the database has ``ratings.check_kind`` (schema ≥ 4; an older study
-    is read as it is, without an upgrade, and has no check trials).
+    is read as it is, without an upgrade, and has no check trials). ``qc``: also read what
+    quality control reads (:func:`mos.study_sql.qc_columns` for ``(has_checks,
+    has_interaction, has_trials)``); the check trials are then kept, flagged in ``is_check``.
 
-    No join: each rating's viewer comes from its session in numpy, which is much cheaper than
-    letting SQLite join ten million rows.
+    No join to the sessions: each rating's viewer comes from its session in numpy, which is much
+    cheaper than letting SQLite join ten million rows.
     """
     columns = []
     for name in dimensions:
@@ -159,10 +174,13 @@ def _ratings_query(
         Rating.nsfw.label("nsfw"),
         *columns,
     ).where(Rating.is_warmup.is_(False))
-    if has_checks:
+    if qc is not None:
+        flag = (Rating.check_kind.is_not(None).label("is_check"),) if has_checks else ()
+        query = query.add_columns(*flag, *qc_columns(*qc))
+        if qc[2]:  # the study has trials: their times, checks and ranges
+            query = query.outerjoin(Trial, TRIAL_OF_RATING)
+    elif has_checks:
         query = query.where(Rating.check_kind.is_(None))
-    if id_range is not None:
-        query = query.where(Rating.id.between(*id_range))
     return query
 
 
@@ -178,12 +196,6 @@ def _viewers_query():
     return select(Viewer.id, Viewer.code)
 
 
-def has_check_column(engine, column: str = "check_kind") -> bool:
-    """Whether the study's ratings have ``column``: ``check_kind`` (check trials, schema ≥ 4) by
-    default, ``slider_events`` (the page's interaction counts, schema ≥ 5)."""
-    return column in {c["name"] for c in inspect(engine).get_columns("ratings")}
-
-
 def _check_study(engine, label: str) -> None:
     try:
         missing = missing_tables(engine)
@@ -195,75 +207,100 @@ def _check_study(engine, label: str) -> None:
         )
 
 
-def _read_sqlite(path: Path, dimensions: tuple[str, ...]) -> RatingTable:
-    """Columnar read through ADBC, the ratings in parallel id ranges (SQLite decodes rows on one core
-    per connection); the SQL is compiled from the schema's own models."""
+def _read_sqlite(
+    path: Path, dimensions: tuple[str, ...], trials_of: str | None
+) -> tuple[RatingTable, pa.Table | None]:
+    """Columnar read through ADBC, the ratings in parallel id ranges (:mod:`mos.study_sql`), and
+    with ``trials_of`` the trials QC reads from the same rows (see :func:`load_study`)."""
     engine = make_engine(path, read_only=True)
     try:
         _check_study(engine, str(path))
-        has_checks = has_check_column(engine)
-        dialect = engine.dialect
-
-        def fetch(query):
-            return fetch_sqlite_arrow(path, query, dialect)
-
         ranges = rating_id_ranges(engine)
         if not ranges:
             raise InputError(f"{path}: the study has no submitted ratings yet")
-        parts = read_in_parallel(
-            lambda r: _numpy_columns(fetch(_ratings_query(dimensions, r, has_checks))), ranges
-        )
-        ratings = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-        del parts
-        tables = [fetch(q) for q in (_sessions_query(), _stimuli_query(), _viewers_query())]
+        has_checks = has_check_column(engine)
+        qc = None
+        if trials_of is not None:
+            qc = (has_checks, has_check_column(engine, "slider_events"), has_trials(engine))
+        tables = [
+            fetch_sqlite_arrow(path, query, engine.dialect)
+            for query in (_sessions_query(), _stimuli_query(), _viewers_query())
+        ]
+        sessions, _, viewers = tables
+        read = _RangeReader(path, engine.dialect, dimensions, sessions, viewers, trials_of)
+        try:
+            query = _ratings_query(dimensions, has_checks, qc)
+            ratings, trials = read.all(ranges, query, with_trials=qc is not None)
+        except Exception:
+            if qc is None:
+                raise
+            # ADBC's own errors (e.g. a time column typed differently in old rows): the ratings
+            # alone here, and QC reads the trials through SQLAlchemy (mos.qc).
+            query = _ratings_query(dimensions, has_checks)
+            ratings, trials = read.all(ranges, query, with_trials=False)
     except InputError:
         raise
     except Exception as error:  # ADBC raises its own DB-API errors
         raise InputError(f"{path}: cannot read the study ({_first_line(error)})") from error
     finally:
         engine.dispose()
-    return _from_database_tables(ratings, *tables, label=str(path))
+    return _from_database_tables(ratings, *tables, label=str(path)), trials
 
 
-def rating_id_ranges(engine) -> list[tuple[int, int]]:
-    """The ratings' id span cut into ranges of ~1 M ids (empty for a study without ratings): a
-    SQLite study is read range by range, on every core, each range turned into compact columns
-    at once, so that the driver's buffers stay small and memory peaks at the size of the result,
-    not twice that (SQLite decodes rows on one core per connection)."""
-    with engine.connect() as connection:
-        # Two scalar subqueries: SQLite answers each from the primary key without a scan.
-        low, high = connection.execute(
-            select(
-                select(func.min(Rating.id)).scalar_subquery(),
-                select(func.max(Rating.id)).scalar_subquery(),
-            )
-        ).one()
-    if low is None:
-        return []
-    return [(a, min(a + READ_CHUNK - 1, high)) for a in range(low, high + 1, READ_CHUNK)]
+class _RangeReader:
+    """Reads a SQLite study's ratings (and QC's trials) range by range on every core; each range
+    is copied into compact columns at once, so that the driver's batches (text times included)
+    go as soon as their range is read."""
 
+    def __init__(
+        self,
+        path: Path,
+        dialect,
+        dimensions: tuple[str, ...],
+        sessions: pa.Table,
+        viewers: pa.Table,
+        trials_of: str | None,
+    ) -> None:
+        self.path, self.dialect, self.dimensions, self.trials_of = (
+            path, dialect, dimensions, trials_of,
+        )  # fmt: skip
+        # A trial's participant: its session's viewer, as a position among the viewers' codes.
+        ids = _int_column(viewers, "id")
+        position = np.full(int(ids.max(initial=0)) + 1, -1, dtype=np.int32)
+        position[ids] = np.arange(ids.size, dtype=np.int32)
+        viewer_of_session = _lookup(_int_column(sessions, "id"), _int_column(sessions, "viewer_id"))
+        self.participant_of_session = position[viewer_of_session]
+        self.codes = viewers.column("code").combine_chunks()
 
-def read_in_parallel(read, ranges: list[tuple[int, int]]) -> list:
-    """``read(range)`` for every range of :func:`rating_id_ranges`, on every core, in order."""
-    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-        return list(pool.map(read, ranges))
+    def all(
+        self, ranges, query, with_trials: bool
+    ) -> tuple[dict[str, np.ndarray], pa.Table | None]:
+        """The ratings as numpy columns, and the trials when ``query`` reads them."""
+        parts = read_in_parallel(lambda span: self._read(query, span, with_trials), ranges)
+        ratings = {name: np.concatenate([part[0][name] for part in parts]) for name in parts[0][0]}
+        trials = None
+        if parts[0][1] is not None:
+            # A column a range lacks is empty there; one dictionary per column, as in a CSV.
+            tables = [part[1] for part in parts]
+            del parts
+            trials = pa.concat_tables(tables, promote_options="default").unify_dictionaries()
+        return ratings, trials
 
-
-def fetch_sqlite_arrow(path: Path, query, dialect, batch_rows: int = READ_CHUNK) -> pa.Table:
-    """``query`` (SQLAlchemy, compiled for ``dialect`` with its values inlined) run on a SQLite
-    study through ADBC, as one Arrow table: no Python object per row."""
-    import adbc_driver_sqlite.dbapi as adbc
-
-    sql = str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    with adbc.connect(f"file:{path}?mode=ro") as connection, connection.cursor() as cursor:
-        # Wait for a writer (the live lab app) instead of failing with "database is locked".
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cursor.fetchall()
-        # Whole chunks in one Arrow batch: columns then convert to numpy without copying (and the
-        # driver infers each column's type from the whole batch, not its first NULLs).
-        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
-        cursor.execute(sql)
-        return cursor.fetch_arrow_table()
+    def _read(
+        self, query, span: tuple[int, int], with_trials: bool
+    ) -> tuple[dict[str, np.ndarray], pa.Table | None]:
+        raw = fetch_sqlite_arrow(self.path, query.where(Rating.id.between(*span)), self.dialect)
+        trials = None
+        if with_trials:
+            participant = self.participant_of_session[_int_column(raw, "session")]
+            viewer = pa.DictionaryArray.from_arrays(participant, self.codes)
+            trials = trial_columns(raw, viewer, self.trials_of)
+            if "is_check" in raw.column_names:
+                check = pc.fill_null(pc.not_equal(raw.column("is_check"), 0), False)
+                raw = raw.filter(pc.invert(check))
+        ratings = _numpy_columns(raw.select(["stimulus", "session", "nsfw", *self.dimensions]))
+        # copies: a view would keep the driver's whole batch (and its text) alive
+        return {name: np.array(values) for name, values in ratings.items()}, trials
 
 
 def _read_database_sqlalchemy(url: str, dimensions: tuple[str, ...]) -> RatingTable:
@@ -271,7 +308,7 @@ def _read_database_sqlalchemy(url: str, dimensions: tuple[str, ...]) -> RatingTa
         engine = make_engine(url, read_only=True)
         _check_study(engine, url)
         queries = (
-            _ratings_query(dimensions, has_checks=has_check_column(engine)),
+            _ratings_query(dimensions, has_check_column(engine)),
             _sessions_query(),
             _stimuli_query(),
             _viewers_query(),

@@ -16,7 +16,8 @@ from annotate.db import get_db
 from annotate.importer import import_manifest
 from annotate.online import OnlineSettings, allocation_state
 from annotate.sittings import Design
-from mos.qc import qc_signals, trials_frame, trials_query
+from mos.qc import qc_signals, trials_frame
+from mos.study_sql import trials_query
 from studydb import Rating, Session, Stimulus, Trial, Viewer
 from studydb.allocation import Allocator, ci_halfwidths
 from studydb.manifest import read_manifest

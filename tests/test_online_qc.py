@@ -267,26 +267,16 @@ def _study_with_mixed_times(path, n_viewers: int = 6, n_images: int = 40):
 def test_database_trials_fast_path_equals_the_apps_reading(tmp_path, monkeypatch, ranges_of):
     """mos.compute --exclude reads a SQLite study's trials through Arrow, range by range; the
     signals equal those of the app's own reading (SQLAlchemy rows, pandas time parsing)."""
-    from sqlalchemy import select
-
-    import mos.ratings
-    from mos.qc import load_trials, qc_signals, trials_frame, trials_query
-    from studydb import make_engine
+    import mos.study_sql
+    from mos.qc import load_trials, qc_signals
 
     path = tmp_path / "study.db"
     _study_with_mixed_times(path)
-    engine = make_engine(path, read_only=True)
-    with engine.connect() as connection:
-        rows = trials_query().subquery()
-        raw = pd.read_sql(select(rows), connection)
-    engine.dispose()
-    reference = qc_signals(trials_frame(raw))
-
-    def no_fallback(*args, **kwargs):
-        raise AssertionError("the slow path read the study")
-
-    monkeypatch.setattr(pd, "read_sql", no_fallback)
-    monkeypatch.setattr(mos.ratings, "READ_CHUNK", ranges_of)  # several ranges, some without input
+    reference = _apps_signals(path)
+    monkeypatch.setattr(pd, "read_sql", _no_slow_path)
+    monkeypatch.setattr(
+        mos.study_sql, "READ_CHUNK", ranges_of
+    )  # several ranges, some without input
     fast = qc_signals(load_trials(path, "consistency"))
     pd.testing.assert_frame_equal(fast, reference, check_dtype=False)
     assert fast["slider_events"].notna().sum() == 3 and (fast["attention_trials"] == 1).all()
@@ -294,6 +284,58 @@ def test_database_trials_fast_path_equals_the_apps_reading(tmp_path, monkeypatch
         np.isfinite(fast["time_spread"]).all()
         and np.isfinite(fast["first_input_median"]).sum() == 3
     )
+
+
+@pytest.mark.parametrize("trial_rows", [True, False])
+def test_one_reading_gives_the_ratings_and_the_trials(tmp_path, monkeypatch, trial_rows):
+    """--exclude reads a SQLite study once: the ratings read with QC's trials are the ratings read
+    alone, and the trials' signals are the app's — also for a study without trial rows (ratings
+    imported from elsewhere), whose times, checks and ranges are then not read at all."""
+    import sqlite3
+
+    import mos.study_sql
+    from mos.qc import load_trials, qc_signals
+    from mos.ratings import load_study
+
+    path = tmp_path / "study.db"
+    _study_with_mixed_times(path)
+    if not trial_rows:
+        with sqlite3.connect(path) as db:
+            db.execute("DELETE FROM trials")
+    reference = _apps_signals(path)
+    monkeypatch.setattr(pd, "read_sql", _no_slow_path)
+    monkeypatch.setattr(mos.study_sql, "READ_CHUNK", 37)
+    alone, nothing = load_study(path)
+    together, trials = load_study(path, trials_of="consistency")
+    assert nothing is None and trials is not None
+    for field in ("viewer", "stimulus", "session", "nsfw", "viewer_ids", "stimulus_ids"):
+        np.testing.assert_array_equal(getattr(together, field), getattr(alone, field))
+    for name, scores in alone.scores.items():
+        np.testing.assert_array_equal(together.scores[name], scores)
+    assert together.n_sessions == alone.n_sessions and len(alone) == 6 * 38  # checks left out
+    signals = qc_signals(load_trials(path, "consistency", trials))
+    pd.testing.assert_frame_equal(signals, reference, check_dtype=False)
+    known = {"seconds", "check", "accept_low", "accept_high"} & set(trials.column_names)
+    assert known == (known if trial_rows else set()) and (len(known) == 4) == trial_rows
+
+
+def _apps_signals(path) -> pd.DataFrame:
+    """QC's signals of a study as the app reads its trials (SQLAlchemy rows, pandas times)."""
+    from sqlalchemy import select
+
+    from mos.qc import qc_signals, trials_frame
+    from mos.study_sql import trials_query
+    from studydb import make_engine
+
+    engine = make_engine(path, read_only=True)
+    with engine.connect() as connection:
+        raw = pd.read_sql(select(trials_query().subquery()), connection)
+    engine.dispose()
+    return qc_signals(trials_frame(raw))
+
+
+def _no_slow_path(*args, **kwargs):
+    raise AssertionError("the slow path read the study")
 
 
 @pytest.mark.parametrize("stored", ["'yesterday'", "1772355600"])

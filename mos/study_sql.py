@@ -1,0 +1,221 @@
+"""Reading a study database: the SQL of its trials (shared with the app) and the columnar reading
+of a SQLite study through ADBC.
+
+The queries are compiled from the schema's own models (:mod:`studydb`), so ``mos`` and the app
+judge the same rows. A SQLite study is read as Arrow through the ADBC SQLite driver, by ranges of
+rating ids on every core (SQLite decodes rows on one core per connection), each range made compact
+at once: ten million ratings in seconds, no Python object per row.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import and_, func, inspect, select, true
+
+from studydb import Rating, Session, Trial, Viewer
+
+BUSY_TIMEOUT_MS = 30_000
+READ_CHUNK = 1_000_000
+
+OPTIONAL_COLUMNS = (
+    "check", "accept_low", "accept_high", "seconds", "slider_events", "first_input_seconds",
+)  # fmt: skip
+"""QC columns a source may lack (an older study, a CSV of ratings only): unknown, never failed."""
+
+DURATIONS = {
+    "seconds": ("served_at", "submitted_at"),
+    "first_input_seconds": ("revealed_at", "first_input_at"),
+}
+"""The durations QC reads, as the (start, end) times of :func:`qc_columns` they span."""
+
+
+def trials_query(has_checks: bool = True, has_interaction: bool = True, warmups: bool = False):
+    """The SQL of every submitted non-warm-up trial with what quality control needs.
+
+    Shared by ``mos.compute --exclude`` and the app (admin QC page, online allocation), so both
+    judge participants on the same rows. ``has_checks``: schema ≥ 4 (an older study has none);
+    ``has_interaction``: schema ≥ 5 (the slider moves counted on the page). ``warmups``: include
+    the warm-up trials too (flagged in ``warmup``), for a reader that must know every rating id
+    it has seen (:mod:`annotate.tally`).
+    """
+    return (
+        select(
+            Rating.id.label("rating_id"),
+            Rating.session_id,
+            Rating.position,
+            Session.viewer_id,
+            Viewer.code.label("participant"),
+            Rating.stimulus_id.label("stimulus"),
+            Rating.consistency,
+            Rating.perception,
+            Rating.is_warmup.label("warmup"),
+            *qc_columns(has_checks, has_interaction),
+        )
+        .join(Session, Session.id == Rating.session_id)
+        .join(Viewer, Viewer.id == Session.viewer_id)
+        .outerjoin(Trial, TRIAL_OF_RATING)
+        .where(true() if warmups else Rating.is_warmup.is_(False))
+    )
+
+
+def qc_columns(has_checks: bool, has_interaction: bool, has_trials: bool = True) -> tuple:
+    """What QC reads of a rating besides its scores (the query must outer-join
+    :data:`TRIAL_OF_RATING`): the times it was served and submitted, the trial's check kind and
+    accepted range, and the page's interaction counts. ``has_trials=False``: a study without
+    trial rows (ratings imported from elsewhere), whose serving times, checks and ranges are all
+    unknown, so neither they nor the submission times are read."""
+    served = Trial.served_at if has_checks else Trial.shown_at
+    times = (Rating.submitted_at, served.label("served_at")) if has_trials else ()
+    checks = (
+        (Trial.check_kind.label("check"), Trial.accept_low, Trial.accept_high)
+        if has_checks and has_trials
+        else ()
+    )
+    interaction = (
+        (Rating.slider_events, Rating.first_input_at, Rating.shown_at.label("revealed_at"))
+        if has_interaction
+        else ()
+    )
+    return (*times, *checks, *interaction)
+
+
+def has_trials(engine) -> bool:
+    """Whether the study has trial rows at all (one look at the primary key): a study the app
+    ran has one per page served; ratings imported from elsewhere have none."""
+    with engine.connect() as connection:
+        return connection.execute(select(Trial.session_id).limit(1)).first() is not None
+
+
+TRIAL_OF_RATING = and_(Trial.session_id == Rating.session_id, Trial.position == Rating.position)
+"""The join of a rating to the trial it answers."""
+
+
+def has_check_column(engine, column: str = "check_kind") -> bool:
+    """Whether the study's ratings have ``column``: ``check_kind`` (check trials, schema ≥ 4) by
+    default, ``slider_events`` (the page's interaction counts, schema ≥ 5)."""
+    return column in {c["name"] for c in inspect(engine).get_columns("ratings")}
+
+
+# --------------------------------------------------------------------------- SQLite through ADBC
+
+
+def rating_id_ranges(engine) -> list[tuple[int, int]]:
+    """The ratings' id span cut into ranges of ~1 M ids (empty for a study without ratings): a
+    SQLite study is read range by range, on every core, each range turned into compact columns
+    at once, so that the driver's buffers stay small and memory peaks at the size of the result,
+    not twice that."""
+    with engine.connect() as connection:
+        # Two scalar subqueries: SQLite answers each from the primary key without a scan.
+        low, high = connection.execute(
+            select(
+                select(func.min(Rating.id)).scalar_subquery(),
+                select(func.max(Rating.id)).scalar_subquery(),
+            )
+        ).one()
+    if low is None:
+        return []
+    return [(a, min(a + READ_CHUNK - 1, high)) for a in range(low, high + 1, READ_CHUNK)]
+
+
+def read_in_parallel(read, ranges: list[tuple[int, int]]) -> list:
+    """``read(range)`` for every range of :func:`rating_id_ranges`, on every core, in order."""
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        return list(pool.map(read, ranges))
+
+
+def fetch_sqlite_arrow(path: Path, query, dialect, batch_rows: int = READ_CHUNK) -> pa.Table:
+    """``query`` (SQLAlchemy, compiled for ``dialect`` with its values inlined) run on a SQLite
+    study through ADBC, as one Arrow table: no Python object per row."""
+    import adbc_driver_sqlite.dbapi as adbc
+
+    sql = str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    with adbc.connect(f"file:{path}?mode=ro") as connection, connection.cursor() as cursor:
+        # Wait for a writer (the live lab app) instead of failing with "database is locked".
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.fetchall()
+        # Whole chunks in one Arrow batch: columns then convert to numpy without copying (and the
+        # driver infers each column's type from the whole batch, not its first NULLs).
+        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
+        cursor.execute(sql)
+        return cursor.fetch_arrow_table()
+
+
+def trial_columns(raw: pa.Table, viewer: pa.DictionaryArray, dimension: str) -> pa.Table:
+    """One range of :func:`qc_columns` rows as QC reads a raw-ratings CSV (``mos.qc``): the
+    viewer (codes over the participants' codes), stimulus id, the score ``dimension``, and each
+    optional column that holds a value here, times turned into seconds. Every column is a copy
+    (:func:`owned`), so the driver's batch can go."""
+    columns = {
+        "viewer": viewer,
+        "stimulus": owned(raw.column("stimulus"), np.int64),
+        dimension: owned(raw.column(dimension), np.float64),
+    }
+    for name in OPTIONAL_COLUMNS:
+        column = raw.column(name) if name in raw.column_names else None
+        if column is not None and column.null_count < len(column):  # else unknown here
+            columns[name] = (
+                pc.dictionary_encode(column.cast(pa.string())).combine_chunks()
+                if name == "check"
+                else owned(column, np.float64)
+            )
+    names = set(raw.column_names)
+    for name, (start, end) in DURATIONS.items():
+        if {start, end} <= names and all(raw.column(t).null_count < len(raw) for t in (start, end)):
+            seconds = pd.Series(utc_times(raw.column(end)) - utc_times(raw.column(start)))
+            columns[name] = pa.array(seconds.dt.total_seconds().to_numpy(dtype=float))
+    return pa.table(columns)
+
+
+def owned(column: pa.ChunkedArray, dtype) -> np.ndarray:
+    """A copy of a column the driver returned, as numpy ``dtype`` (NULL: NaN). A view would keep
+    the driver's whole batch alive (its buffers are released together): ~100 MB per range."""
+    return np.array(column.to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+# --------------------------------------------------------------------------- stored times
+
+
+def timestamps(values: pd.Series) -> pd.Series:
+    """Stored times as UTC: SQLite's ISO text through pandas' vectorised ISO 8601 parser, and
+    anything else it refuses element by element (``format="mixed"``)."""
+    try:
+        return pd.to_datetime(values, utc=True, format="ISO8601")
+    except (ValueError, TypeError):
+        return pd.to_datetime(values, utc=True, format="mixed")
+
+
+ZONE = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
+"""The end of an ISO time that names its zone."""
+
+
+def utc_times(column: pa.ChunkedArray) -> np.ndarray:
+    """Stored times (ISO text, UTC with or without its zone) as numpy UTC times: parsed by Arrow
+    when the whole column has one of the two forms the app and its tools write, else by
+    :func:`timestamps` (any form, one value at a time)."""
+    forms = [pa.timestamp("us"), pa.timestamp("us", tz="UTC")]
+    if pa.types.is_string(column.type) and ZONE.search(_first_text(column)):
+        forms.reverse()  # the first time names its zone: try that form first (a failed cast
+        # of 10 M values takes seconds)
+    for form in forms:
+        try:
+            return pc.cast(column, form).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    times = timestamps(column.to_pandas())
+    return times.dt.tz_localize(None).to_numpy()
+
+
+def _first_text(column: pa.ChunkedArray) -> str:
+    for chunk in column.chunks:
+        first = pc.index(chunk.is_valid(), True).as_py()
+        if first >= 0:
+            return str(chunk[first])
+    return ""
