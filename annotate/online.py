@@ -55,12 +55,13 @@ from wtforms.validators import InputRequired, Length, NumberRange
 
 from annotate import sittings
 from annotate.controls import attention_image, contrast_png, reencoded, seed_of
-from annotate.db import get_db, per_stimuli_set
+from annotate.db import get_db
 from annotate.display import DisplayNeeds, largest_pair
 from annotate.forms import ConsentForm, finite
 from annotate.length import SittingLength, consent_text
 from annotate.pay import PaySettings, settle
 from annotate.practice import made_pairs, study_practice_pairs
+from annotate.stimuli_set import per_stimuli_set
 from annotate.tally import AllocationState
 from annotate.throttle import DatabaseThrottle
 from mos.qc import ExclusionRules

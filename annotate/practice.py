@@ -19,7 +19,8 @@ from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
-from annotate.db import get_db, per_stimuli_set
+from annotate.db import get_db
+from annotate.stimuli_set import per_stimuli_set
 from studydb import Stimulus
 from studydb.images import read_rgb
 

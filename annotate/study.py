@@ -16,6 +16,7 @@ from flask import (
     Blueprint,
     abort,
     current_app,
+    g,
     redirect,
     render_template,
     session,
@@ -54,8 +55,16 @@ def viewer_required(view):
 
 
 def current_viewer() -> Viewer | None:
+    """The viewer the signed session names, loaded once per request: the ORM session holds
+    loaded rows only while something refers to them, so the check of :func:`viewer_required`
+    and the view itself each asked the database (two round trips per page on PostgreSQL)."""
     viewer_id = session.get("viewer_id")
-    return get_db().get(Viewer, viewer_id) if viewer_id is not None else None
+    if viewer_id is None:
+        return None
+    loaded = g.get("viewer")
+    if loaded is None or loaded[0] != viewer_id:  # a view may sign in another viewer
+        g.viewer = loaded = (viewer_id, get_db().get(Viewer, viewer_id))
+    return loaded[1]
 
 
 def design() -> sittings.Design:

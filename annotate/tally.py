@@ -14,6 +14,7 @@ burst, with no new rating since the last open, reuses them. Rating POSTs never t
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,10 +24,13 @@ import pandas as pd
 from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.orm import Session as OrmSession
 
+from annotate.stimuli_set import per_stimuli_set
 from mos.qc import ExclusionRules, qc_signals, trials_frame
 from mos.study_sql import trials_query
 from studydb import Rating, Session, Stimulus, Trial
 from studydb.allocation import Precision, ci_halfwidths
+
+_log = logging.getLogger(__name__)
 
 RECOUNT_S = 2.0
 """How often at most the tally counts the ratings it holds (a removal shows within that)."""
@@ -94,32 +98,38 @@ class TrialTally:
         self._rows = _Columns()
         self._seen = np.zeros(0, np.int64)  # every rating id read, warm-ups included (sorted)
         self._counted_at = -np.inf  # when the ratings held were last counted
+        self._counting = threading.Lock()  # held while a count runs (one at a time)
+        self._removal_found = threading.Event()  # a count found fewer rows than held
         self._codes: dict[int, str] = {}
         self._read = threading.Lock()
         self._memo: dict[tuple, tuple] = {}
         self._memo_lock = threading.Lock()
-        self._stimuli: tuple[int, list] | None = None
         self._plans: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # open sitting → (keys, ids)
         self._plans_lock = threading.Lock()
 
     def update(self) -> _Columns:
         """Read the rows added since the last update; return every row held (an immutable
         snapshot: later updates build new arrays)."""
-        with self._read:
-            if self._seen.size and self._rows_went_away():
+        with self._read, self.engine.connect() as connection:
+            # The highest id bounds the read: a closed id range is an index scan whatever the
+            # database's statistics say (PostgreSQL, before its first ANALYZE of a bulk-loaded
+            # study, planned "id > top" as a scan of every rating and trial: 50 ms per open).
+            highest = connection.scalar(select(func.max(Rating.id)))
+            if self._seen.size and self._rows_went_away(highest):
                 self._forget()
             top = int(self._seen[-1]) if self._seen.size else 0
             window = np.arange(max(1, top - REREAD + 1), top + 1)
             gaps = np.setdiff1d(window, self._seen[-REREAD:], assume_unique=True)
-            new = Rating.id > top
+            if (highest is None or highest <= top) and not gaps.size:
+                return self._rows  # nothing new: no second query
+            new = Rating.id.between(top + 1, highest if highest is not None else top)
             if gaps.size:
                 new = or_(new, Rating.id.in_(gaps.tolist()))
-            with self.engine.connect() as connection:
-                found = connection.execute(
-                    trials_query(warmups=True).where(new).order_by(Rating.id)
-                ).all()
+            found = connection.execute(
+                trials_query(warmups=True).where(new).order_by(Rating.id)
+            ).all()
             if found:
-                self._seen = np.union1d(self._seen, [r.rating_id for r in found])
+                self._seen = _merged(self._seen, np.array([r.rating_id for r in found]))
                 scored = [r for r in found if not r.warmup]
                 if not scored:
                     return self._rows
@@ -131,28 +141,46 @@ class TrialTally:
                 self._rows = merged
             return self._rows
 
-    def _rows_went_away(self) -> bool:
+    def _rows_went_away(self, highest: int | None) -> bool:
         """Whether ratings the tally holds are no longer in the database: a restore from a
         backup or a removed batch takes ids backwards, and new ratings would reuse them. A
-        highest id below the one held is the sign of a restore (from the primary key, at once);
-        fewer rows at or below it than the tally read is the sign of any removal (a count over
-        the primary key: once every :data:`RECOUNT_S`, not on every sitting open). A late
-        commit only ever adds rows there."""
+        ``highest`` id below the one held is the sign of a restore (from the primary key, at
+        once); fewer rows at or below it than the tally read is the sign of any removal — a
+        count over the primary key that grows with the study, so it runs on a thread of its own
+        once every :data:`RECOUNT_S`, never on a sitting open, and its finding is acted on at
+        the next update. A late commit only ever adds rows there."""
         top = int(self._seen[-1])
-        with self.engine.connect() as connection:
-            highest = connection.scalar(select(func.max(Rating.id)))
-            if highest is None or highest < top:
-                return True
-            if time.monotonic() - self._counted_at < RECOUNT_S:
-                return False
-            present = connection.scalar(select(func.count()).where(Rating.id <= top))
-        self._counted_at = time.monotonic()
-        return present < self._seen.size
+        if highest is None or highest < top:
+            return True
+        if self._removal_found.is_set():
+            self._removal_found.clear()
+            return True
+        due = time.monotonic() - self._counted_at >= RECOUNT_S
+        if due and self._counting.acquire(blocking=False):
+            self._counted_at = time.monotonic()
+            recount = threading.Thread(
+                target=self._recount, args=(top, int(self._seen.size)), daemon=True
+            )
+            recount.start()
+        return False
+
+    def _recount(self, top: int, held: int) -> None:
+        """Count the ratings at or below ``top`` (the tally held ``held`` ids there)."""
+        try:
+            with self.engine.connect() as connection:
+                present = connection.scalar(select(func.count()).where(Rating.id <= top))
+            if present < held:
+                self._removal_found.set()
+        except Exception as error:  # noqa: BLE001 - e.g. the database briefly unreachable
+            _log.warning("counting the ratings held failed (counted again later): %s", error)
+        finally:
+            self._counting.release()
 
     def _forget(self) -> None:
         """Start again from an empty tally (the next read takes the whole table once)."""
         self._rows = _Columns()
         self._seen = np.zeros(0, np.int64)
+        self._removal_found.clear()
         self._codes = {}
         with self._memo_lock:
             self._memo = {}
@@ -224,26 +252,26 @@ class TrialTally:
                 self._memo[key] = compute()
             return self._memo[key]
 
-    def _eligible(self, db: OrmSession, practice_keys: frozenset[str]):
+    @staticmethod
+    def _eligible(db: OrmSession, practice_keys: frozenset[str]):
         """(stimulus ids, reference codes, reference paths) of the images a sitting may show:
-        not withheld (gold pairs are stored withheld), not a practice stimulus. The stimulus
-        table only grows (imports, new gold pairs), so it is read again when its top id moved;
-        the withheld ones (a few) are read every time."""
-        top = db.scalar(select(func.max(Stimulus.id)))
-        if self._stimuli is None or self._stimuli[0] != top:
-            every = db.execute(
-                select(
-                    Stimulus.id, Stimulus.key, Stimulus.reference, Stimulus.reference_path
-                ).order_by(Stimulus.id)
+        not withheld (the check pairs the online mode adds are stored withheld), not a practice
+        stimulus. Computed once per set of stimuli to rate (:func:`annotate.stimuli_set.
+        per_stimuli_set`): the check pairs added on most sitting opens of a launch leave it."""
+
+        def compute():
+            to_rate = db.execute(
+                select(Stimulus.id, Stimulus.key, Stimulus.reference, Stimulus.reference_path)
+                .where(Stimulus.withheld.is_(False))
+                .order_by(Stimulus.id)
             ).all()
-            self._stimuli = (top, every)
-        withheld = frozenset(db.scalars(select(Stimulus.id).where(Stimulus.withheld.is_(True))))
-        key = ("eligible", top, withheld, practice_keys)
-        return self._memoised(key, lambda: _eligible(self._stimuli[1], withheld, practice_keys))
+            return _eligible(to_rate, practice_keys)
+
+        return per_stimuli_set(("eligible", practice_keys), db, compute)
 
 
-def _eligible(stimuli: list, withheld: frozenset[int], practice_keys: frozenset[str]):
-    rows = [r for r in stimuli if r.id not in withheld and r.key not in practice_keys]
+def _eligible(to_rate: list, practice_keys: frozenset[str]):
+    rows = [r for r in to_rate if r.key not in practice_keys]
     ids = np.array([r.id for r in rows], dtype=np.int64)
     references = pd.factorize(pd.Series([r.reference or r.reference_path for r in rows]))[0]
     return ids, references, [r.reference_path for r in rows]
@@ -262,6 +290,15 @@ def _columns(rows) -> _Columns:
         viewer=viewer,
         frame=frame,
     )
+
+
+def _merged(seen: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """``np.union1d(seen, found)`` for the sorted ids read (``found``, ordered by id): appended
+    when all lie above the ids seen, as they do but for a late commit — sorting the study's ids
+    again on every sitting open took 60 ms at the paper's size."""
+    if not seen.size or found[0] > seen[-1]:
+        return np.concatenate([seen, found])
+    return np.union1d(seen, found)
 
 
 def _sorted(rows: _Columns) -> _Columns:

@@ -20,7 +20,8 @@ from the pages):
    time spent waiting for the server on the way: the whole time less those viewings (both are
    printed);
 3. **rating under arrivals** — ``--raters`` of the burst's participants rate (each POST timed,
-   after the server's minimum viewing time) while one new participant arrives per second;
+   after the server's minimum viewing time; each rater starts at its own moment within one
+   viewing, as people do not rate in lockstep) while one new participant arrives per second;
 4. **admin** — ``/admin/`` and ``/admin/quality`` loads.
 
 Prints a Markdown table with the targets of issue 19 and exits 1 if one is missed. The entry
@@ -402,8 +403,10 @@ class Participant:
         self.http.close()
         return self
 
-    def rate_until(self, deadline: float) -> None:
-        """Rate trial after trial (after the server's minimum viewing time) until ``deadline``."""
+    def rate_until(self, deadline: float, offset: float = 0.0) -> None:
+        """After ``offset`` seconds, rate trial after trial (each after the server's minimum
+        viewing time) until ``deadline``."""
+        time.sleep(offset)
         while time.monotonic() < deadline and (found := POSITION.search(self.page)):
             time.sleep(VIEWING_S)
             asked = ASKED.search(self.page)
@@ -453,7 +456,12 @@ def run_burst(base: str, count: int) -> list[Participant]:
 def rate_under_arrivals(base: str, raters: list[Participant], seconds: int):
     """The raters rate while one new participant arrives per second; (rating ms, arrivals)."""
     deadline = time.monotonic() + seconds
-    threads = [threading.Thread(target=p.rate_until, args=(deadline,)) for p in raters]
+    # Each rater starts at its own moment within one viewing: people do not rate in lockstep
+    # (threads that all began at once would post their ratings together every VIEWING_S).
+    threads = [
+        threading.Thread(target=p.rate_until, args=(deadline, i * VIEWING_S / len(raters)))
+        for i, p in enumerate(raters)
+    ]
     for thread in threads:
         thread.start()
     arrivals: list[Participant] = []

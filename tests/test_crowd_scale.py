@@ -307,7 +307,7 @@ def test_a_slow_computation_begun_before_an_import_is_not_kept_under_the_new_sti
 ):
     """Review: a request computing the display needs while another noticed an import wrote its
     old result under the new stimuli's key, where it stayed until the next import."""
-    import annotate.db as cache
+    import annotate.stimuli_set as cache
 
     manifest = make_study(tmp_path / "images", references=2, per_reference=3)
     app = make_app(tmp_path / "instance", **ONLINE)
@@ -344,3 +344,56 @@ def test_a_limit_that_cannot_work_is_refused_at_start_up(tmp_path, setting, limi
     with pytest.raises(ValueError, match=setting if limit != "garbage" else "") as refused:
         make_app(tmp_path / "instance", **ONLINE, **{setting: limit})
     assert limit in str(refused.value) or limit == "garbage"
+
+
+def _statements(app) -> list[str]:
+    """The SQL statements the app's engine runs from now on (each a round trip on PostgreSQL)."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def record(_connection, _cursor, statement, *_args) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(app.extensions["study_engine"], "before_cursor_execute", record)
+    return seen
+
+
+def test_a_sitting_open_reads_only_what_is_new_by_a_closed_id_range(study):
+    """An open with no new rating reads no trial rows; new ones are read over a closed id range
+    (an index scan however stale the database's statistics: PostgreSQL planned an open-ended
+    "id > top" on a freshly loaded study as a scan of every rating and trial, 50 ms per open);
+    a check pair added by an open (withheld) leaves the eligible images as they were read."""
+    rng = np.random.default_rng(3)
+    statements = _statements(study)
+    with study.app_context():
+        db = get_db()
+        stimuli = list(db.scalars(select(Stimulus.id)))
+        plan, config = Design.from_config(study.config), OnlineSettings.from_config(study.config)
+        add_participants(db, rng, stimuli, 0, 4)
+        allocation_state(db, plan, config)
+        statements.clear()
+        allocation_state(db, plan, config)
+        assert not [s for s in statements if "FROM ratings JOIN sessions" in s]
+        add_participants(db, rng, stimuli, 4, 1)
+        some = db.scalar(select(Stimulus).limit(1))
+        db.add(Stimulus(key="gold-same:x", distorted_path=some.distorted_path,
+                        reference_path=some.reference_path, withheld=True))  # fmt: skip
+        db.commit()
+        statements.clear()
+        allocation_state(db, plan, config)
+    read = [s for s in statements if "FROM ratings JOIN sessions" in s]
+    assert len(read) == 1 and "ratings.id BETWEEN" in read[0]
+    assert not [s for s in statements if "FROM stimuli" in s and "ORDER BY stimuli.id" in s]
+
+
+def test_a_page_loads_its_viewer_once(tmp_path):
+    """The check that a viewer is signed in and the page itself shared one load of the viewer
+    (two round trips per page before, on every practice and trial page)."""
+    app = make_app(tmp_path / "instance")
+    import_study(app, make_study(tmp_path / "images"))
+    browser = Browser(app)
+    browser.register(practise=False)
+    statements = _statements(app)
+    assert browser.get("/training/0").status_code == 200
+    assert len([s for s in statements if "FROM viewers" in s]) == 1
