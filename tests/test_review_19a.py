@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from annotate.db import get_db
 from annotate.online import OnlineSettings, allocation_state
@@ -35,19 +35,11 @@ def test_the_tally_follows_a_restore_that_takes_rating_ids_backwards(study):  # 
     """A researcher restores the database from a backup (or removes a bad batch of ratings)
     while the server runs: rating ids go backwards and new ratings reuse them. The tally must
     not keep counting the ratings that are gone, nor skip the new ones under reused ids."""
-    with study.app_context():
-        db = get_db()
-        stimuli = list(db.scalars(select(Stimulus.id)))
-        add_participants(db, np.random.default_rng(5), stimuli, 0, 8)
+    _add(study, seed=5, first=0, count=8)
     _agrees_with_full_recomputation(study)
-    with study.app_context():
-        db = get_db()
-        top = db.scalar(select(func.max(Rating.id)))
-        db.execute(delete(Rating).where(Rating.id > top - 15))  # back to an earlier backup
-        db.commit()
+    _remove(study, lambda top, _: Rating.id > top - 15)  # back to an earlier backup
     _agrees_with_full_recomputation(study)
-    with study.app_context():
-        add_participants(get_db(), np.random.default_rng(6), stimuli, 100, 3)  # ids reused
+    _add(study, seed=6, first=100, count=3)  # ids reused
     _agrees_with_full_recomputation(study)
 
 
@@ -59,16 +51,9 @@ def test_the_tally_sees_a_batch_removed_below_its_highest_rating(study, monkeypa
     import annotate.tally
 
     monkeypatch.setattr(annotate.tally, "RECOUNT_S", 0.0)
-    with study.app_context():
-        db = get_db()
-        stimuli = list(db.scalars(select(Stimulus.id)))
-        add_participants(db, np.random.default_rng(7), stimuli, 0, 8)
+    _add(study, seed=7, first=0, count=8)
     _agrees_with_full_recomputation(study)
-    with study.app_context():
-        db = get_db()
-        ids = sorted(db.scalars(select(Rating.id)))
-        db.execute(delete(Rating).where(Rating.id.between(ids[10], ids[30])))
-        db.commit()
+    _remove(study, lambda _, ids: Rating.id.between(ids[10], ids[30]))
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -78,6 +63,23 @@ def test_the_tally_sees_a_batch_removed_below_its_highest_rating(study, monkeypa
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def _add(app, seed: int, first: int, count: int) -> None:
+    """``count`` completed participants straight into the study's database."""
+    with app.app_context():
+        db = get_db()
+        stimuli = list(db.scalars(select(Stimulus.id)))
+        add_participants(db, np.random.default_rng(seed), stimuli, first, count)
+
+
+def _remove(app, which) -> None:
+    """Delete the ratings ``which(highest id, sorted ids)`` selects, as a researcher would."""
+    with app.app_context():
+        db = get_db()
+        ids = sorted(db.scalars(select(Rating.id)))
+        db.execute(delete(Rating).where(which(ids[-1], ids)))
+        db.commit()
 
 
 def _serve(instance, *options: str, timeout: float = 30) -> subprocess.CompletedProcess:
