@@ -16,9 +16,9 @@ from flask import (
     Blueprint,
     abort,
     current_app,
-    g,
     redirect,
     render_template,
+    request,
     session,
     url_for,
 )
@@ -57,14 +57,19 @@ def viewer_required(view):
 def current_viewer() -> Viewer | None:
     """The viewer the signed session names, loaded once per request: the ORM session holds
     loaded rows only while something refers to them, so the check of :func:`viewer_required`
-    and the view itself each asked the database (two round trips per page on PostgreSQL)."""
+    and the view itself each asked the database (two round trips per page on PostgreSQL).
+    Kept in the request's WSGI environment, which no other request shares (``flask.g`` lives
+    as long as the app context, which may outlast a request)."""
     viewer_id = session.get("viewer_id")
     if viewer_id is None:
         return None
-    loaded = g.get("viewer")
+    loaded = request.environ.get(_LOADED_VIEWER)
     if loaded is None or loaded[0] != viewer_id:  # a view may sign in another viewer
-        g.viewer = loaded = (viewer_id, get_db().get(Viewer, viewer_id))
+        loaded = request.environ[_LOADED_VIEWER] = (viewer_id, get_db().get(Viewer, viewer_id))
     return loaded[1]
+
+
+_LOADED_VIEWER = "cmc_lab.viewer"
 
 
 def design() -> sittings.Design:

@@ -158,10 +158,13 @@ class TrialTally:
         due = time.monotonic() - self._counted_at >= RECOUNT_S
         if due and self._counting.acquire(blocking=False):
             self._counted_at = time.monotonic()
-            recount = threading.Thread(
-                target=self._recount, args=(top, int(self._seen.size)), daemon=True
-            )
-            recount.start()
+            try:
+                threading.Thread(
+                    target=self._recount, args=(top, int(self._seen.size)), daemon=True
+                ).start()
+            except RuntimeError as error:  # no thread to be had now: count another time
+                self._counting.release()
+                _log.warning("cannot start the count of the ratings held: %s", error)
         return False
 
     def _recount(self, top: int, held: int) -> None:
@@ -267,7 +270,9 @@ class TrialTally:
             ).all()
             return _eligible(to_rate, practice_keys)
 
-        return per_stimuli_set(("eligible", practice_keys), db, compute)
+        # Looked at on every open (one aggregate query): a stimulus the admin has just withheld
+        # must not be planned, nor lend its image to an attention check, even for a second.
+        return per_stimuli_set(("eligible", practice_keys), db, compute, max_age=0)
 
 
 def _eligible(to_rate: list, practice_keys: frozenset[str]):

@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> Path | None:
     qc_dimension = dimensions[0] if args.exclude else None
     table, cells = load_study(args.input, dimensions, tuple(args.score_range), qc_dimension)
     out = args.out
-    trials = load_trials(args.input, qc_dimension, cells) if args.exclude else None
+    trials = load_trials(args.input, qc_dimension, cells, study_read=True) if args.exclude else None
     # QC was the last reader of the cells read with the ratings (a CSV's, a study's trials): they
     # go back to the system before QC and the fit run.
     del cells

@@ -39,11 +39,12 @@ from mos.ratings import (
     InputError,
     RatingTable,
     dictionary_codes,
+    first_line,
     load_study,
     take_rows,
     warmup_flags,
 )
-from mos.study_sql import OPTIONAL_COLUMNS, has_check_column, timestamps, trials_query
+from mos.study_sql import OPTIONAL_COLUMNS, has_check_column, trials_query
 from studydb import make_engine
 
 CHECK_KINDS = ("gold", "attention")
@@ -328,7 +329,9 @@ def _agreement(
     return np.where(n >= min_shared, r, np.nan)
 
 
-def load_trials(source: str | Path, dimension: str, table: pa.Table | None = None) -> pd.DataFrame:
+def load_trials(
+    source: str | Path, dimension: str, table: pa.Table | None = None, *, study_read: bool = False
+) -> pd.DataFrame:
     """Every non-warm-up trial of a study, checks included, as :func:`qc_signals` reads them.
 
     A study database: the check kind and accepted range come from ``trials`` (schema ≥ 4; an older
@@ -336,11 +339,13 @@ def load_trials(source: str | Path, dimension: str, table: pa.Table | None = Non
     the columns viewer, stimulus, ``dimension`` and optionally check, accept_low, accept_high,
     seconds and warmup. ``table``: the trials as :func:`mos.ratings.load_study` read them with
     the ratings (a CSV's cells, a SQLite study's trials in those columns), else they are read
-    here by the same reader. Raises :class:`InputError` for anything unreadable.
+    here by the same reader — unless ``study_read``: ``load_study`` has read this study already
+    and could not yield its trials (a column the driver cannot type), so they are read through
+    SQLAlchemy at once. Raises :class:`InputError` for anything unreadable.
     """
     text = str(source)
     path = Path(text).expanduser()
-    if table is None and "://" not in text:
+    if table is None and "://" not in text and not study_read:
         table = load_study(path, (dimension,), trials_of=dimension)[1]
     if table is not None:
         frame = _trials_from_arrow(table, path, dimension)
@@ -396,15 +401,24 @@ def trials_frame(raw: pd.DataFrame, dimension: str = "consistency") -> pd.DataFr
     if dimension not in raw:
         raise InputError(f"unknown score column '{dimension}'")
     frame = raw.rename(columns={dimension: "score"})
-    submitted, shown = timestamps(frame["submitted_at"]), timestamps(frame["served_at"])
+    submitted, shown = _timestamps(frame["submitted_at"]), _timestamps(frame["served_at"])
     frame = frame.assign(seconds=(submitted - shown).dt.total_seconds())
     if "first_input_at" in frame:
-        first, revealed = timestamps(frame["first_input_at"]), timestamps(frame["revealed_at"])
+        first, revealed = _timestamps(frame["first_input_at"]), _timestamps(frame["revealed_at"])
         frame["first_input_seconds"] = (first - revealed).dt.total_seconds()
     return _normalized(frame)
 
 
 TIME_COLUMNS = ("submitted_at", "served_at", "first_input_at", "revealed_at")
+
+
+def _timestamps(values: pd.Series) -> pd.Series:
+    """Stored times as UTC: SQLite's ISO text through pandas' vectorised ISO 8601 parser, and
+    anything else it refuses element by element (``format="mixed"``)."""
+    try:
+        return pd.to_datetime(values, utc=True, format="ISO8601")
+    except (ValueError, TypeError):
+        return pd.to_datetime(values, utc=True, format="mixed")
 
 
 def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
@@ -421,10 +435,14 @@ def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
         with engine.connect() as connection:
             raw = pd.read_sql(select(*(c for c in rows.c if c.name in needed)), connection)
         return trials_frame(raw, dimension)
-    except (SQLAlchemyError, ImportError) as error:
-        raise InputError(f"{location}: cannot read the study's trials ({error})") from error
+    except (SQLAlchemyError, ImportError, pd.errors.DatabaseError) as error:
+        raise InputError(
+            f"{location}: cannot read the study's trials ({first_line(error)})"
+        ) from error
     except (ValueError, TypeError) as error:  # a stored time that is no date and time
-        raise InputError(f"{location}: a trial's stored time cannot be read ({error})") from None
+        raise InputError(
+            f"{location}: a trial's stored time cannot be read ({first_line(error)})"
+        ) from None
     finally:
         if engine is not None:
             engine.dispose()

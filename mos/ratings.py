@@ -200,7 +200,7 @@ def _check_study(engine, label: str) -> None:
     try:
         missing = missing_tables(engine)
     except SQLAlchemyError as error:
-        raise InputError(f"{label}: cannot be read as a database ({_first_line(error)})") from error
+        raise InputError(f"{label}: cannot be read as a database ({first_line(error)})") from error
     if missing:
         raise InputError(
             f"{label}: not a cmc-lab study database (missing table(s): {', '.join(missing)})"
@@ -227,6 +227,7 @@ def _read_sqlite(
             for query in (_sessions_query(), _stimuli_query(), _viewers_query())
         ]
         sessions, _, viewers = tables
+        _check_sittings(sessions, viewers, str(path))
         read = _RangeReader(path, engine.dialect, dimensions, sessions, viewers, trials_of)
         try:
             query = _ratings_query(dimensions, has_checks, qc)
@@ -241,7 +242,7 @@ def _read_sqlite(
     except InputError:
         raise
     except Exception as error:  # ADBC raises its own DB-API errors
-        raise InputError(f"{path}: cannot read the study ({_first_line(error)})") from error
+        raise InputError(f"{path}: cannot read the study ({first_line(error)})") from error
     finally:
         engine.dispose()
     return _from_database_tables(ratings, *tables, label=str(path)), trials
@@ -266,10 +267,9 @@ class _RangeReader:
         )  # fmt: skip
         # A trial's participant: its session's viewer, as a position among the viewers' codes.
         ids = _int_column(viewers, "id")
-        position = np.full(int(ids.max(initial=0)) + 1, -1, dtype=np.int32)
-        position[ids] = np.arange(ids.size, dtype=np.int32)
-        viewer_of_session = _lookup(_int_column(sessions, "id"), _int_column(sessions, "viewer_id"))
-        self.participant_of_session = position[viewer_of_session]
+        position = _mapper(ids, np.arange(ids.size, dtype=np.int32))
+        participant = position(_int_column(sessions, "viewer_id"))
+        self.participant_of_session = _mapper(_int_column(sessions, "id"), participant)
         self.codes = viewers.column("code").combine_chunks()
 
     def all(
@@ -292,7 +292,7 @@ class _RangeReader:
         raw = fetch_sqlite_arrow(self.path, query.where(Rating.id.between(*span)), self.dialect)
         trials = None
         if with_trials:
-            participant = self.participant_of_session[_int_column(raw, "session")]
+            participant = self.participant_of_session(_int_column(raw, "session"))
             viewer = pa.DictionaryArray.from_arrays(participant, self.codes)
             trials = trial_columns(raw, viewer, self.trials_of)
             if "is_check" in raw.column_names:
@@ -318,7 +318,7 @@ def _read_database_sqlalchemy(url: str, dimensions: tuple[str, ...]) -> RatingTa
     except InputError:
         raise
     except (SQLAlchemyError, ImportError) as error:
-        raise InputError(f"{url}: cannot read the study ({_first_line(error)})") from error
+        raise InputError(f"{url}: cannot read the study ({first_line(error)})") from error
     tables = [pa.Table.from_pandas(frame, preserve_index=False) for frame in frames]
     return _from_database_tables(_numpy_columns(tables[0]), *tables[1:], label=url)
 
@@ -352,9 +352,18 @@ def _from_database_tables(
 ) -> RatingTable:
     if ratings["session"].size == 0:
         raise InputError(f"{label}: the study has no submitted ratings yet")
+    _check_sittings(sessions, viewers, label)
+    for what, ids, table in (("sitting", ratings["session"], sessions),
+                             ("stimulus", ratings["stimulus"], stimuli)):  # fmt: skip
+        unknown = ~_member(ids, _int_column(table, "id"))
+        if unknown.any():
+            raise InputError(
+                f"{label}: {int(unknown.sum())} rating(s) name a {what} that is not in the study "
+                f"(first: id {ids[unknown][0]})"
+            )
     session_ids = ratings.pop("session")
-    viewer_of_session = _lookup(_int_column(sessions, "id"), _int_column(sessions, "viewer_id"))
-    viewer_codes, viewer_rows = _dense_codes(viewer_of_session[session_ids])
+    viewer_of_session = _mapper(_int_column(sessions, "id"), _int_column(sessions, "viewer_id"))
+    viewer_codes, viewer_rows = _dense_codes(viewer_of_session(session_ids))
     stimulus_codes, stimulus_rows = _dense_codes(ratings.pop("stimulus"))
     session_codes, session_rows = _dense_codes(session_ids)
     del session_ids
@@ -379,15 +388,45 @@ def _from_database_tables(
     )
 
 
-def _lookup(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """A dense ``table[key] = value`` array over every key.
+def _check_sittings(sessions: pa.Table, viewers: pa.Table, label: str) -> None:
+    """A sitting whose viewer is not in the study (a hand-edited or damaged database: SQLite
+    enforces no foreign key on what was written without it) is one line, not a traceback."""
+    unknown = ~_member(_int_column(sessions, "viewer_id"), _int_column(viewers, "id"))
+    if unknown.any():
+        raise InputError(
+            f"{label}: {int(unknown.sum())} sitting(s) name a viewer that is not in the study"
+        )
 
-    Sized by the largest key of the table, not of the ratings: in a live study the newest
-    sittings (just opened, warm-ups only, abandoned) have ids above every rated one.
-    """
-    table = np.zeros(int(keys.max(initial=-1)) + 1, dtype=np.int64)
-    table[keys] = values
-    return table
+
+def _member(ids: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Per id, whether it is among ``known`` (a lookup table where the ids are compact)."""
+    top = int(max(ids.max(initial=-1), known.max(initial=-1)))
+    if not _compact(top, known.size):
+        return np.isin(ids, known)
+    valid = ids >= 0
+    table = np.zeros(top + 1, dtype=bool)
+    table[known[known >= 0]] = True
+    return table[np.where(valid, ids, 0)] & valid
+
+
+def _mapper(keys: np.ndarray, values: np.ndarray):
+    """A function from ids (each one of ``keys``) to their ``values``: a dense table indexed by
+    id when the keys are compact, as the app's ids are (O(n)); else a search among the sorted
+    keys (ids an import or a hand edit made sparse: a dense table of a 10¹² id would not fit)."""
+    if _compact(int(keys.max(initial=-1)), keys.size) and keys.min(initial=0) >= 0:
+        # Sized by the largest key of the table, not of the ratings: in a live study the newest
+        # sittings (just opened, warm-ups only, abandoned) have ids above every rated one.
+        table = np.zeros(int(keys.max(initial=-1)) + 1, dtype=values.dtype)
+        table[keys] = values
+        return table.__getitem__
+    order = np.argsort(keys, kind="stable")
+    ordered_keys, ordered_values = keys[order], values[order]
+    return lambda ids: ordered_values[np.searchsorted(ordered_keys, ids)]
+
+
+def _compact(top: int, count: int) -> bool:
+    """Whether ids up to ``top`` for ``count`` items are dense enough for a lookup table."""
+    return top < 4 * count + (1 << 20)
 
 
 def _int_column(table: pa.Table, name: str) -> np.ndarray:
@@ -399,7 +438,11 @@ def _float_column(table: pa.Table, name: str) -> np.ndarray:
 
 
 def _dense_codes(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Map non-negative integer ids to codes 0..k-1 with a lookup table (O(n), no sort)."""
+    """Map non-negative integer ids to codes 0..k-1 with a lookup table (O(n), no sort), in the
+    order of the ids; sparse ids (see :func:`_mapper`) by sorting."""
+    if not _compact(int(ids.max(initial=-1)), ids.size):
+        present, codes = np.unique(ids, return_inverse=True)
+        return codes.astype(np.intp, copy=False), present
     present = np.flatnonzero(np.bincount(ids))
     lookup = np.empty(int(ids.max()) + 1, dtype=np.intp)  # intp: bincount takes it without a copy
     lookup[present] = np.arange(present.shape[0], dtype=np.intp)
@@ -424,7 +467,7 @@ def read_csv_table(path: Path) -> pa.Table:
         pa.default_memory_pool().release_unused()  # the reader's parse buffers
         return _restore_text_cells(table)
     except (pa.ArrowInvalid, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not a readable CSV of ratings ({_first_line(error)})") from error
+        raise InputError(f"{path}: not a readable CSV of ratings ({first_line(error)})") from error
 
 
 def _ratings_from_csv(table: pa.Table, path: Path, dimensions: tuple[str, ...]) -> RatingTable:
@@ -447,7 +490,7 @@ def _ratings_from_csv(table: pa.Table, path: Path, dimensions: tuple[str, ...]) 
         rows = _test_rows(table)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
         raise InputError(
-            f"{path}: 'warmup' or 'check' column unreadable ({_first_line(error)})"
+            f"{path}: 'warmup' or 'check' column unreadable ({first_line(error)})"
         ) from error
     viewer, viewer_ids, viewer_codes = _factorize(table.column("viewer"), rows)
     stimulus, stimulus_ids, _ = _factorize(table.column("stimulus"), rows)
@@ -648,6 +691,6 @@ def _describe_row(table: RatingTable, row: int) -> str:
     )
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__

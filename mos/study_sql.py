@@ -183,25 +183,19 @@ def owned(column: pa.ChunkedArray, dtype) -> np.ndarray:
 # --------------------------------------------------------------------------- stored times
 
 
-def timestamps(values: pd.Series) -> pd.Series:
-    """Stored times as UTC: SQLite's ISO text through pandas' vectorised ISO 8601 parser, and
-    anything else it refuses element by element (``format="mixed"``)."""
-    try:
-        return pd.to_datetime(values, utc=True, format="ISO8601")
-    except (ValueError, TypeError):
-        return pd.to_datetime(values, utc=True, format="mixed")
-
-
 ZONE = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
 """The end of an ISO time that names its zone."""
 
 
 def utc_times(column: pa.ChunkedArray) -> np.ndarray:
-    """Stored times (ISO text, UTC with or without its zone) as numpy UTC times: parsed by Arrow
-    when the whole column has one of the two forms the app and its tools write, else by
-    :func:`timestamps` (any form, one value at a time)."""
+    """Stored times (ISO 8601 text, UTC with or without its zone) as numpy UTC times: parsed by
+    Arrow when the whole column has one of the two forms the app and its tools write, else by
+    pandas' ISO 8601 parser. Anything else (numbers, text in no ISO form) raises ValueError: the
+    caller then reads the study through SQLAlchemy, which takes a stored time as the app does."""
+    if not pa.types.is_string(column.type):
+        raise ValueError(f"stored times are {column.type}, not text")
     forms = [pa.timestamp("us"), pa.timestamp("us", tz="UTC")]
-    if pa.types.is_string(column.type) and ZONE.search(_first_text(column)):
+    if ZONE.search(_first_text(column)):
         forms.reverse()  # the first time names its zone: try that form first (a failed cast
         # of 10 M values takes seconds)
     for form in forms:
@@ -209,7 +203,9 @@ def utc_times(column: pa.ChunkedArray) -> np.ndarray:
             return pc.cast(column, form).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
-    times = timestamps(column.to_pandas())
+    times = pd.to_datetime(column.to_pandas(), utc=True, format="ISO8601")
+    if int(times.isna().sum()) > column.null_count:  # e.g. an empty text: no time
+        raise ValueError("a stored time is empty text")
     return times.dt.tz_localize(None).to_numpy()
 
 

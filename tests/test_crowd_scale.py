@@ -397,3 +397,77 @@ def test_a_page_loads_its_viewer_once(tmp_path):
     statements = _statements(app)
     assert browser.get("/training/0").status_code == 200
     assert len([s for s in statements if "FROM viewers" in s]) == 1
+
+
+def test_a_stimulus_withheld_leaves_the_next_plan_at_once_even_with_the_same_id_sum(study):
+    """Review: the images a sitting may be planned from were kept up to a second after the admin
+    withheld one (an attention check then showed a withheld image), and withholding two while
+    restoring two others of the same count and id sum went unnoticed until the next change."""
+    from sqlalchemy import update
+
+    def withhold(ids, flag: bool) -> None:
+        db.execute(update(Stimulus).where(Stimulus.id.in_(ids)).values(withheld=flag))
+        db.commit()
+
+    with study.app_context():
+        db = get_db()
+        plan, config = Design.from_config(study.config), OnlineSettings.from_config(study.config)
+        allocation_state(db, plan, config)  # the eligible images computed and kept
+        ids = sorted(db.scalars(select(Stimulus.id)))
+        three, four, six, seven = ids[3], ids[4], ids[6], ids[7]
+        assert three + seven == four + six  # same count, highest id and id sum
+        withhold([three, seven], True)
+        assert {three, seven}.isdisjoint(allocation_state(db, plan, config).stimuli)
+        withhold([three, seven], False)
+        withhold([four, six], True)
+        eligible = set(allocation_state(db, plan, config).stimuli.tolist())
+        assert {three, seven} <= eligible and {four, six}.isdisjoint(eligible)
+
+
+def test_the_count_of_held_ratings_survives_a_thread_that_cannot_start(study, monkeypatch):
+    """Review: when the count's thread could not start, its lock stayed held and no removal
+    was ever noticed again; the sitting open failed with it."""
+    import threading
+    import time
+
+    import annotate.tally
+
+    monkeypatch.setattr(annotate.tally, "RECOUNT_S", 0.0)
+    with study.app_context():
+        db = get_db()
+        plan, config = Design.from_config(study.config), OnlineSettings.from_config(study.config)
+        add_participants(db, np.random.default_rng(2), list(db.scalars(select(Stimulus.id))), 0, 6)
+        allocation_state(db, plan, config)
+        with monkeypatch.context() as refused:
+
+            def cannot_start(_thread) -> None:
+                raise RuntimeError("can't start new thread")
+
+            refused.setattr(threading.Thread, "start", cannot_start)
+            allocation_state(db, plan, config)  # the open goes on without its count
+        ids = sorted(db.scalars(select(Rating.id)))
+        db.execute(Rating.__table__.delete().where(Rating.id.between(ids[5], ids[20])))
+        db.commit()
+        deadline = time.monotonic() + 10
+        while True:
+            new = allocation_state(db, plan, config)
+            if np.array_equal(new.precision.n, full_recomputation(db, plan, config)[2].n):
+                break
+            assert time.monotonic() < deadline, "the removal was never noticed"
+            time.sleep(0.05)
+
+
+def test_a_viewer_deleted_between_two_requests_is_signed_out_in_one_app_context(tmp_path):
+    """Review: the viewer loaded by one request was reused by the next when both ran in one app
+    context (as a test or a script pushing one does): a deleted viewer kept a page."""
+    from sqlalchemy import delete
+
+    app = make_app(tmp_path / "instance")
+    import_study(app, make_study(tmp_path / "images"))
+    browser = Browser(app)
+    code = browser.enrol()
+    with app.app_context():
+        assert browser.get("/environment").status_code == 200
+        with app.extensions["study_engine"].begin() as connection:
+            connection.execute(delete(Viewer).where(Viewer.code == code))
+        assert browser.get("/environment").status_code == 302

@@ -338,16 +338,22 @@ def _no_slow_path(*args, **kwargs):
     raise AssertionError("the slow path read the study")
 
 
-@pytest.mark.parametrize("stored", ["'yesterday'", "1772355600"])
-def test_a_stored_time_that_is_no_time_is_a_clear_input_error(tmp_path, capsys, stored):
+@pytest.mark.parametrize(
+    "stored, rows",
+    [("'yesterday'", "id = 5"), ("1772355600", "id = 5"), ("''", "id = 5"),
+     # every time a number (the fast reading took them for microseconds since 1970)
+     ("CAST(strftime('%s', submitted_at) AS INTEGER)", "1"),
+     ("julianday(submitted_at)", "1")],
+)  # fmt: skip
+def test_a_stored_time_that_is_no_time_is_a_clear_input_error(tmp_path, capsys, stored, rows):
     """Review: one hand-edited time sent --exclude to a traceback (exit 1) through the slower
-    reading the fast one falls back to."""
+    reading the fast one falls back to; a whole column of numbers was read as times."""
     import sqlite3
 
     path = tmp_path / "study.db"
     _study_with_mixed_times(path)
     with sqlite3.connect(path) as db:
-        db.execute(f"UPDATE ratings SET submitted_at = {stored} WHERE id = 5")
+        db.execute(f"UPDATE ratings SET submitted_at = {stored} WHERE {rows}")
     args = [str(path), "--exclude", "--out", str(tmp_path / "o"), "--quiet", "--no-report"]
     assert main(args) == 2
     error = capsys.readouterr().err.strip()
@@ -366,3 +372,65 @@ def test_an_empty_viewer_or_stimulus_cell_is_an_input_error(tmp_path, capsys):
             args = [str(csv), *extra, "--dimensions", "consistency", "--out", str(tmp_path / "o")]
             assert main([*args, "--quiet"]) == 2
             assert f"1 rating(s) have an empty {column}" in capsys.readouterr().err
+
+
+def test_the_trials_read_after_a_failed_fast_read_keep_the_score_range(tmp_path, capsys):
+    """Review: when the driver cannot type the study's columns (here a slider count stored as
+    text), QC's trials are read through SQLAlchemy — once, and under the command's own
+    --score-range (the fallback read the study again with the default 0–5 and refused it)."""
+    import sqlite3
+
+    path = tmp_path / "study.db"
+    _study_with_mixed_times(path)
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA ignore_check_constraints = ON")
+        db.execute("UPDATE ratings SET consistency = consistency + 5")  # over 0–5
+        db.execute("UPDATE ratings SET slider_events = 'many' WHERE id = 200")
+    out = tmp_path / "o"
+    args = [str(path), "--exclude", *LENIENT, "--score-range", "0", "10", "--out", str(out),
+            "--no-report", "--dimensions", "consistency"]  # fmt: skip
+    assert main([*args, "--quiet"]) == 0, capsys.readouterr().err
+    assert len(pd.read_csv(out / "participants_qc.csv")) == 6
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [("UPDATE ratings SET session_id = 99 WHERE id = 7", "1 rating(s) name a sitting"),
+     ("UPDATE ratings SET stimulus_id = 999 WHERE id = 7", "1 rating(s) name a stimulus"),
+     ("UPDATE sessions SET viewer_id = 77 WHERE id = 2", "sitting(s) name a viewer"),
+     ("UPDATE viewers SET id = 1099511627776 WHERE id = 1; "
+      "UPDATE sessions SET viewer_id = 1099511627776 WHERE viewer_id = 1", None),
+     ("UPDATE sessions SET id = 1099511627776 WHERE id = 1; "
+      "UPDATE ratings SET session_id = 1099511627776 WHERE session_id = 1; "
+      "UPDATE trials SET session_id = 1099511627776 WHERE session_id = 1", None)],
+)  # fmt: skip
+def test_a_damaged_study_is_one_line_and_sparse_ids_are_read(tmp_path, capsys, edit, message):
+    """Review: a rating naming a missing sitting or stimulus, or a sitting naming a missing
+    viewer, was a traceback; an id of 2⁴⁰ asked for a lookup table of a terabyte. Read as a
+    file (fast path) and as a URL (SQLAlchemy) alike."""
+    import sqlite3
+
+    path = tmp_path / "study.db"
+    _study_with_mixed_times(path)
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA foreign_keys = OFF")
+        db.executescript(edit)
+    for source in (str(path), f"sqlite:///{path}"):
+        out = tmp_path / "o"
+        code = main([source, "--exclude", *LENIENT, "--dimensions", "consistency", "--out",
+                     str(out), "--no-report", "--quiet"])  # fmt: skip
+        error = capsys.readouterr().err.strip()
+        if message is None:
+            assert code == 0, error
+            assert len(pd.read_csv(out / "participants_qc.csv")) == 6
+        else:
+            assert code == 2 and message in error and len(error.splitlines()) == 1, error
+
+
+LENIENT = [
+    part
+    for rule in ("max-gold-failures", "max-attention-failures", "min-agreement",
+                 "max-fast-share", "min-time-spread")
+    for part in (f"--{rule}", "off")
+] + ["--screening", "none"]  # fmt: skip
+"""The study of :func:`_study_with_mixed_times` is rated at random: the rules and screening off."""
