@@ -1,7 +1,8 @@
 """Rate limits counted in the study database, so every server process and a restart see them.
 
 The online entry throttle (per client address), the display check's tries (per participant) and
-the admin's failed logins (per client address) were kept in process memory: each worker process counted on its own and a restart forgot them.
+the admin's failed logins (per client address) were kept in process memory: each worker process
+counted on its own and a restart forgot them.
 :class:`DatabaseThrottle` keeps each counted event as a row of ``throttle_events`` and counts the
 rows of its moving window; limits are written as the ``limits`` library parses them
 ("30 per minute"). A check and its insert are one short transaction: simultaneous requests can

@@ -320,6 +320,7 @@ def _read_database_sqlalchemy(url: str, dimensions: tuple[str, ...]) -> RatingTa
     except (SQLAlchemyError, ImportError) as error:
         raise InputError(f"{url}: cannot read the study ({first_line(error)})") from error
     tables = [pa.Table.from_pandas(frame, preserve_index=False) for frame in frames]
+    _check_sittings(tables[1], tables[3], url)
     return _from_database_tables(_numpy_columns(tables[0]), *tables[1:], label=url)
 
 
@@ -352,7 +353,6 @@ def _from_database_tables(
 ) -> RatingTable:
     if ratings["session"].size == 0:
         raise InputError(f"{label}: the study has no submitted ratings yet")
-    _check_sittings(sessions, viewers, label)
     for what, ids, table in (("sitting", ratings["session"], sessions),
                              ("stimulus", ratings["stimulus"], stimuli)):  # fmt: skip
         unknown = ~_member(ids, _int_column(table, "id"))
@@ -390,7 +390,9 @@ def _from_database_tables(
 
 def _check_sittings(sessions: pa.Table, viewers: pa.Table, label: str) -> None:
     """A sitting whose viewer is not in the study (a hand-edited or damaged database: SQLite
-    enforces no foreign key on what was written without it) is one line, not a traceback."""
+    enforces no foreign key on what was written without it) is one line, not a traceback.
+    Checked by each reader as soon as it has the two tables, before it maps a rating's sitting
+    to its viewer."""
     unknown = ~_member(_int_column(sessions, "viewer_id"), _int_column(viewers, "id"))
     if unknown.any():
         raise InputError(
