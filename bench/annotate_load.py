@@ -34,7 +34,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.annotate_helpers import free_port  # noqa: E402
+from tests.annotate_helpers import ENVIRONMENT, free_port  # noqa: E402
 
 SETTLE = 2.0  # seconds after the start and the restart in which everyone arrives at once
 TOKEN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
@@ -164,15 +164,13 @@ class Viewer:
         page = get("/environment").text
         self.code = re.search(r'id="code">([A-Z0-9]+)<', page).group(1)
         token = TOKEN.search(page).group(1)
-        post(
-            "/environment",
-            {
-                "csrf_token": token,
-                "screen_width": 1920,
-                "screen_height": 1080,
-                "device_pixel_ratio": 1,
-            },
-        )
+        post("/environment", {"csrf_token": token, **ENVIRONMENT})
+        answer = get("/training/0")
+        while "/training/" in answer.url:  # the practice pairs (the trials open after them)
+            token = TOKEN.search(answer.text).group(1)
+            answer = self.http.post(
+                answer.url, data={"csrf_token": token, "consistency": "2.5", "perception": "2.5"}
+            )
 
     def _retrying(self, call, timed: float | None = None):
         """Run ``call``; while the server is down, wait and retry (as a reloading browser would)."""
@@ -209,7 +207,11 @@ def _fresh_study(out: Path) -> Path:
     pd.DataFrame(rows).to_csv(images / "manifest.csv", index=False)
     instance = out / "instance"
     instance.mkdir()
-    (instance / "config.py").write_text("WARMUP_TRIALS = 2\nGREY_SCREEN_MS = 0\nSEED = 1\n")
+    # No viewing floor: the simulated viewers rate faster than a person may (the point is the
+    # server's storage under load), and go through the practice at once.
+    (instance / "config.py").write_text(
+        "WARMUP_TRIALS = 2\nGREY_SCREEN_MS = 0\nMIN_VIEWING_MS = 0\nSEED = 1\n"
+    )
     subprocess.run(
         [sys.executable, "-m", "annotate", "--instance", str(instance), "import",
          str(images / "manifest.csv")],
