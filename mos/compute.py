@@ -9,7 +9,6 @@ import importlib
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,7 +18,14 @@ from cmc_common.help import HelpFormatter
 from mos.estimators import MeanEstimator, P910Estimator
 from mos.pipeline import MosPipeline, StudyResult
 from mos.qc import ExclusionRules, exclude_participants, load_trials
-from mos.ratings import DEFAULT_DIMENSIONS, SCORE_MAX, SCORE_MIN, InputError, load_study
+from mos.ratings import (
+    DEFAULT_DIMENSIONS,
+    SCORE_MAX,
+    SCORE_MIN,
+    InputError,
+    first_line,
+    load_study,
+)
 from mos.scale import SCALES
 from mos.screening import (
     SCREENINGS,
@@ -181,8 +187,10 @@ def run(args: argparse.Namespace) -> Path | None:
     dimensions = tuple(d.strip() for d in args.dimensions.split(",") if d.strip())
     if not dimensions:
         raise InputError("--dimensions names no score column")
-    if not args.no_report:  # matplotlib (1 s) imports while the ratings are read
-        threading.Thread(target=importlib.import_module, args=("mos.report",), daemon=True).start()
+    # What the later steps import (matplotlib 1 s, scipy 0.2 s) imports while the ratings are
+    # read: the readers leave the interpreter free.
+    later = ("scipy.special",) if args.no_report else ("scipy.special", "mos.report")
+    threading.Thread(target=_import_all, args=(later,), daemon=True).start()
     qc_dimension = dimensions[0] if args.exclude else None
     table, cells = load_study(args.input, dimensions, tuple(args.score_range), qc_dimension)
     out = args.out
@@ -202,6 +210,11 @@ def run(args: argparse.Namespace) -> Path | None:
         for line in loo_note(result.viewers_frame()):
             print(f"note: {line}")
     return written
+
+
+def _import_all(modules: tuple[str, ...]) -> None:
+    for name in modules:
+        importlib.import_module(name)
 
 
 def pipeline_from_args(args: argparse.Namespace) -> MosPipeline:
@@ -224,24 +237,31 @@ def pipeline_from_args(args: argparse.Namespace) -> MosPipeline:
 
 
 def write_outputs(result: StudyResult, out: Path, source: str, report: bool) -> Path | None:
+    """Write ``mos.csv``, ``viewers.csv`` and (``report``) the report into ``out``; return the
+    report's path. A folder that cannot be made or written (no permission, a full disk) is an
+    :class:`InputError` naming it, not a traceback."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"cannot create the output folder {out}: {error.strerror}") from error
-    tables = {"mos.csv": result.mos_frame(), "viewers.csv": result.viewers_frame()}
-    if not report:
-        for name, frame in tables.items():
-            _write_csv(frame, out / name)
-        return None
-    from mos.report import write_report  # matplotlib only when a report is wanted
+        tables = {"mos.csv": result.mos_frame(), "viewers.csv": result.viewers_frame()}
 
-    # Arrow's CSV writer releases the GIL: the tables are written while the figures are drawn.
-    with ThreadPoolExecutor(1) as pool:
-        written = [pool.submit(_write_csv, frame, out / name) for name, frame in tables.items()]
-        path = write_report(result, *tables.values(), out, source)
-        for job in written:
-            job.result()  # an error writing a table is raised here
-    return path
+        def write_tables() -> None:
+            for name, frame in tables.items():
+                _write_csv(frame, out / name)
+
+        if not report:
+            write_tables()
+            return None
+        from mos.report import write_report  # matplotlib only when a report is wanted
+
+        # Arrow's CSV writer releases the GIL: the tables are written while the figures are drawn.
+        return write_report(result, *tables.values(), out, source, meanwhile=write_tables)
+    except OSError as error:
+        raise InputError(f"cannot write the outputs into {out}: {_reason(error)}") from error
+
+
+def _reason(error: OSError) -> str:
+    """An OS error in a few words (Arrow's writer raises OSError with its message only)."""
+    return error.strerror or first_line(error)
 
 
 def _add_qc_arguments(parser: argparse.ArgumentParser) -> None:
@@ -320,9 +340,9 @@ def _apply_exclusion(args: argparse.Namespace, table, trials, out: Path):
     table, verdicts = exclude_participants(table, trials, rules)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        _write_csv(verdicts, out / "participants_qc.csv")
     except OSError as error:
-        raise InputError(f"cannot create the output folder {out}: {error.strerror}") from error
-    _write_csv(verdicts, out / "participants_qc.csv")
+        raise InputError(f"cannot write the outputs into {out}: {_reason(error)}") from error
     if not args.quiet:
         n_out = int(verdicts["excluded"].sum())
         print(f"quality control: excluded {n_out} of {len(verdicts)} participant(s)", end="")

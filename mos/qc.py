@@ -25,6 +25,7 @@ simulated online studies (``mos.online_study``) and in ``mos.compute --exclude``
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -187,10 +188,41 @@ def qc_signals(
         gold = attention = failed = np.zeros(score.size, dtype=bool)
         test = ~gold
 
+    tested, tested_score = participant[test], score[test]
+    stimulus = trials["stimulus"].to_numpy()[test].astype(np.int64, copy=False)
+    # The agreement is half of the work, in numpy passes that leave the interpreter free: it is
+    # computed on a second core while the other signals are counted here.
+    with ThreadPoolExecutor(1) as pool:
+        agreement = pool.submit(
+            _agreement, tested, stimulus, tested_score, m, others_quality, others_count
+        )
+        del stimulus
+        frame = _other_signals(
+            codes, participant, test, (tested, tested_score), (gold, attention, failed), column,
+            fast_seconds,
+        )  # fmt: skip
+        frame["agreement"] = agreement.result()
+    return frame[list(SIGNAL_COLUMNS)]
+
+
+def _other_signals(
+    codes: np.ndarray,
+    participant: np.ndarray,
+    test: np.ndarray,
+    tested: tuple[np.ndarray, np.ndarray],
+    checks: tuple[np.ndarray, np.ndarray, np.ndarray],
+    column,
+    fast_seconds: float,
+) -> pd.DataFrame:
+    """Every signal of :func:`qc_signals` but the agreement, in its columns' order. ``tested``:
+    the test trials' participants and scores; ``checks``: per trial, gold, attention, failed."""
+    m = codes.size
+    tested, tested_score = tested
+    gold, attention, failed = checks
+
     def count(mask: np.ndarray) -> np.ndarray:
         return np.bincount(participant[mask], minlength=m)
 
-    tested, tested_score = participant[test], score[test]
     n_test = np.bincount(tested, minlength=m)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.bincount(tested, weights=tested_score, minlength=m) / n_test
@@ -210,7 +242,7 @@ def qc_signals(
     events, first_input = column("slider_events"), column("first_input")
     known = test & np.isfinite(events)
     no_input = known & ((events <= 0) | ~np.isfinite(first_input))
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             "participant": codes,
             "trials": n_test,
@@ -219,14 +251,6 @@ def qc_signals(
             "attention_trials": count(attention),
             "attention_failures": count(attention & failed),
             "fast_trials": count(test & (seconds < fast_seconds)),
-            "agreement": _agreement(
-                tested,
-                trials["stimulus"].to_numpy()[test].astype(np.int64, copy=False),
-                tested_score,
-                m,
-                others_quality,
-                others_count,
-            ),
             "score_std": np.sqrt(var),
             "time_spread": np.where(n_timed >= MIN_TIMED, np.sqrt(time_var), np.nan),
             "no_input_trials": count(no_input),
@@ -236,7 +260,6 @@ def qc_signals(
             ),
         }
     )
-    return frame
 
 
 def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -370,30 +393,44 @@ def exclude_participants(
 
 
 def _select_rows(table: RatingTable, keep: np.ndarray) -> RatingTable:
-    """The table's rows ``keep``, with viewers, stimuli and sessions re-coded densely."""
+    """The table's rows ``keep``, with viewers, stimuli and sessions re-coded densely.
 
-    def recode(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``np.unique(codes[keep], return_inverse=True)`` by counting (codes are dense), not
-        by sorting the ratings."""
-        kept = codes[keep]
-        present = np.bincount(kept, minlength=int(codes.max(initial=-1)) + 1) > 0
-        new_code = np.cumsum(present) - 1
-        return new_code[kept].astype(np.intp, copy=False), np.flatnonzero(present)
+    Ten million rows: the columns are selected on two cores (numpy's selections leave the
+    interpreter free)."""
+    with ThreadPoolExecutor(2) as pool:
+        codes = [
+            pool.submit(_recoded, c, keep) for c in (table.viewer, table.stimulus, table.session)
+        ]
+        scores = {name: pool.submit(_taken, values, keep) for name, values in table.scores.items()}
+        nsfw = None if table.nsfw is None else pool.submit(_taken, table.nsfw, keep)
+        (viewer, viewers), (stimulus, stimuli), (session, sessions) = (c.result() for c in codes)
+        return replace(
+            table,
+            viewer=viewer,
+            stimulus=stimulus,
+            session=session,
+            scores={name: job.result() for name, job in scores.items()},
+            nsfw=None if nsfw is None else nsfw.result(),
+            viewer_ids=table.viewer_ids[viewers],
+            stimulus_ids=table.stimulus_ids[stimuli],
+            n_sessions=sessions.size,
+        )
 
-    viewer, viewers = recode(table.viewer)
-    stimulus, stimuli = recode(table.stimulus)
-    session, sessions = recode(table.session)
-    return replace(
-        table,
-        viewer=viewer,
-        stimulus=stimulus,
-        session=session,
-        scores={k: v[keep] for k, v in table.scores.items()},
-        nsfw=None if table.nsfw is None else table.nsfw[keep],
-        viewer_ids=table.viewer_ids[viewers],
-        stimulus_ids=table.stimulus_ids[stimuli],
-        n_sessions=sessions.size,
-    )
+
+def _taken(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    return values[keep]
+
+
+def _recoded(codes: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(codes[keep], return_inverse=True)`` by counting (codes are dense), not by
+    sorting the ratings; no look-up at all when every code is still present (the stimuli, when
+    no image lost all its raters)."""
+    kept = codes[keep]
+    present = np.bincount(kept, minlength=int(codes.max(initial=-1)) + 1) > 0
+    if present.all():
+        return kept.astype(np.intp, copy=False), np.arange(present.size)
+    new_code = np.cumsum(present) - 1
+    return new_code[kept].astype(np.intp, copy=False), np.flatnonzero(present)
 
 
 def trials_frame(raw: pd.DataFrame, dimension: str = "consistency") -> pd.DataFrame:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -21,10 +26,30 @@ MAX_BARS = 120
 """Up to this many viewers the screening figure shows one bar each; beyond, a histogram."""
 
 
+@dataclass
+class Figure:
+    """One PNG of the report: its file name, and how to draw it (returns the pyplot figure).
+
+    Sections say what to draw; :func:`_draw_all` draws, so that the figures can be shared out
+    between two processes."""
+
+    name: str
+    draw: Callable[[], matplotlib.figure.Figure]
+
+
 def write_report(
-    result: StudyResult, mos: pd.DataFrame, viewers: pd.DataFrame, out: Path, source: str
+    result: StudyResult,
+    mos: pd.DataFrame,
+    viewers: pd.DataFrame,
+    out: Path,
+    source: str,
+    meanwhile: Callable[[], object] | None = None,
 ) -> Path:
-    """Write ``report.md`` and its PNG figures into ``out``; return the report's path."""
+    """Write ``report.md`` and its PNG figures into ``out``; return the report's path.
+
+    ``meanwhile``: work to run on a thread while the figures are drawn (``mos.compute`` writes
+    its tables then), started after the drawing process is forked; its error is raised here."""
+    figures: list[Figure] = []
     lines = [
         "# MOS report",
         "",
@@ -48,28 +73,111 @@ def write_report(
             f"{mos[f'{name}_mos'].std():.3f} | {mos[f'{name}_ci95'].median():.3f} | "
             f"{r_mean:.3f} ± {r_std:.3f} |"
         )
-    lines += ["", "## MOS distribution", "", f"![MOS histograms]({_histograms(result, mos, out)})"]
-    lines += ["", "## Viewer screening", "", f"![screening]({_screening(result, viewers, out)})"]
+    lines += [
+        "",
+        "## MOS distribution",
+        "",
+        _shown(figures, _histograms(result, mos), "MOS histograms"),
+    ]
+    lines += [
+        "",
+        "## Viewer screening",
+        "",
+        _shown(figures, _screening(result, viewers), "screening"),
+    ]
     lines += _rejected_list(viewers)
     lines += [f"\n**Note.** {line}" for line in loo_note(viewers)]
-    lines += ["", "## Confidence intervals", "", f"![CI95 widths]({_ci_widths(result, mos, out)})"]
-    lines += _by_metadata(result, mos, out)
+    lines += [
+        "",
+        "## Confidence intervals",
+        "",
+        _shown(figures, _ci_widths(result, mos), "CI95 widths"),
+    ]
+    lines += _by_metadata(result, mos, figures)
     lines += _nsfw(mos)
+    _draw_all(figures, out, meanwhile)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
-def _histograms(result: StudyResult, mos: pd.DataFrame, out: Path) -> str:
+def _shown(figures: list[Figure], figure: Figure, caption: str) -> str:
+    """The Markdown that shows ``figure``, which joins the figures to draw."""
+    figures.append(figure)
+    return f"![{caption}]({figure.name})"
+
+
+def _draw_all(figures: list[Figure], out: Path, meanwhile: Callable[[], object] | None) -> None:
+    """Draw and save ``figures``, every other one in a forked copy of this process where the
+    system can fork (Linux, macOS).
+
+    matplotlib draws in Python under the GIL, ~0.3 s a figure, so a thread cannot use a second
+    core but a second process can: the seven figures of a large study with metadata take half the
+    time. The copy shares this process's memory (nothing is pickled) and only draws and saves;
+    if it fails in any way, its figures are drawn here, where the error is raised."""
+    theirs, mine = figures[1::2], figures[0::2]
+    child = _fork_drawing(theirs, out) if theirs else None
+    if child is None:
+        mine, theirs = figures, []
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(meanwhile) if meanwhile is not None else None
+        try:
+            for figure in mine:
+                _save(figure, out)
+        finally:
+            drawn = child is None or _succeeded(child)  # reaped whatever happens here
+        if not drawn:
+            for figure in theirs:
+                _save(figure, out)
+        if job is not None:
+            job.result()
+
+
+def _fork_drawing(figures: list[Figure], out: Path) -> int | None:
+    """Start a forked copy that saves ``figures`` and exits; its pid, or None (no fork here, or
+    the fork failed: the caller draws them itself)."""
+    if not hasattr(os, "fork"):
+        return None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError:
+        return None
+    if pid == 0:  # the copy: draw, then leave at once (no atexit, no buffers of the parent)
+        code = 1
+        try:
+            for figure in figures:
+                _save(figure, out)
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _succeeded(pid: int) -> bool:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def _histograms(result: StudyResult, mos: pd.DataFrame) -> Figure:
     names = list(result.dimensions)
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        ax.hist(mos[f"{name}_mos"].dropna(), bins=np.linspace(0, 5, 26), color="#4477aa")
-        ax.set(title=f"{name.capitalize()} MOS", xlabel="MOS (0–5)", ylabel="stimuli")
-    return _save(fig, out, "mos_histograms.png")
+
+    def draw():
+        fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
+        for ax, name in zip(axes[0], names, strict=True):
+            ax.hist(mos[f"{name}_mos"].dropna(), bins=np.linspace(0, 5, 26), color="#4477aa")
+            ax.set(title=f"{name.capitalize()} MOS", xlabel="MOS (0–5)", ylabel="stimuli")
+        return fig
+
+    return Figure("mos_histograms.png", draw)
 
 
-def _screening(result: StudyResult, viewers: pd.DataFrame, out: Path) -> str:
+def _screening(result: StudyResult, viewers: pd.DataFrame) -> Figure:
+    return Figure("screening.png", lambda: _draw_screening(result, viewers))
+
+
+def _draw_screening(result: StudyResult, viewers: pd.DataFrame):
     names = list(result.dimensions)
     fig, axes = plt.subplots(len(names), 1, figsize=(10, 3 * len(names)), squeeze=False)
     method = result.settings["screening"]
@@ -101,7 +209,7 @@ def _screening(result: StudyResult, viewers: pd.DataFrame, out: Path) -> str:
             if threshold is not None:
                 ax.axvline(threshold, color="k", ls="--")
         ax.set_title(f"{name}: per-viewer screening ({method}; red = rejected)")
-    return _save(fig, out, "screening.png")
+    return fig
 
 
 def _rejected_list(viewers: pd.DataFrame) -> list[str]:
@@ -116,16 +224,19 @@ def _rejected_list(viewers: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _ci_widths(result: StudyResult, mos: pd.DataFrame, out: Path) -> str:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name in result.dimensions:
-        ax.hist(mos[f"{name}_ci95"].dropna(), bins=30, alpha=0.6, label=name)
-    ax.set(xlabel="95% CI half-width (0–5 scale)", ylabel="stimuli")
-    ax.legend()
-    return _save(fig, out, "ci95.png")
+def _ci_widths(result: StudyResult, mos: pd.DataFrame) -> Figure:
+    def draw():
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for name in result.dimensions:
+            ax.hist(mos[f"{name}_ci95"].dropna(), bins=30, alpha=0.6, label=name)
+        ax.set(xlabel="95% CI half-width (0–5 scale)", ylabel="stimuli")
+        ax.legend()
+        return fig
+
+    return Figure("ci95.png", draw)
 
 
-def _by_metadata(result: StudyResult, mos: pd.DataFrame, out: Path) -> list[str]:
+def _by_metadata(result: StudyResult, mos: pd.DataFrame, figures: list[Figure]) -> list[str]:
     lines: list[str] = []
     names = list(result.dimensions)
     shown = mos if len(mos) <= MAX_PLOTTED else mos.sample(MAX_PLOTTED, random_state=0)
@@ -139,26 +250,41 @@ def _by_metadata(result: StudyResult, mos: pd.DataFrame, out: Path) -> list[str]
             continue
         table = mos.groupby(column)[[f"{n}_mos" for n in names]].agg(["mean", "count"])
         lines += ["", f"## MOS by {column.replace('_', ' ')}", "", _markdown_table(table.round(3))]
-        fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 3.5), squeeze=False)
         groups = sorted(mos[column].dropna().unique(), key=str)
+        figure = _boxplots(names, shown, column, groups)
+        lines += ["", _shown(figures, figure, f"MOS by {column}")]
+    if "strength" in mos and mos["strength"].notna().sum() > 2:
+        lines += [
+            "",
+            "## MOS by strength",
+            "",
+            _shown(figures, _strength(names, shown), "MOS by strength"),
+        ]
+    return lines
+
+
+def _boxplots(names: list[str], shown: pd.DataFrame, column: str, groups: list) -> Figure:
+    def draw():
+        fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 3.5), squeeze=False)
         for ax, name in zip(axes[0], names, strict=True):
             data = [shown.loc[shown[column] == g, f"{name}_mos"].dropna() for g in groups]
             ax.boxplot(data, tick_labels=[str(g) for g in groups])
             ax.set(title=f"{name} MOS by {column}", ylim=(0, 5))
             ax.tick_params(axis="x", rotation=45)
-        lines += ["", f"![MOS by {column}]({_save(fig, out, f'mos_by_{column}.png')})"]
-    if "strength" in mos and mos["strength"].notna().sum() > 2:
+        return fig
+
+    return Figure(f"mos_by_{column}.png", draw)
+
+
+def _strength(names: list[str], shown: pd.DataFrame) -> Figure:
+    def draw():
         fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 3.5), squeeze=False)
         for ax, name in zip(axes[0], names, strict=True):
             ax.scatter(shown["strength"], shown[f"{name}_mos"], s=6, alpha=0.5)
             ax.set(title=f"{name} MOS by img2img strength", xlabel="strength", ylim=(0, 5))
-        lines += [
-            "",
-            "## MOS by strength",
-            "",
-            f"![MOS by strength]({_save(fig, out, 'mos_by_strength.png')})",
-        ]
-    return lines
+        return fig
+
+    return Figure("mos_by_strength.png", draw)
 
 
 def _nsfw(mos: pd.DataFrame) -> list[str]:
@@ -186,8 +312,10 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(rows)
 
 
-def _save(fig, out: Path, name: str) -> str:
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return name
+def _save(figure: Figure, out: Path) -> None:
+    fig = figure.draw()
+    try:
+        fig.tight_layout()
+        fig.savefig(out / figure.name, dpi=110)
+    finally:
+        plt.close(fig)

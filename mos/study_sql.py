@@ -24,6 +24,9 @@ from studydb import Rating, Session, Trial, Viewer
 
 BUSY_TIMEOUT_MS = 30_000
 READ_CHUNK = 1_000_000
+"""The most rating ids one range of a SQLite study's reading spans."""
+READERS = max(1, min(4, os.cpu_count() or 1))
+"""Ranges read at once: SQLite decodes rows on one core per connection."""
 
 OPTIONAL_COLUMNS = (
     "check", "accept_low", "accept_high", "seconds", "slider_events", "first_input_seconds",
@@ -108,10 +111,11 @@ def has_check_column(engine, column: str = "check_kind") -> bool:
 
 
 def rating_id_ranges(engine) -> list[tuple[int, int]]:
-    """The ratings' id span cut into ranges of ~1 M ids (empty for a study without ratings): a
-    SQLite study is read range by range, on every core, each range turned into compact columns
-    at once, so that the driver's buffers stay small and memory peaks at the size of the result,
-    not twice that."""
+    """The ratings' id span cut into ranges of at most :data:`READ_CHUNK` ids (empty for a study
+    without ratings): a SQLite study is read range by range, on every core, each range turned
+    into compact columns at once, so that the driver's buffers stay small and memory peaks at the
+    size of the result, not twice that. The ranges are of one size and as many as a multiple of
+    the readers, so that no reader is left alone with the last range while the others idle."""
     with engine.connect() as connection:
         # Two scalar subqueries: SQLite answers each from the primary key without a scan.
         low, high = connection.execute(
@@ -120,14 +124,20 @@ def rating_id_ranges(engine) -> list[tuple[int, int]]:
                 select(func.max(Rating.id)).scalar_subquery(),
             )
         ).one()
-    if low is None:
-        return []
-    return [(a, min(a + READ_CHUNK - 1, high)) for a in range(low, high + 1, READ_CHUNK)]
+    return [] if low is None else even_ranges(low, high, READ_CHUNK, READERS)
+
+
+def even_ranges(low: int, high: int, largest: int, readers: int) -> list[tuple[int, int]]:
+    """``low..high`` cut into consecutive ranges of one size, at most ``largest``, as many as a
+    multiple of ``readers`` (fewer only where the span has fewer ids)."""
+    span = high - low + 1
+    size = -(-span // (readers * -(-span // (readers * largest))))
+    return [(a, min(a + size - 1, high)) for a in range(low, high + 1, size)]
 
 
 def read_in_parallel(read, ranges: list[tuple[int, int]]) -> list:
     """``read(range)`` for every range of :func:`rating_id_ranges`, on every core, in order."""
-    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(READERS) as pool:
         return list(pool.map(read, ranges))
 
 

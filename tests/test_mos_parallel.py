@@ -1,0 +1,143 @@
+"""The second core in ``mos.compute``'s single-threaded steps (issue 22): the report's figures
+drawn in a forked copy, QC's signals and row selection on threads, the SQLite study read in
+ranges shared evenly between the readers; and a full output folder as a one-line error."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mos.compute
+import mos.report
+from mos.compute import main
+from mos.qc import ExclusionRules, _recoded, qc_signals
+from mos.simulate import SimulationConfig, simulate
+from mos.study_sql import even_ranges
+
+
+@pytest.fixture
+def study_csv(tmp_path):
+    study = simulate(SimulationConfig(stimuli=60, viewers=12, bad_viewers=2, seed=5))
+    path = tmp_path / "ratings.csv"
+    ratings = study.ratings.drop(columns=["group"], errors="ignore")
+    ratings["model"] = np.where(ratings["stimulus"].str[-1].isin(list("02468")), "a", "b")
+    ratings.to_csv(path, index=False)
+    return path
+
+
+def _pngs(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+
+
+def test_figures_drawn_in_a_forked_copy_equal_those_drawn_here(study_csv, tmp_path, monkeypatch):
+    """The copy draws every other figure; the files are those one process draws, byte for byte,
+    and no child is left behind."""
+    assert main([str(study_csv), "--out", str(tmp_path / "two"), "--quiet"]) == 0
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # the copy was reaped
+    monkeypatch.delattr(os, "fork")  # a system without fork: all drawn here
+    assert main([str(study_csv), "--out", str(tmp_path / "one"), "--quiet"]) == 0
+    two, one = _pngs(tmp_path / "two"), _pngs(tmp_path / "one")
+    assert len(one) == 4 and two == one  # histograms, screening, CI widths, MOS by model
+    assert (tmp_path / "two" / "report.md").read_text() == (
+        tmp_path / "one" / "report.md"
+    ).read_text()
+
+
+def test_a_figure_the_copy_fails_to_draw_is_drawn_here(tmp_path):
+    parent = os.getpid()
+
+    def draw_here_only():
+        if os.getpid() != parent:
+            raise RuntimeError("drawing failed in the copy")
+        return mos.report.plt.figure(figsize=(1, 1))
+
+    figures = [
+        mos.report.Figure("a.png", lambda: mos.report.plt.figure(figsize=(1, 1))),
+        mos.report.Figure("b.png", draw_here_only),
+        mos.report.Figure("c.png", lambda: mos.report.plt.figure(figsize=(1, 1))),
+    ]
+    ran = []
+    mos.report._draw_all(figures, tmp_path, meanwhile=lambda: ran.append(os.getpid()))
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["a.png", "b.png", "c.png"]
+    assert ran == [parent]
+
+
+@pytest.mark.parametrize("where", ["figure", "table"])
+def test_a_full_disk_is_a_one_line_error(study_csv, tmp_path, monkeypatch, capsys, where):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if where == "figure":
+        monkeypatch.setattr(mos.report.plt.Figure, "savefig", full)
+    else:
+        monkeypatch.setattr(mos.compute, "_write_csv", full)
+    assert main([str(study_csv), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        f"mos.compute: error: cannot write the outputs into {tmp_path / 'o'}: "
+        "No space left on device"
+    )
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_qc_signals_on_two_cores_equal_one_participant_at_a_time():
+    """The agreement (on its own thread) and every other signal, against a plain loop."""
+    rng = np.random.default_rng(2)
+    n = 3_000
+    trials = pd.DataFrame(
+        {
+            "participant": rng.choice([f"p{i}" for i in range(25)], n),
+            "stimulus": rng.integers(0, 120, n),
+            "score": rng.integers(0, 51, n) / 10,
+            "seconds": np.where(rng.random(n) < 0.1, np.nan, rng.gamma(4, 2, n)),
+        }
+    )
+    signals = qc_signals(trials)
+    assert list(signals["participant"]) == sorted(trials["participant"].unique())
+    total = trials.groupby("stimulus")["score"].agg(["sum", "count"])
+    for row in signals.itertuples():
+        own = trials[trials["participant"] == row.participant]
+        others = total.loc[own["stimulus"]]
+        mean_others = (others["sum"].to_numpy() - own["score"]) / (others["count"].to_numpy() - 1)
+        use = (others["count"].to_numpy() - 1) >= 2
+        expected = np.corrcoef(own["score"][use], mean_others[use])[0, 1]
+        assert row.agreement == pytest.approx(expected, abs=1e-12)
+        assert row.trials == len(own)
+        assert row.score_std == pytest.approx(own["score"].std(), abs=1e-12)
+        assert row.fast_trials == int((own["seconds"] < ExclusionRules.fast_seconds).sum())
+
+
+@pytest.mark.parametrize("lose_one", [False, True])
+def test_recoding_kept_rows_equals_unique(lose_one):
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 40, 2_000)
+    keep = rng.random(2_000) < 0.8
+    if lose_one:
+        keep &= codes != 7  # code 7 loses every row
+    new, present = _recoded(codes, keep)
+    expected_present, expected_new = np.unique(codes[keep], return_inverse=True)
+    np.testing.assert_array_equal(present, expected_present)
+    np.testing.assert_array_equal(new, expected_new)
+
+
+@pytest.mark.parametrize(
+    "low, high, largest, readers",
+    [(1, 10_500_000, 1_000_000, 2), (1, 37, 37, 2), (5, 5, 10, 4), (1, 100, 37, 2),
+     (1, 3, 1, 2), (7, 1_000_006, 1_000_000, 3), (1, 2_000_000, 1_000_000, 2)],
+)  # fmt: skip
+def test_id_ranges_cover_the_span_evenly(low, high, largest, readers):
+    ranges = even_ranges(low, high, largest, readers)
+    assert ranges[0][0] == low and ranges[-1][1] == high
+    assert all(a <= b for a, b in ranges)
+    assert all(ranges[i][1] + 1 == ranges[i + 1][0] for i in range(len(ranges) - 1))
+    sizes = [b - a + 1 for a, b in ranges]
+    assert max(sizes) <= largest and max(sizes) - min(sizes) <= max(sizes) // 2 + 1
+    span = high - low + 1
+    if span >= readers:
+        assert len(ranges) % readers == 0 or len(ranges) == span
