@@ -61,11 +61,10 @@ class Blocks:
         self.width = int(self.size.max()) if n_groups and self.n_rows else 0
         if self.padded:
             starts = np.concatenate(([0], np.cumsum(self.size)[:-1]))
-            sorted_groups = groups[self.order]
-            # flat index of each (group-sorted) row in the padded group × width matrix
-            self.cell = sorted_groups * self.width + (
-                np.arange(self.n_rows) - starts[sorted_groups]
-            )
+            # flat index of each (group-sorted) row in the padded group × width matrix: the
+            # g-th group's i-th row (i counted over all sorted rows) is at g · width + i − start
+            shift = np.arange(n_groups, dtype=np.int64) * self.width - starts
+            self.cell = np.repeat(shift, self.size) + np.arange(self.n_rows)
 
     @property
     def padded(self) -> bool:

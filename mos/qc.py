@@ -39,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mos.ratings import (
     InputError,
     RatingTable,
+    dense_codes,
     dictionary_codes,
     first_line,
     load_study,
@@ -374,7 +375,8 @@ def load_trials(
         frame = _trials_from_arrow(table, path, dimension)
     else:  # another database, or a SQLite study the driver cannot type
         frame = _trials_from_database(text, dimension)
-    frame["stimulus"] = pd.factorize(frame["stimulus"])[0]
+    # Any dense numbering will do (the stimuli only group trials): a lookup table, not hashing.
+    frame["stimulus"] = dense_codes(frame["stimulus"].to_numpy().astype(np.int64, copy=False))[0]
     return frame
 
 

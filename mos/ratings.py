@@ -10,6 +10,7 @@ one-line message naming it.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,23 +223,26 @@ def _read_sqlite(
         qc = None
         if trials_of is not None:
             qc = (has_checks, has_check_column(engine, "slider_events"), has_trials(engine))
-        tables = [
+        sessions, viewers = (
             fetch_sqlite_arrow(path, query, engine.dialect)
-            for query in (_sessions_query(), _stimuli_query(), _viewers_query())
-        ]
-        sessions, _, viewers = tables
+            for query in (_sessions_query(), _viewers_query())
+        )
         _check_sittings(sessions, viewers, str(path))
         read = _RangeReader(path, engine.dialect, dimensions, sessions, viewers, trials_of)
-        try:
-            query = _ratings_query(dimensions, has_checks, qc)
-            ratings, trials = read.all(ranges, query, with_trials=qc is not None)
-        except Exception:
-            if qc is None:
-                raise
-            # ADBC's own errors (e.g. a time column typed differently in old rows): the ratings
-            # alone here, and QC reads the trials through SQLAlchemy (mos.qc).
-            query = _ratings_query(dimensions, has_checks)
-            ratings, trials = read.all(ranges, query, with_trials=False)
+        # The stimuli (half a million rows of text in a crowd study) are read beside the ratings.
+        with ThreadPoolExecutor(1) as side:
+            stimuli = side.submit(fetch_sqlite_arrow, path, _stimuli_query(), engine.dialect)
+            try:
+                query = _ratings_query(dimensions, has_checks, qc)
+                ratings, trials = read.all(ranges, query, with_trials=qc is not None)
+            except Exception:
+                if qc is None:
+                    raise
+                # ADBC's own errors (e.g. a time column typed differently in old rows): the
+                # ratings alone here, and QC reads the trials through SQLAlchemy (mos.qc).
+                query = _ratings_query(dimensions, has_checks)
+                ratings, trials = read.all(ranges, query, with_trials=False)
+            tables = (sessions, stimuli.result(), viewers)
     except InputError:
         raise
     except Exception as error:  # ADBC raises its own DB-API errors
@@ -351,22 +355,31 @@ def _from_database_tables(
     viewers: pa.Table,
     label: str,
 ) -> RatingTable:
+    """The :class:`RatingTable` of a study's ratings (numpy columns) and its other tables.
+
+    Ids are checked and mapped on their distinct values: each rating's session and stimulus id
+    is turned into a dense code once (on two cores), and everything else — whether the id is in
+    the study, a session's viewer — is looked up among the few thousand distinct ids."""
     if ratings["session"].size == 0:
         raise InputError(f"{label}: the study has no submitted ratings yet")
-    for what, ids, table in (("sitting", ratings["session"], sessions),
-                             ("stimulus", ratings["stimulus"], stimuli)):  # fmt: skip
-        unknown = ~_member(ids, _int_column(table, "id"))
-        if unknown.any():
+    session_ids, stimulus_ids = ratings.pop("session"), ratings.pop("stimulus")
+    with ThreadPoolExecutor(2) as pool:
+        by_stimulus = pool.submit(dense_codes, stimulus_ids)
+        session_codes, session_rows = dense_codes(session_ids)
+        stimulus_codes, stimulus_rows = by_stimulus.result()
+    for what, ids, present, table in (
+        ("sitting", session_ids, session_rows, sessions),
+        ("stimulus", stimulus_ids, stimulus_rows, stimuli),
+    ):
+        if not _member(present, _int_column(table, "id")).all():
+            unknown = ~_member(ids, _int_column(table, "id"))  # once, for the message
             raise InputError(
                 f"{label}: {int(unknown.sum())} rating(s) name a {what} that is not in the study "
                 f"(first: id {ids[unknown][0]})"
             )
-    session_ids = ratings.pop("session")
+    del session_ids, stimulus_ids
     viewer_of_session = _mapper(_int_column(sessions, "id"), _int_column(sessions, "viewer_id"))
-    viewer_codes, viewer_rows = _dense_codes(viewer_of_session(session_ids))
-    stimulus_codes, stimulus_rows = _dense_codes(ratings.pop("stimulus"))
-    session_codes, session_rows = _dense_codes(session_ids)
-    del session_ids
+    viewer_rows, viewer_of_code = np.unique(viewer_of_session(session_rows), return_inverse=True)
     viewer_code_of_id = dict(
         zip(viewers.column("id").to_pylist(), viewers.column("code").to_pylist(), strict=True)
     )
@@ -376,7 +389,7 @@ def _from_database_tables(
     nsfw = ratings.pop("nsfw")
     scores = ratings  # what is left: the score columns
     return RatingTable(
-        viewer=viewer_codes,
+        viewer=viewer_of_code.astype(np.intp, copy=False)[session_codes],
         stimulus=stimulus_codes,
         session=session_codes,
         scores=scores,
@@ -439,10 +452,11 @@ def _float_column(table: pa.Table, name: str) -> np.ndarray:
     return pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
 
 
-def _dense_codes(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Map non-negative integer ids to codes 0..k-1 with a lookup table (O(n), no sort), in the
-    order of the ids; sparse ids (see :func:`_mapper`) by sorting."""
-    if not _compact(int(ids.max(initial=-1)), ids.size):
+def dense_codes(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map integer ids to codes 0..k-1 in the order of the ids, and the k distinct ids: with a
+    lookup table where they are compact and non-negative (O(n), no sort), else (see
+    :func:`_mapper`) by sorting."""
+    if ids.min(initial=0) < 0 or not _compact(int(ids.max(initial=-1)), ids.size):
         present, codes = np.unique(ids, return_inverse=True)
         return codes.astype(np.intp, copy=False), present
     present = np.flatnonzero(np.bincount(ids))

@@ -397,6 +397,8 @@ def test_the_trials_read_after_a_failed_fast_read_keep_the_score_range(tmp_path,
     "edit, message",
     [("UPDATE ratings SET session_id = 99 WHERE id = 7", "1 rating(s) name a sitting"),
      ("UPDATE ratings SET stimulus_id = 999 WHERE id = 7", "1 rating(s) name a stimulus"),
+     ("UPDATE ratings SET stimulus_id = -3 WHERE id IN (7, 8)", "2 rating(s) name a stimulus"),
+     ("UPDATE ratings SET session_id = -1 WHERE id = 9", "1 rating(s) name a sitting"),
      ("UPDATE sessions SET viewer_id = 77 WHERE id = 2", "sitting(s) name a viewer"),
      ("UPDATE viewers SET id = 1099511627776 WHERE id = 1; "
       "UPDATE sessions SET viewer_id = 1099511627776 WHERE viewer_id = 1", None),
