@@ -44,6 +44,11 @@ def std(
         return np.where(n > ddof, np.sqrt(squares / (n - ddof)), np.nan)
 
 
+SPAN_CELLS = 1 << 18
+"""Padded cells handled at once by the span-wise statistics (:meth:`Blocks.spans`): a span's
+float matrix is 2 MB, within the L2 cache and below glibc's mapping threshold."""
+
+
 class Blocks:
     """The rows of each group laid side by side, computed once and shared by every rank call.
 
@@ -58,12 +63,13 @@ class Blocks:
         self.n_rows = groups.shape[0]
         self.order = np.argsort(groups, kind="stable")
         self.size = counts(groups, n_groups)
+        self.start = np.concatenate(([0], np.cumsum(self.size)))
+        """Where each group's rows begin in :attr:`order` (and where the last ends)."""
         self.width = int(self.size.max()) if n_groups and self.n_rows else 0
         if self.padded:
-            starts = np.concatenate(([0], np.cumsum(self.size)[:-1]))
             # flat index of each (group-sorted) row in the padded group × width matrix: the
             # g-th group's i-th row (i counted over all sorted rows) is at g · width + i − start
-            shift = np.arange(n_groups, dtype=np.int64) * self.width - starts
+            shift = np.arange(n_groups, dtype=np.int64) * self.width - self.start[:-1]
             self.cell = np.repeat(shift, self.size) + np.arange(self.n_rows)
 
     @property
@@ -76,6 +82,27 @@ class Blocks:
         flat = np.full(self.n_groups * self.width, fill, dtype=values.dtype)
         flat[self.cell] = values[self.order]
         return flat.reshape(self.n_groups, self.width)
+
+    def spans(self) -> list[tuple[int, int]]:
+        """Consecutive groups ``[g0, g1)`` of about :data:`SPAN_CELLS` padded cells each.
+
+        Ranks and rank correlations are computed one span at a time: each span's arrays stay
+        in the cache and small enough for the allocator to reuse. Whole-matrix temporaries
+        (80 MB each at ten million ratings) cost more in page faults than in arithmetic."""
+        step = max(1, SPAN_CELLS // max(self.width, 1))
+        return [(g, min(g + step, self.n_groups)) for g in range(0, self.n_groups, step)]
+
+    def rows(self, span: tuple[int, int]) -> np.ndarray:
+        """The rows of the span's groups, group after group, each group's in their own order."""
+        return self.order[self.start[span[0]] : self.start[span[1]]]
+
+    def span_matrix(self, span: tuple[int, int], values: np.ndarray, fill) -> np.ndarray:
+        """``values`` (one per row of :meth:`rows`, in that order) laid out as the span's rows of
+        the padded matrix, ``fill`` in the gaps."""
+        g0, g1 = span
+        flat = np.full((g1 - g0) * self.width, fill, dtype=values.dtype)
+        flat[self.cell[self.start[g0] : self.start[g1]] - g0 * self.width] = values
+        return flat.reshape(g1 - g0, self.width)
 
     def unmatrix(self, matrix: np.ndarray) -> np.ndarray:
         """The inverse of :meth:`matrix`: back to one value per row, in the rows' order."""
@@ -211,74 +238,102 @@ def spearman(
 
 
 def block_ranks(blocks: Blocks, values: np.ndarray) -> np.ndarray:
-    """Within-group average ranks of ``values``, as the padded group × width matrix of ``blocks``.
+    """Within-group average ranks of ``values`` (one per row), as the padded group × width matrix
+    of ``blocks``, computed span by span (:func:`span_ranks`).
 
-    The padding cells hold their group's mean rank, (n + 1) / 2, so that they add nothing to
-    centred sums (:func:`block_rank_correlation`). Ranks stay in this layout so that one ranking
-    serves several correlations (the paper's SRoCC and the leave-one-out one share a viewer's
-    own ranks) without a scatter and a gather of the whole data for each. Non-negative integer
-    codes are ranked from a group × code histogram when there are few codes (opinion scores),
-    else by a plain sort of one packed ``code · width + column`` key; floats by an argsort of
-    each row.
+    Ranks stay in this layout so that one ranking serves several correlations (the paper's SRoCC
+    and the leave-one-out one share a viewer's own ranks, :func:`block_spearman`) without a
+    scatter and a gather of the whole data for each.
     """
-    codes = np.issubdtype(values.dtype, np.integer) and values.min(initial=0) >= 0
-    top = int(values.max(initial=0)) + 1 if codes else 0
-    if codes and blocks.n_groups * (top + 1) <= max(1, values.size):
-        ranks = _histogram_block_ranks(blocks, values, top)
-    else:
-        ranks = _sorted_block_ranks(blocks, values, top if codes else None)
-    padding = np.arange(blocks.width) >= blocks.size[:, None]
-    ranks[padding] = np.broadcast_to(((blocks.size + 1) / 2.0)[:, None], ranks.shape)[padding]
+    ranks = np.empty((blocks.n_groups, blocks.width))
+    for span in blocks.spans():
+        ranks[span[0] : span[1]] = span_ranks(blocks, span, values[blocks.rows(span)])
     return ranks
 
 
-def _histogram_block_ranks(blocks: Blocks, codes: np.ndarray, top: int) -> np.ndarray:
-    """Ranks of few distinct codes: each code's rank is the count below it plus half its ties."""
-    key = blocks.matrix(codes.astype(np.int64, copy=False), fill=top)
-    key += (np.arange(blocks.n_groups, dtype=np.int64) * (top + 1))[:, None]
-    tally = np.bincount(key.ravel(), minlength=blocks.n_groups * (top + 1))
+def block_spearman(blocks: Blocks, x_ranks: np.ndarray, values_of) -> np.ndarray:
+    """Per-group SRoCC between the groups' :func:`block_ranks` ``x_ranks`` and the values
+    ``values_of(rows)`` gives for rows (an index array, :meth:`Blocks.rows`) — computed span by
+    span, so that the values, their ranks and the centred sums never exist for all rows at once.
+    """
+    r = np.empty(blocks.n_groups)
+    for g0, g1 in blocks.spans():
+        y_ranks = span_ranks(blocks, (g0, g1), values_of(blocks.rows((g0, g1))))
+        r[g0:g1] = block_rank_correlation(x_ranks[g0:g1], y_ranks, blocks.size[g0:g1])
+    return r
+
+
+def span_ranks(blocks: Blocks, span: tuple[int, int], values: np.ndarray) -> np.ndarray:
+    """Within-group average ranks of ``values`` (one per row of ``blocks.rows(span)``), as the
+    span's rows of the padded matrix.
+
+    The padding cells hold their group's mean rank, (n + 1) / 2, so that they add nothing to
+    centred sums (:func:`block_rank_correlation`). Non-negative integer codes are ranked from a
+    group × code histogram when there are few codes (opinion scores), else by a plain sort of one
+    packed ``code · width + column`` key; floats by an argsort of each row.
+    """
+    size = blocks.size[span[0] : span[1]]
+    codes = np.issubdtype(values.dtype, np.integer) and values.min(initial=0) >= 0
+    top = int(values.max(initial=0)) + 1 if codes else 0
+    if codes and size.size * (top + 1) <= max(1, values.size):
+        key = blocks.span_matrix(span, values.astype(np.int64, copy=False), fill=top)
+        ranks = _histogram_ranks(key, top)
+    elif codes and top * blocks.width < 2**62:
+        # int32 when the packed key fits: half the memory, and a faster sort
+        dtype = np.int32 if (top + 1) * blocks.width < 2**31 else np.int64
+        ranks = _code_ranks(blocks.span_matrix(span, values.astype(dtype, copy=False), fill=top))
+    else:
+        matrix = blocks.span_matrix(span, values.astype(np.float64, copy=False), fill=np.inf)
+        ranks = _float_ranks(matrix)
+    padding = np.arange(blocks.width) >= size[:, None]
+    ranks[padding] = np.broadcast_to(((size + 1) / 2.0)[:, None], ranks.shape)[padding]
+    return ranks
+
+
+def _histogram_ranks(key: np.ndarray, top: int) -> np.ndarray:
+    """Ranks of few distinct codes (below ``top``, which pads) in each row of ``key``: each code's
+    rank is the count below it in its row plus half its ties."""
+    n_rows, width = key.shape
+    key += (np.arange(n_rows, dtype=np.int64) * (top + 1))[:, None]
+    tally = np.bincount(key.ravel(), minlength=n_rows * (top + 1))
     # rank = (count below) + (tally + 1) / 2 = (2 · cumsum − tally + 1) / 2, counted from the
-    # group's first cell. In place: the histogram can be as large as the data. Exact: integers
-    # below 2**53 and their halves.
+    # row's first cell. Exact: integers below 2**53 and their halves.
     rank_of_key = np.cumsum(tally, dtype=np.float64)
     rank_of_key *= 2
     rank_of_key -= tally
-    del tally
     rank_of_key += 1
     rank_of_key /= 2
-    rank_of_key.reshape(blocks.n_groups, top + 1)[...] -= (
-        np.arange(blocks.n_groups) * float(blocks.width)
-    )[:, None]
+    rank_of_key.reshape(n_rows, top + 1)[...] -= (np.arange(n_rows) * float(width))[:, None]
     return rank_of_key[key]
 
 
-def _sorted_block_ranks(blocks: Blocks, values: np.ndarray, top: int | None) -> np.ndarray:
-    """Ranks by sorting each row: codes (below ``top``) packed with their column, else floats."""
-    width = blocks.width
-    if top is not None and top * width < 2**62:
-        # int32 when the packed key fits: half the memory, and a faster sort
-        dtype = np.int32 if (top + 1) * width < 2**31 else np.int64
-        key = blocks.matrix(values.astype(dtype, copy=False), fill=top)
-        key *= width
-        key += np.arange(width, dtype=dtype)
-        key.sort(axis=1)
-        within = key % width
-        ordered = key // width
-        del key
-    else:
-        matrix = blocks.matrix(values.astype(np.float64, copy=False), fill=np.inf)
-        within = np.argsort(matrix, axis=1)
-        ordered = np.take_along_axis(matrix, within, axis=1)
-        del matrix
+def _code_ranks(key: np.ndarray) -> np.ndarray:
+    """Ranks of integer codes in each row of ``key`` (many distinct codes): the codes packed with
+    their column into one key, sorted (no argsort), unpacked."""
+    width = key.shape[1]
+    key *= width
+    key += np.arange(width, dtype=key.dtype)
+    key.sort(axis=1)
+    return _tied_ranks(key // width, key % width)
+
+
+def _float_ranks(matrix: np.ndarray) -> np.ndarray:
+    """Ranks of the floats in each row of ``matrix`` (argsort of each row)."""
+    within = np.argsort(matrix, axis=1)
+    return _tied_ranks(np.take_along_axis(matrix, within, axis=1), within)
+
+
+def _tied_ranks(ordered: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """Average ranks, ties sharing their mean position, from each row sorted (``ordered``) and
+    where each sorted cell came from (``within``)."""
+    n_rows, width = ordered.shape
     new_tie = np.ones(ordered.shape, dtype=bool)
     np.not_equal(ordered[:, 1:], ordered[:, :-1], out=new_tie[:, 1:])
-    del ordered
     run_first = np.flatnonzero(new_tie)
-    del new_tie
-    run_length = np.diff(run_first, append=blocks.n_groups * width)
+    run_length = np.diff(run_first, append=n_rows * width)
     sorted_ranks = np.repeat(run_first % max(width, 1) + (run_length + 1) / 2.0, run_length)
-    ranks = np.empty((blocks.n_groups, width))
-    np.put_along_axis(ranks, within, sorted_ranks.reshape(blocks.n_groups, width), axis=1)
+    ranks = np.empty((n_rows, width))
+    np.put_along_axis(ranks, within, sorted_ranks.reshape(n_rows, width), axis=1)
     return ranks
 
 

@@ -117,16 +117,17 @@ class ViewerRanks:
             return grouped.pearson(
                 obs.viewer, x_ranks, y_ranks, obs.n_viewers, obs.blocks.size, ranks=True
             )
-        y_ranks = grouped.block_ranks(obs.blocks, codes[obs.stimulus])
-        return grouped.block_rank_correlation(self.own, y_ranks, obs.blocks.size)
+        return grouped.block_spearman(obs.blocks, self.own, lambda rows: codes[obs.stimulus[rows]])
 
-    def spearman_with_rows(self, values: np.ndarray) -> np.ndarray:
-        """SRoCC against one value per observation (e.g. the mean of the other viewers)."""
+    def spearman_with_rows(self, values_of) -> np.ndarray:
+        """SRoCC against one value per observation (e.g. the mean of the other viewers), given
+        by ``values_of(rows)`` for an index array of rows: computed a span of viewers at a time
+        (:func:`grouped.block_spearman`), never for every rating at once."""
         obs = self.obs
         if not self.padded:
+            values = values_of(np.arange(obs.score.size))
             return grouped.spearman(obs.viewer, obs.score, values, obs.n_viewers, obs.blocks)
-        y_ranks = grouped.block_ranks(obs.blocks, values)
-        return grouped.block_rank_correlation(self.own, y_ranks, obs.blocks.size)
+        return grouped.block_spearman(obs.blocks, self.own, values_of)
 
 
 class Bt500Screening(Screening):
@@ -198,19 +199,24 @@ def leave_one_out_srocc(
     (they are reused when every image has another viewer, as in any real study).
     """
     total = np.bincount(obs.stimulus, weights=obs.score, minlength=obs.n_stimuli)
-    others = obs.stimulus_counts[obs.stimulus] - 1
-    keep = others > 0
-    reference = total[obs.stimulus]  # in place from here: one array of ratings' size, not three
-    reference -= obs.score
-    with np.errstate(invalid="ignore", divide="ignore"):
-        reference /= others
-    del others
-    if keep.all():
+    others = obs.stimulus_counts - 1
+
+    def reference(rows: np.ndarray) -> np.ndarray:
+        """The others' mean of each row's image (in place: one array of the rows' size)."""
+        stimulus = obs.stimulus[rows]
+        mean = total[stimulus]
+        mean -= obs.score[rows]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean /= others[stimulus]
+        return mean
+
+    if (others[obs.stimulus_counts > 0] > 0).all():  # every rated image has another viewer
         shared = obs.viewer_counts
         srocc = (ranks if ranks is not None else ViewerRanks(obs)).spearman_with_rows(reference)
     else:
+        keep = np.flatnonzero(others[obs.stimulus] > 0)
         shared = np.bincount(obs.viewer[keep], minlength=obs.n_viewers)
-        srocc = grouped.spearman(obs.viewer[keep], obs.score[keep], reference[keep], obs.n_viewers)
+        srocc = grouped.spearman(obs.viewer[keep], obs.score[keep], reference(keep), obs.n_viewers)
     srocc = np.where(shared >= 2, srocc, np.nan)
     return srocc, shared
 

@@ -96,3 +96,29 @@ def test_mean_std_and_counts_match_numpy():
     single = grouped.std(np.array([0, 1, 1]), np.array([1.0, 2.0, 4.0]), 2)
     assert np.isnan(single[0])  # a one-row group has no sample std
     assert single[1] == pytest.approx(np.sqrt(2.0))
+
+
+@pytest.mark.parametrize("span_cells", [1, 800, 1 << 18])  # a group per span, a few, all
+@pytest.mark.parametrize("kind", ["float", "few codes", "many codes"])
+def test_spans_of_groups_give_the_whole_matrix_ranks_and_correlations(
+    monkeypatch, span_cells, kind
+):
+    """Ranks and correlations are computed a span of groups at a time (less memory, in cache):
+    the same, bit for bit, whatever the span."""
+    rng = np.random.default_rng(6)
+    groups = rng.integers(0, 30, 5000)
+    groups[groups == 4] = 5  # a group with no rows
+    x = rng.integers(0, 6, groups.size).astype(float)
+    if kind == "float":
+        y = x + rng.normal(0, 2, groups.size).round(1)
+    else:
+        y = rng.integers(0, 5 if kind == "few codes" else 100_000, groups.size)
+    monkeypatch.setattr(grouped, "SPAN_CELLS", span_cells)
+    blocks = grouped.Blocks(groups, 30)
+    assert len(blocks.spans()) == {1: 30, 800: 15, 1 << 18: 1}[span_cells]
+    x_ranks = grouped.block_ranks(blocks, grouped.ordered_codes(x)[0])
+    got = grouped.block_spearman(blocks, x_ranks, lambda rows: y[rows])
+    np.testing.assert_array_equal(got, grouped.spearman(groups, x, y.astype(float), 30))
+    for g in (0, 17, 29):
+        row = blocks.size[g]
+        np.testing.assert_array_equal(x_ranks[g, :row], stats.rankdata(x[groups == g]))
