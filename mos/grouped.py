@@ -37,11 +37,24 @@ def std(
     n: np.ndarray | None = None,
 ) -> np.ndarray:
     """Standard deviation per group, two-pass for accuracy (NaN where a group has ≤ ddof rows)."""
+    return centred_std(groups, values, n_groups, ddof, n)[1]
+
+
+def centred_std(
+    groups: np.ndarray,
+    values: np.ndarray,
+    n_groups: int,
+    ddof: int = 1,
+    n: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each value minus its group's mean, and :func:`std`: the centred values are the first pass
+    of the standard deviation and what z-scoring divides, computed once for both."""
     n = counts(groups, n_groups) if n is None else n
-    centred = values - mean(groups, values, n_groups, n)[groups]
+    centred = mean(groups, values, n_groups, n)[groups]
+    np.subtract(values, centred, out=centred)
     squares = np.bincount(groups, weights=centred * centred, minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > ddof, np.sqrt(squares / (n - ddof)), np.nan)
+        return centred, np.where(n > ddof, np.sqrt(squares / (n - ddof)), np.nan)
 
 
 SPAN_CELLS = 1 << 18

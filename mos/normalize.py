@@ -20,7 +20,10 @@ def session_normalize(
     Removes a viewer's drift between sittings (a harsher mood on Tuesday) before the scores of
     different sessions are pooled.
     """
-    return score - grouped.mean(session, score, n_sessions)[session] + centre
+    normalized = grouped.mean(session, score, n_sessions)[session]
+    np.subtract(score, normalized, out=normalized)  # in place: one array of ratings, not three
+    normalized += centre
+    return normalized
 
 
 def zscore(obs: Observations, viewer_ids: np.ndarray) -> np.ndarray:
@@ -30,8 +33,7 @@ def zscore(obs: Observations, viewer_ids: np.ndarray) -> np.ndarray:
     problem, not a number to invent: it raises :class:`InputError` naming the viewer.
     """
     n = obs.viewer_counts
-    mu = grouped.mean(obs.viewer, obs.score, obs.n_viewers, n)
-    sigma = grouped.std(obs.viewer, obs.score, obs.n_viewers, ddof=1, n=n)
+    centred, sigma = grouped.centred_std(obs.viewer, obs.score, obs.n_viewers, ddof=1, n=n)
     present = n > 0
     bad = present & ~(sigma > 0)
     if bad.any():
@@ -40,4 +42,5 @@ def zscore(obs: Observations, viewer_ids: np.ndarray) -> np.ndarray:
             f"cannot z-score viewer(s) {names}: fewer than two ratings or all ratings equal "
             "(screen them out, or use --no-zscore)"
         )
-    return (obs.score - mu[obs.viewer]) / sigma[obs.viewer]
+    centred /= sigma[obs.viewer]
+    return centred
