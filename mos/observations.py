@@ -78,13 +78,14 @@ class Pairs:
     ) -> Pairs | None:
         """The pairs, or None when no viewer rated any stimulus twice (the usual case).
 
-        That check sorts each viewer's short row of stimuli instead of hashing every rating.
+        That check sorts each viewer's short row of stimuli instead of hashing every rating, a
+        span of viewers at a time (:meth:`grouped.Blocks.spans`), stopping at the first repeat.
         """
-        if blocks.padded:
-            matrix = blocks.matrix(stimulus, fill=-1)
-            matrix.sort(axis=1)
-            if not ((matrix[:, 1:] == matrix[:, :-1]) & (matrix[:, 1:] >= 0)).any():
-                return None
+        if blocks.padded and not any(
+            _has_repeat(blocks.span_matrix(span, stimulus[blocks.rows(span)], fill=-1))
+            for span in blocks.spans()
+        ):
+            return None
         key = viewer.astype(np.int64) * n_stimuli + stimulus
         code, unique_keys = pd.factorize(key)
         repetitions = int(np.bincount(code).max()) if code.size else 1
@@ -116,3 +117,9 @@ class Pairs:
         count = np.bincount(viewer, minlength=n_viewers)
         with np.errstate(invalid="ignore", divide="ignore"):
             return total / count
+
+
+def _has_repeat(matrix: np.ndarray) -> bool:
+    """Whether a row of ``matrix`` (stimulus codes, -1 padding) holds one code twice."""
+    matrix.sort(axis=1)
+    return bool(((matrix[:, 1:] == matrix[:, :-1]) & (matrix[:, 1:] >= 0)).any())
