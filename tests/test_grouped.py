@@ -122,3 +122,21 @@ def test_spans_of_groups_give_the_whole_matrix_ranks_and_correlations(
     for g in (0, 17, 29):
         row = blocks.size[g]
         np.testing.assert_array_equal(x_ranks[g, :row], stats.rankdata(x[groups == g]))
+
+
+@pytest.mark.parametrize("span_cells", [1, 1 << 18])
+@pytest.mark.parametrize("repeated_by", [None, 0, 19])  # nobody, the first viewer, the last
+def test_repeated_ratings_are_found_in_any_span(monkeypatch, span_cells, repeated_by):
+    from mos.observations import Pairs
+
+    rng = np.random.default_rng(8)
+    viewer = np.repeat(np.arange(20), 30)
+    stimulus = np.concatenate([rng.permutation(100)[:30] for _ in range(20)])
+    if repeated_by is not None:
+        rows = np.flatnonzero(viewer == repeated_by)
+        stimulus[rows[-1]] = stimulus[rows[0]]  # rated twice
+    monkeypatch.setattr(grouped, "SPAN_CELLS", span_cells)
+    pairs = Pairs.find(viewer, stimulus, 100, grouped.Blocks(viewer, 20))
+    assert (pairs is None) == (repeated_by is None)
+    if pairs is not None:
+        assert pairs.repetitions == 2 and pairs.viewer.size == viewer.size - 1
