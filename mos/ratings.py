@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from mos.study_sql import (
@@ -152,6 +152,7 @@ def _ratings_query(
     dimensions: tuple[str, ...],
     has_checks: bool = True,
     qc: tuple[bool, bool, bool] | None = None,
+    rating_qc: bool = True,
 ):
     """The one query of the schema's ratings: submitted, non-warm-up, non-check trials.
 
@@ -159,6 +160,8 @@ def _ratings_query(
     is read as it is, without an upgrade, and has no check trials). ``qc``: also read what
     quality control reads (:func:`mos.study_sql.qc_columns` for ``(has_checks,
     has_interaction, has_trials)``); the check trials are then kept, flagged in ``is_check``.
+    ``rating_qc=False``: without what QC reads of the rating itself (its check flag, its
+    interaction counts), for ratings that hold none of it (:func:`_rating_qc_probe`).
 
     No join to the sessions: each rating's viewer comes from its session in numpy, which is much
     cheaper than letting SQLite join ten million rows.
@@ -176,13 +179,33 @@ def _ratings_query(
         *columns,
     ).where(Rating.is_warmup.is_(False))
     if qc is not None:
-        flag = (Rating.check_kind.is_not(None).label("is_check"),) if has_checks else ()
-        query = query.add_columns(*flag, *qc_columns(*qc))
-        if qc[2]:  # the study has trials: their times, checks and ranges
+        checks, interaction, trials = qc
+        flag = (Rating.check_kind.is_not(None).label("is_check"),) if checks and rating_qc else ()
+        query = query.add_columns(*flag, *qc_columns(checks, interaction and rating_qc, trials))
+        if trials:  # the study has trials: their times, checks and ranges
             query = query.outerjoin(Trial, TRIAL_OF_RATING)
     elif has_checks:
         query = query.where(Rating.check_kind.is_(None))
     return query
+
+
+def _rating_qc_probe(has_checks: bool, has_interaction: bool):
+    """A function of an id range giving the query of whether any of its (non-warm-up) ratings
+    holds a check kind or an interaction count (None when the schema has neither).
+
+    A study without them (ratings imported from elsewhere, or from before schema 5) would
+    otherwise have each of those empty columns decoded for every rating: a tenth of a second per
+    million ratings and column, where this probe scans the range once in SQLite and stops at the
+    first rating that holds one."""
+    columns = [Rating.check_kind] if has_checks else []
+    if has_interaction:
+        columns += [Rating.slider_events, Rating.first_input_at, Rating.shown_at]
+    if not columns:
+        return None
+    held = or_(*(column.is_not(None) for column in columns))
+    return lambda span: select(
+        exists().where(Rating.id.between(*span), Rating.is_warmup.is_(False), held)
+    )
 
 
 def _sessions_query():
@@ -234,7 +257,13 @@ def _read_sqlite(
             stimuli = side.submit(fetch_sqlite_arrow, path, _stimuli_query(), engine.dialect)
             try:
                 query = _ratings_query(dimensions, has_checks, qc)
-                ratings, trials = read.all(ranges, query, with_trials=qc is not None)
+                lean = None
+                if qc is not None:
+                    lean = (
+                        _rating_qc_probe(has_checks, qc[1]),
+                        _ratings_query(dimensions, has_checks, qc, rating_qc=False),
+                    )
+                ratings, trials = read.all(ranges, query, with_trials=qc is not None, lean=lean)
             except Exception:
                 if qc is None:
                     raise
@@ -277,10 +306,12 @@ class _RangeReader:
         self.codes = viewers.column("code").combine_chunks()
 
     def all(
-        self, ranges, query, with_trials: bool
+        self, ranges, query, with_trials: bool, lean: tuple | None = None
     ) -> tuple[dict[str, np.ndarray], pa.Table | None]:
-        """The ratings as numpy columns, and the trials when ``query`` reads them."""
-        parts = read_in_parallel(lambda span: self._read(query, span, with_trials), ranges)
+        """The ratings as numpy columns, and the trials when ``query`` reads them. ``lean``:
+        (probe, query): a range where the probe (:func:`_rating_qc_probe`) finds nothing is
+        read by the leaner query."""
+        parts = read_in_parallel(lambda span: self._read(query, span, with_trials, lean), ranges)
         ratings = {name: np.concatenate([part[0][name] for part in parts]) for name in parts[0][0]}
         trials = None
         if parts[0][1] is not None:
@@ -291,8 +322,12 @@ class _RangeReader:
         return ratings, trials
 
     def _read(
-        self, query, span: tuple[int, int], with_trials: bool
+        self, query, span: tuple[int, int], with_trials: bool, lean: tuple | None
     ) -> tuple[dict[str, np.ndarray], pa.Table | None]:
+        if lean is not None and lean[0] is not None:
+            probe = fetch_sqlite_arrow(self.path, lean[0](span), self.dialect)
+            if not probe.column(0)[0].as_py():
+                query = lean[1]
         raw = fetch_sqlite_arrow(self.path, query.where(Rating.id.between(*span)), self.dialect)
         trials = None
         if with_trials:

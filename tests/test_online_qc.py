@@ -319,6 +319,57 @@ def test_one_reading_gives_the_ratings_and_the_trials(tmp_path, monkeypatch, tri
     assert known == (known if trial_rows else set()) and (len(known) == 4) == trial_rows
 
 
+def test_ranges_without_rating_checks_or_input_read_lean_and_equal(tmp_path, monkeypatch):
+    """A range whose ratings hold no check kind and no interaction count (an imported half of a
+    study) is read without those columns: the same ratings and signals as reading them all."""
+    import sqlite3
+
+    import mos.ratings
+    import mos.study_sql
+    from mos.qc import load_trials, qc_signals
+    from mos.ratings import load_study
+
+    path = tmp_path / "study.db"
+    _study_with_mixed_times(path)
+    with sqlite3.connect(path) as db:  # the first three viewers: no check kind on the rating
+        db.execute("UPDATE ratings SET check_kind = NULL WHERE session_id <= 3")
+        # a warm-up that holds input does not make its range's test ratings hold any
+        db.execute("UPDATE ratings SET is_warmup = 1, slider_events = 2 WHERE id = 1")
+    monkeypatch.setattr(mos.study_sql, "READ_CHUNK", 37)
+    monkeypatch.setattr(pd, "read_sql", _no_slow_path)
+    lean = []
+    query = mos.ratings._ratings_query
+
+    def spy(*args, **kwargs):
+        if kwargs.get("rating_qc") is False:
+            lean.append(args)
+        return query(*args, **kwargs)
+
+    monkeypatch.setattr(mos.ratings, "_ratings_query", spy)
+    fetch = mos.ratings.fetch_sqlite_arrow
+    lean_ranges = []
+
+    def counting(path_, sql, dialect):
+        if "slider_events" not in str(sql) and "ratings.id BETWEEN" in str(sql):
+            lean_ranges.append(str(sql))
+        return fetch(path_, sql, dialect)
+
+    monkeypatch.setattr(mos.ratings, "fetch_sqlite_arrow", counting)
+    table, trials = load_study(path, trials_of="consistency")
+    signals = qc_signals(load_trials(path, "consistency", trials))
+    assert lean and 2 <= len(lean_ranges) < 7  # the first ranges lean, the later ones not
+    monkeypatch.setattr(mos.ratings, "_rating_qc_probe", lambda *args: None)
+    full_table, full_trials = load_study(path, trials_of="consistency")
+    for field in ("viewer", "stimulus", "session", "nsfw"):
+        np.testing.assert_array_equal(getattr(table, field), getattr(full_table, field))
+    np.testing.assert_array_equal(table.scores["consistency"], full_table.scores["consistency"])
+    pd.testing.assert_frame_equal(
+        signals, qc_signals(load_trials(path, "consistency", full_trials))
+    )
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(signals, _apps_signals(path), check_dtype=False)
+
+
 def _apps_signals(path) -> pd.DataFrame:
     """QC's signals of a study as the app reads its trials (SQLAlchemy rows, pandas times)."""
     from sqlalchemy import select
