@@ -57,7 +57,7 @@ class MeanEstimator(Estimator):
     def estimate(self, obs: Observations) -> Estimate:
         n = obs.stimulus_counts
         quality = grouped.mean(obs.stimulus, obs.score, obs.n_stimuli, n)
-        spread = grouped.std(obs.stimulus, obs.score, obs.n_stimuli, ddof=1, n=n)
+        spread = grouped.centred_std(obs.stimulus, obs.score, obs.n_stimuli, 1, n, quality)[1]
         with np.errstate(invalid="ignore", divide="ignore"):
             ci95 = self._critical_value(n) * spread / np.sqrt(n)
         return Estimate(quality=quality, spread=spread, ci95=ci95, n=n)

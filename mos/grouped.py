@@ -46,11 +46,13 @@ def centred_std(
     n_groups: int,
     ddof: int = 1,
     n: np.ndarray | None = None,
+    means: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each value minus its group's mean, and :func:`std`: the centred values are the first pass
-    of the standard deviation and what z-scoring divides, computed once for both."""
+    of the standard deviation and what z-scoring divides, computed once for both. ``means``:
+    the groups' :func:`mean`, when the caller has it."""
     n = counts(groups, n_groups) if n is None else n
-    centred = mean(groups, values, n_groups, n)[groups]
+    centred = (mean(groups, values, n_groups, n) if means is None else means)[groups]
     np.subtract(values, centred, out=centred)
     squares = np.bincount(groups, weights=centred * centred, minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -46,6 +46,12 @@ class Observations:
         """Observations per stimulus."""
         return grouped.counts(self.stimulus, self.n_stimuli)
 
+    @cached_property
+    def stimulus_totals(self) -> np.ndarray:
+        """Sum of the scores per stimulus (the paper's SRoCC and the leave-one-out one both
+        start from it)."""
+        return np.bincount(self.stimulus, weights=self.score, minlength=self.n_stimuli)
+
     def with_score(self, score: np.ndarray) -> Observations:
         """The same rows with other scores (keeps the viewer blocks and counts)."""
         twin = replace(self, score=score, _blocks=self._blocks)

@@ -228,7 +228,7 @@ class MosPipeline:
     ) -> pd.DataFrame:
         frame = pd.DataFrame(
             {
-                "n_ratings": grouped.counts(obs.viewer, obs.n_viewers),
+                "n_ratings": obs.viewer_counts,
                 "rejected": screened.rejected,
             }
         )

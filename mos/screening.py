@@ -68,8 +68,7 @@ class SroccScreening(Screening):
     def fit(self, obs: Observations) -> ScreeningResult:
         own = ViewerRanks(obs)
         if self.reference == "global":
-            total = np.bincount(obs.stimulus, weights=obs.score, minlength=obs.n_stimuli)
-            stimulus_mean = total / np.maximum(obs.stimulus_counts, 1)
+            stimulus_mean = obs.stimulus_totals / np.maximum(obs.stimulus_counts, 1)
             srocc = own.spearman_with_stimulus_values(stimulus_mean)
             loo, _ = leave_one_out_srocc(obs, own)
             stats_frame = pd.DataFrame(
@@ -198,7 +197,7 @@ def leave_one_out_srocc(
     two such images gets NaN. ``ranks``: the viewers' own ranks, when the caller has them already
     (they are reused when every image has another viewer, as in any real study).
     """
-    total = np.bincount(obs.stimulus, weights=obs.score, minlength=obs.n_stimuli)
+    total = obs.stimulus_totals
     others = obs.stimulus_counts - 1
 
     def reference(rows: np.ndarray) -> np.ndarray:
