@@ -115,7 +115,8 @@ def _draw_all(figures: list[Figure], out: Path, meanwhile: Callable[[], object] 
     core but a second process can: the seven figures of a large study with metadata take half the
     time. The copy shares this process's memory (nothing is pickled) and only draws and saves;
     if it fails in any way, its figures are drawn here, where the error is raised."""
-    theirs, mine = figures[1::2], figures[0::2]
+    # the copy takes the first of every two: it has no tables to write
+    theirs, mine = figures[0::2], figures[1::2]
     child = _fork_drawing(theirs, out) if theirs else None
     if child is None:
         mine, theirs = figures, []
