@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -141,6 +143,7 @@ def _fork_drawing(figures: list[Figure], out: Path) -> int | None:
         return None
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     try:
         pid = os.fork()
     except OSError:
@@ -148,12 +151,28 @@ def _fork_drawing(figures: list[Figure], out: Path) -> int | None:
     if pid == 0:  # the copy: draw, then leave at once (no atexit, no buffers of the parent)
         code = 1
         try:
+            _end_with(parent)
             for figure in figures:
                 _save(figure, out)
             code = 0
         finally:
             os._exit(code)
     return pid
+
+
+def _end_with(parent: int) -> None:
+    """Linux: have the kernel kill this copy when the process that forked it ends (a run killed
+    while drawing leaves no copy behind still writing figures); elsewhere nothing."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it ended before the request was made
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1
+"""Linux's ``prctl`` option (linux/prctl.h)."""
 
 
 def _succeeded(pid: int) -> bool:

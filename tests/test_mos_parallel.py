@@ -33,12 +33,38 @@ def _pngs(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
 
 
-def test_figures_drawn_in_a_forked_copy_equal_those_drawn_here(study_csv, tmp_path, monkeypatch):
+@pytest.fixture
+def forked(monkeypatch):
+    """The pids of the copies the report forks (in the parent; the copy sees 0)."""
+    real_fork, pids = os.fork, []
+
+    def fork():
+        pid = real_fork()
+        if pid:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return pids
+
+
+def _all_reaped(pids) -> bool:
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue  # reaped by the report: not a child any more
+        return False
+    return True
+
+
+def test_figures_drawn_in_a_forked_copy_equal_those_drawn_here(
+    study_csv, tmp_path, monkeypatch, forked
+):
     """The copy draws every other figure; the files are those one process draws, byte for byte,
     and no child is left behind."""
     assert main([str(study_csv), "--out", str(tmp_path / "two"), "--quiet"]) == 0
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # the copy was reaped
+    assert len(forked) == 1 and _all_reaped(forked)
     monkeypatch.delattr(os, "fork")  # a system without fork: all drawn here
     assert main([str(study_csv), "--out", str(tmp_path / "one"), "--quiet"]) == 0
     two, one = _pngs(tmp_path / "two"), _pngs(tmp_path / "one")
@@ -68,7 +94,7 @@ def test_a_figure_the_copy_fails_to_draw_is_drawn_here(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["figure", "table"])
-def test_a_full_disk_is_a_one_line_error(study_csv, tmp_path, monkeypatch, capsys, where):
+def test_a_full_disk_is_a_one_line_error(study_csv, tmp_path, monkeypatch, capsys, where, forked):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -82,8 +108,7 @@ def test_a_full_disk_is_a_one_line_error(study_csv, tmp_path, monkeypatch, capsy
         f"mos.compute: error: cannot write the outputs into {tmp_path / 'o'}: "
         "No space left on device"
     )
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
+    assert len(forked) == 1 and _all_reaped(forked)
 
 
 def test_qc_signals_on_two_cores_equal_one_participant_at_a_time():
