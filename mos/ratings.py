@@ -449,14 +449,15 @@ def _check_sittings(sessions: pa.Table, viewers: pa.Table, label: str) -> None:
 
 
 def _member(ids: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Per id, whether it is among ``known`` (a lookup table where the ids are compact)."""
+    """Per id, whether it is among ``known``: a lookup table where the ids are compact and not
+    negative, else a sorted search."""
     top = int(max(ids.max(initial=-1), known.max(initial=-1)))
-    if not _compact(top, known.size):
+    negative = min(ids.min(initial=0), known.min(initial=0)) < 0
+    if negative or not _compact(top, known.size):
         return np.isin(ids, known)
-    valid = ids >= 0
     table = np.zeros(top + 1, dtype=bool)
-    table[known[known >= 0]] = True
-    return table[np.where(valid, ids, 0)] & valid
+    table[known] = True
+    return table[ids]
 
 
 def _mapper(keys: np.ndarray, values: np.ndarray):

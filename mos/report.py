@@ -122,18 +122,21 @@ def _draw_all(figures: list[Figure], out: Path, meanwhile: Callable[[], object] 
     child = _fork_drawing(theirs, out) if theirs else None
     if child is None:
         mine, theirs = figures, []
-    with ThreadPoolExecutor(1) as pool:
-        job = pool.submit(meanwhile) if meanwhile is not None else None
-        try:
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            job = pool.submit(meanwhile) if meanwhile is not None else None
             for figure in mine:
                 _save(figure, out)
-        finally:
-            drawn = child is None or _succeeded(child)  # reaped whatever happens here
-        if not drawn:
-            for figure in theirs:
-                _save(figure, out)
-        if job is not None:
-            job.result()
+            drawn = child is None or _succeeded(child)
+            child = None
+            if not drawn:
+                for figure in theirs:
+                    _save(figure, out)
+            if job is not None:
+                job.result()
+    finally:
+        if child is not None:  # stopped before the copy was waited for (an error, Ctrl-C)
+            _stop(child)
 
 
 def _fork_drawing(figures: list[Figure], out: Path) -> int | None:
@@ -178,6 +181,15 @@ PR_SET_PDEATHSIG = 1
 def _succeeded(pid: int) -> bool:
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) == 0
+
+
+def _stop(pid: int) -> None:
+    """End the copy and reap it: nothing it draws matters once this run has failed."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
 
 
 def _histograms(result: StudyResult, mos: pd.DataFrame) -> Figure:
@@ -248,7 +260,10 @@ def _ci_widths(result: StudyResult, mos: pd.DataFrame) -> Figure:
     def draw():
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for name in result.dimensions:
-            ax.hist(mos[f"{name}_ci95"].dropna(), bins=30, alpha=0.6, label=name)
+            widths = mos[f"{name}_ci95"].to_numpy(dtype=float)
+            # an image with no spread estimate (one rating, or P.910 with a single-rating
+            # viewer) has an infinite or unknown interval: not a width to draw
+            ax.hist(widths[np.isfinite(widths)], bins=30, alpha=0.6, label=name)
         ax.set(xlabel="95% CI half-width (0–5 scale)", ylabel="stimuli")
         ax.legend()
         return fig

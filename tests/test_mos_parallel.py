@@ -166,3 +166,41 @@ def test_id_ranges_cover_the_span_evenly(low, high, largest, readers):
     span = high - low + 1
     if span >= readers:
         assert len(ranges) % readers == 0 or len(ranges) == span
+
+
+def test_an_interrupted_report_stops_and_reaps_its_copy(study_csv, tmp_path, monkeypatch, forked):
+    """Ctrl-C (or any error) in the parent right after the fork: the copy is ended and reaped,
+    not left drawing into the folder."""
+
+    class Interrupted:
+        def __init__(self, *args):
+            pass
+
+        def __enter__(self):
+            raise KeyboardInterrupt
+
+        def __exit__(self, *args):
+            return False
+
+    monkeypatch.setattr(mos.report, "ThreadPoolExecutor", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main([str(study_csv), "--out", str(tmp_path / "o"), "--quiet"])
+    assert len(forked) == 1 and _all_reaped(forked)
+
+
+def test_infinite_confidence_intervals_do_not_stop_the_report(tmp_path):
+    """P.910 where most images have one rating (one viewer rated far more than the others)
+    gives infinite CIs: the report draws the finite widths instead of failing."""
+    rng = np.random.default_rng(3)
+    rows = [("v0", f"s{s:04d}") for s in range(600)]
+    rows += [(f"v{v}", f"s{s:04d}") for v in range(1, 12) for s in rng.choice(120, 30, False)]
+    ratings = pd.DataFrame(rows, columns=["viewer", "stimulus"])
+    for name in ("consistency", "perception"):
+        ratings[name] = rng.integers(0, 51, len(ratings)) / 10
+    path = tmp_path / "unbalanced.csv"
+    ratings.to_csv(path, index=False)
+    out = tmp_path / "o"
+    args = [str(path), "--screening", "bt500", "--estimator", "p910", "--out", str(out)]
+    assert main([*args, "--quiet"]) == 0
+    assert (out / "ci95.png").exists()
+    assert np.isinf(pd.read_csv(out / "mos.csv")["consistency_ci95"]).any()

@@ -370,6 +370,45 @@ def test_ranges_without_rating_checks_or_input_read_lean_and_equal(tmp_path, mon
     pd.testing.assert_frame_equal(signals, _apps_signals(path), check_dtype=False)
 
 
+@pytest.mark.parametrize("gap", [1 << 40, 1_000])
+def test_rating_ids_far_apart_are_read_in_ranges_of_ratings(tmp_path, monkeypatch, gap):
+    """Ids a hand edit or an import spread over 2⁴⁰ are stepped through (ranges of so many
+    ratings, not of so many ids: the run used to hang cutting the span into a million empty
+    ranges); the ratings and trials read equal those of the same study with compact ids."""
+    import shutil
+    import sqlite3
+
+    import mos.study_sql
+    from mos.ratings import load_study
+
+    compact, spread = tmp_path / "compact.db", tmp_path / "spread.db"
+    _study_with_mixed_times(compact)
+    shutil.copy(compact, spread)
+    with sqlite3.connect(spread) as db:
+        db.execute(f"UPDATE ratings SET id = id + {gap} WHERE id % 3 = 0")
+    monkeypatch.setattr(mos.study_sql, "READ_CHUNK", 37)
+    cut_evenly = []
+    even = mos.study_sql.even_ranges
+    monkeypatch.setattr(
+        mos.study_sql, "even_ranges", lambda *args: cut_evenly.append(args) or even(*args)
+    )
+    table, trials = load_study(spread, trials_of="consistency")
+    assert bool(cut_evenly) == (gap == 1_000)  # far apart: stepped through, not cut evenly
+    expected, expected_trials = load_study(compact, trials_of="consistency")
+
+    def ratings(t):
+        return pd.DataFrame(
+            {
+                "viewer": t.viewer_ids[t.viewer],
+                "stimulus": t.stimulus_ids[t.stimulus],
+                "score": t.scores["consistency"],
+            }  # fmt: skip
+        ).sort_values(["viewer", "stimulus"], ignore_index=True)
+
+    pd.testing.assert_frame_equal(ratings(table), ratings(expected))
+    assert trials.num_rows == expected_trials.num_rows == 240
+
+
 def _apps_signals(path) -> pd.DataFrame:
     """QC's signals of a study as the app reads its trials (SQLAlchemy rows, pandas times)."""
     from sqlalchemy import select
@@ -453,6 +492,11 @@ def test_the_trials_read_after_a_failed_fast_read_keep_the_score_range(tmp_path,
      ("UPDATE sessions SET viewer_id = 77 WHERE id = 2", "sitting(s) name a viewer"),
      ("UPDATE viewers SET id = 1099511627776 WHERE id = 1; "
       "UPDATE sessions SET viewer_id = 1099511627776 WHERE viewer_id = 1", None),
+     ("UPDATE sessions SET id = -3 WHERE id = 3; UPDATE ratings SET session_id = -3 "
+      "WHERE session_id = 3; UPDATE trials SET session_id = -3 WHERE session_id = 3", None),
+     ("UPDATE stimuli SET id = -5 WHERE id = 5; UPDATE ratings SET stimulus_id = -5 "
+      "WHERE stimulus_id = 5; UPDATE trials SET stimulus_id = -5 WHERE stimulus_id = 5", None),
+     ("UPDATE ratings SET id = id + 1099511627776 WHERE id > 100", None),
      ("UPDATE sessions SET id = 1099511627776 WHERE id = 1; "
       "UPDATE ratings SET session_id = 1099511627776 WHERE session_id = 1; "
       "UPDATE trials SET session_id = 1099511627776 WHERE session_id = 1", None)],
