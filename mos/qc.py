@@ -189,8 +189,10 @@ def qc_signals(
         gold = attention = failed = np.zeros(score.size, dtype=bool)
         test = ~gold
 
-    tested, tested_score = participant[test], score[test]
-    stimulus = trials["stimulus"].to_numpy()[test].astype(np.int64, copy=False)
+    stimulus = trials["stimulus"].to_numpy().astype(np.int64, copy=False)
+    tested, tested_score = participant, score
+    if not test.all():  # a study without checks tests every trial: no copies
+        tested, tested_score, stimulus = participant[test], score[test], stimulus[test]
     # The agreement is half of the work, in numpy passes that leave the interpreter free: it is
     # computed on a second core while the other signals are counted here.
     with ThreadPoolExecutor(1) as pool:
