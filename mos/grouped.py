@@ -94,9 +94,7 @@ class Blocks:
 
     def matrix(self, values: np.ndarray, fill) -> np.ndarray:
         """``values`` laid out as the padded group × width matrix, ``fill`` in the gaps."""
-        flat = np.full(self.n_groups * self.width, fill, dtype=values.dtype)
-        flat[self.cell] = values[self.order]
-        return flat.reshape(self.n_groups, self.width)
+        return self.span_matrix((0, self.n_groups), values[self.order], fill)
 
     def spans(self) -> list[tuple[int, int]]:
         """Consecutive groups ``[g0, g1)`` of about :data:`SPAN_CELLS` padded cells each.

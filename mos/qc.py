@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from operator import getitem
 from pathlib import Path
 
 import numpy as np
@@ -405,8 +406,8 @@ def _select_rows(table: RatingTable, keep: np.ndarray) -> RatingTable:
         codes = [
             pool.submit(_recoded, c, keep) for c in (table.viewer, table.stimulus, table.session)
         ]
-        scores = {name: pool.submit(_taken, values, keep) for name, values in table.scores.items()}
-        nsfw = None if table.nsfw is None else pool.submit(_taken, table.nsfw, keep)
+        scores = {name: pool.submit(getitem, values, keep) for name, values in table.scores.items()}
+        nsfw = None if table.nsfw is None else pool.submit(getitem, table.nsfw, keep)
         (viewer, viewers), (stimulus, stimuli), (session, sessions) = (c.result() for c in codes)
         return replace(
             table,
@@ -419,10 +420,6 @@ def _select_rows(table: RatingTable, keep: np.ndarray) -> RatingTable:
             stimulus_ids=table.stimulus_ids[stimuli],
             n_sessions=sessions.size,
         )
-
-
-def _taken(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    return values[keep]
 
 
 def _recoded(codes: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

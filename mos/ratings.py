@@ -257,12 +257,10 @@ def _read_sqlite(
             stimuli = side.submit(fetch_sqlite_arrow, path, _stimuli_query(), engine.dialect)
             try:
                 query = _ratings_query(dimensions, has_checks, qc)
+                probe = None if qc is None else _rating_qc_probe(has_checks, qc[1])
                 lean = None
-                if qc is not None:
-                    lean = (
-                        _rating_qc_probe(has_checks, qc[1]),
-                        _ratings_query(dimensions, has_checks, qc, rating_qc=False),
-                    )
+                if probe is not None:
+                    lean = (probe, _ratings_query(dimensions, has_checks, qc, rating_qc=False))
                 ratings, trials = read.all(ranges, query, with_trials=qc is not None, lean=lean)
             except Exception:
                 if qc is None:
@@ -324,7 +322,7 @@ class _RangeReader:
     def _read(
         self, query, span: tuple[int, int], with_trials: bool, lean: tuple | None
     ) -> tuple[dict[str, np.ndarray], pa.Table | None]:
-        if lean is not None and lean[0] is not None:
+        if lean is not None:
             probe = fetch_sqlite_arrow(self.path, lean[0](span), self.dialect)
             if not probe.column(0)[0].as_py():
                 query = lean[1]

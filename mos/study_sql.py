@@ -111,11 +111,12 @@ def has_check_column(engine, column: str = "check_kind") -> bool:
 
 
 def rating_id_ranges(engine) -> list[tuple[int, int]]:
-    """The ratings' id span cut into ranges of at most :data:`READ_CHUNK` ids (empty for a study
-    without ratings): a SQLite study is read range by range, on every core, each range turned
-    into compact columns at once, so that the driver's buffers stay small and memory peaks at the
-    size of the result, not twice that. The ranges are of one size and as many as a multiple of
-    the readers, so that no reader is left alone with the last range while the others idle."""
+    """The ratings' id span cut into ranges of at most :data:`READ_CHUNK` ids, or of ratings
+    where the ids lie far apart (empty for a study without ratings): a SQLite study is read range
+    by range, on every core, each range turned into compact columns at once, so that the driver's
+    buffers stay small and memory peaks at the size of the result, not twice that. The ranges
+    are of one size and as many as a multiple of the readers (:func:`even_ranges`), so that no
+    reader is left alone with the last range while the others idle."""
     with engine.connect() as connection:
         # Two scalar subqueries: SQLite answers each from the primary key without a scan.
         low, high = connection.execute(
@@ -161,8 +162,13 @@ def even_ranges(low: int, high: int, largest: int, readers: int) -> list[tuple[i
     """``low..high`` cut into consecutive ranges of one size, at most ``largest``, as many as a
     multiple of ``readers`` (fewer only where the span has fewer ids)."""
     span = high - low + 1
-    size = -(-span // (readers * -(-span // (readers * largest))))
+    count = readers * _ceil_div(span, readers * largest)
+    size = _ceil_div(span, count)
     return [(a, min(a + size - 1, high)) for a in range(low, high + 1, size)]
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def read_in_parallel(read, ranges: list[tuple[int, int]]) -> list:
