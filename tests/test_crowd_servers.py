@@ -153,7 +153,8 @@ class Participant:
         while True:
             try:
                 return call()
-            except requests.ConnectionError:
+            # a refused connection, or an answer cut off mid-body when the server went down
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
