@@ -11,6 +11,8 @@ a statistic gets NaN rather than an error, and callers decide what NaN means.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 
@@ -76,16 +78,20 @@ class Blocks:
     def __init__(self, groups: np.ndarray, n_groups: int) -> None:
         self.n_groups = n_groups
         self.n_rows = groups.shape[0]
-        self.order = np.argsort(groups, kind="stable")
-        self.size = counts(groups, n_groups)
-        self.start = np.concatenate(([0], np.cumsum(self.size)))
-        """Where each group's rows begin in :attr:`order` (and where the last ends)."""
-        self.width = int(self.size.max()) if n_groups and self.n_rows else 0
-        if self.padded:
-            # flat index of each (group-sorted) row in the padded group × width matrix: the
-            # g-th group's i-th row (i counted over all sorted rows) is at g · width + i − start
-            shift = np.arange(n_groups, dtype=np.int64) * self.width - self.start[:-1]
-            self.cell = np.repeat(shift, self.size) + np.arange(self.n_rows)
+        # The sort (numpy's leaves the interpreter free) on a second core while the layout,
+        # which needs only the groups' sizes, is computed here.
+        with ThreadPoolExecutor(1) as pool:
+            order = pool.submit(np.argsort, _narrowest(groups, n_groups), kind="stable")
+            self.size = counts(groups, n_groups)
+            self.start = np.concatenate(([0], np.cumsum(self.size)))
+            """Where each group's rows begin in :attr:`order` (and where the last ends)."""
+            self.width = int(self.size.max()) if n_groups and self.n_rows else 0
+            if self.padded:
+                # flat index of each (group-sorted) row in the padded group × width matrix: the
+                # g-th group's i-th row (i counted over all sorted rows) is at g · width + i − start
+                shift = np.arange(n_groups, dtype=np.int64) * self.width - self.start[:-1]
+                self.cell = np.repeat(shift, self.size) + np.arange(self.n_rows)
+            self.order = order.result()
 
     @property
     def padded(self) -> bool:
@@ -122,6 +128,13 @@ class Blocks:
         out = np.empty(self.n_rows, dtype=matrix.dtype)
         out[self.order] = matrix.ravel()[self.cell]
         return out
+
+
+def _narrowest(groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """``groups`` as 16-bit codes where they fit: numpy sorts those stably by radix, in one
+    pass (0.15 s for ten million, against 0.3 s for a merge sort of 64-bit codes), in the same
+    order."""
+    return groups.astype(np.uint16) if n_groups <= 1 << 16 else groups
 
 
 def rank(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -87,10 +89,7 @@ class Pairs:
         That check sorts each viewer's short row of stimuli instead of hashing every rating, a
         span of viewers at a time (:meth:`grouped.Blocks.spans`), stopping at the first repeat.
         """
-        if blocks.padded and not any(
-            _has_repeat(blocks.span_matrix(span, stimulus[blocks.rows(span)], fill=-1))
-            for span in blocks.spans()
-        ):
+        if blocks.padded and not _any_repeat(stimulus, blocks):
             return None
         key = viewer.astype(np.int64) * n_stimuli + stimulus
         code, unique_keys = pd.factorize(key)
@@ -123,6 +122,25 @@ class Pairs:
         count = np.bincount(viewer, minlength=n_viewers)
         with np.errstate(invalid="ignore", divide="ignore"):
             return total / count
+
+
+def _any_repeat(stimulus: np.ndarray, blocks: grouped.Blocks) -> bool:
+    """Whether a viewer rated a stimulus twice: the spans of viewers checked on two cores (numpy's
+    sorts leave the interpreter free), each half stopping once either has found one."""
+    spans = blocks.spans()
+    found = threading.Event()
+
+    def scan(part: list[tuple[int, int]]) -> None:
+        for span in part:
+            if found.is_set():
+                return
+            if _has_repeat(blocks.span_matrix(span, stimulus[blocks.rows(span)], fill=-1)):
+                found.set()
+
+    half = len(spans) // 2
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(scan, (spans[:half], spans[half:])))
+    return found.is_set()
 
 
 def _has_repeat(matrix: np.ndarray) -> bool:

@@ -40,7 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mos.ratings import (
     InputError,
     RatingTable,
-    dense_codes,
+    compact_codes,
     dictionary_codes,
     first_line,
     load_study,
@@ -178,8 +178,6 @@ def qc_signals(
     leave-one-out against the mean of every other participant's rating of the same image.
     """
     score = trials["score"].to_numpy(dtype=float)
-    codes, participant = _sorted_codes(trials["participant"])
-    m = codes.size
     column = _optional_columns(trials)
     if "check" in trials:
         gold = (trials["check"] == "gold").to_numpy()  # on a Categorical: compares codes
@@ -189,50 +187,75 @@ def qc_signals(
     else:  # no checks: every trial is a test trial
         gold = attention = failed = np.zeros(score.size, dtype=bool)
         test = ~gold
-
+    every_test = bool(test.all())  # a study without checks: no copies
     stimulus = trials["stimulus"].to_numpy().astype(np.int64, copy=False)
-    tested, tested_score = participant, score
-    if not test.all():  # a study without checks tests every trial: no copies
-        tested, tested_score, stimulus = participant[test], score[test], stimulus[test]
-    # The agreement is half of the work, in numpy passes that leave the interpreter free: it is
-    # computed on a second core while the other signals are counted here.
+    tested_score = score if every_test else score[test]
+    # Half of the work is the agreement, in numpy passes that leave the interpreter free: the
+    # others' mean of each image is computed on a second core while the participants are
+    # numbered and each one's scores centred here (a step the agreement and the spread share).
     with ThreadPoolExecutor(1) as pool:
-        agreement = pool.submit(
-            _agreement, tested, stimulus, tested_score, m, others_quality, others_count
-        )
-        del stimulus
-        frame = _other_signals(
-            codes, participant, test, (tested, tested_score), (gold, attention, failed), column,
-            fast_seconds,
+        others = pool.submit(
+            _others_mean, stimulus if every_test else stimulus[test], tested_score,
+            others_quality, others_count,
         )  # fmt: skip
+        del stimulus
+        codes, participant = _sorted_codes(trials["participant"])
+        m = codes.size
+        tested = participant if every_test else participant[test]
+        own = _Centred.of(tested, tested_score, m)
+        other, use = others.result()
+        agreement = pool.submit(_agreement, own, other, use, m)
+        frame = _other_signals(
+            codes, participant, test, own, (gold, attention, failed), column, fast_seconds
+        )
         frame["agreement"] = agreement.result()
     return frame[list(SIGNAL_COLUMNS)]
+
+
+@dataclass
+class _Centred:
+    """Each participant's scores centred on their mean: the spread and the agreement both start
+    from it (one pass over the trials, not two)."""
+
+    participant: np.ndarray
+    score: np.ndarray
+    n: np.ndarray
+    """Trials per participant."""
+    deviation: np.ndarray
+    """Per trial, its score minus its participant's mean."""
+    squares: np.ndarray
+    """Per participant, the sum of squared deviations."""
+
+    @classmethod
+    def of(cls, participant: np.ndarray, score: np.ndarray, m: int) -> _Centred:
+        n = np.bincount(participant, minlength=m)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.bincount(participant, weights=score, minlength=m) / n
+        deviation = mean[participant]
+        np.subtract(score, deviation, out=deviation)
+        squares = np.bincount(participant, weights=deviation * deviation, minlength=m)
+        return cls(participant, score, n, deviation, squares)
 
 
 def _other_signals(
     codes: np.ndarray,
     participant: np.ndarray,
     test: np.ndarray,
-    tested: tuple[np.ndarray, np.ndarray],
+    own: _Centred,
     checks: tuple[np.ndarray, np.ndarray, np.ndarray],
     column,
     fast_seconds: float,
 ) -> pd.DataFrame:
-    """Every signal of :func:`qc_signals` but the agreement, in its columns' order. ``tested``:
-    the test trials' participants and scores; ``checks``: per trial, gold, attention, failed."""
+    """Every signal of :func:`qc_signals` but the agreement, in its columns' order. ``own``: the
+    test trials' centred scores; ``checks``: per trial, gold, attention, failed."""
     m = codes.size
-    tested, tested_score = tested
     gold, attention, failed = checks
 
     def count(mask: np.ndarray) -> np.ndarray:
         return np.bincount(participant[mask], minlength=m)
 
-    n_test = np.bincount(tested, minlength=m)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.bincount(tested, weights=tested_score, minlength=m) / n_test
-        var = np.bincount(
-            tested, weights=(tested_score - mean[tested]) ** 2, minlength=m
-        ) / np.maximum(n_test - 1, 0)
+        var = own.squares / np.maximum(own.n - 1, 0)
     seconds = column("seconds")
     timed = test & np.isfinite(seconds)
     n_timed = count(timed)
@@ -249,7 +272,7 @@ def _other_signals(
     return pd.DataFrame(
         {
             "participant": codes,
-            "trials": n_test,
+            "trials": own.n,
             "gold_trials": count(gold),
             "gold_failures": count(gold & failed),
             "attention_trials": count(attention),
@@ -305,16 +328,15 @@ def _per_participant(participant: np.ndarray, values: np.ndarray, m: int, how: s
     return out
 
 
-def _agreement(
-    participant: np.ndarray,
+def _others_mean(
     stimulus: np.ndarray,
     score: np.ndarray,
-    m: int,
     others_quality: np.ndarray | None,
     others_count: np.ndarray | None,
-    min_shared: int = 5,
-) -> np.ndarray:
-    """Per-participant Pearson r between own scores and the others' per-image means (vectorised)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per trial, the others' value of its image and whether it counts (at least two others
+    rated it): with ``others_quality`` (and ``others_count``) those per-image values, else the
+    mean of every other rating of the image (leave-one-out)."""
     # In place where it can be (a crowd study has tens of millions of trials): every array
     # here is one value per trial.
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -334,25 +356,27 @@ def _agreement(
                 else np.full(stimulus.size, 2)
             )
         use = (others_n >= 2) & np.isfinite(other)
-        del others_n
-        if use.all():
-            p, x, y = participant, score, other
-        else:
-            p, x, y = participant[use], score[use], other[use]
-        del other, use
-        n = np.bincount(p, minlength=m).astype(float)
-        mx = np.bincount(p, weights=x, minlength=m) / n
-        my = np.bincount(p, weights=y, minlength=m) / n
-        dx = mx[p]
-        np.subtract(x, dx, out=dx)
+    return other, use
+
+
+def _agreement(
+    own: _Centred, other: np.ndarray, use: np.ndarray, m: int, min_shared: int = 5
+) -> np.ndarray:
+    """Per-participant Pearson r between own scores and the others' values ``other`` of the same
+    images, over the trials ``use`` (vectorised); NaN with fewer than ``min_shared``."""
+    if not use.all():  # own scores centred again over the trials that count
+        own = _Centred.of(own.participant[use], own.score[use], m)
+        other = other[use]
+    del use
+    p, dx, n = own.participant, own.deviation, own.n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        my = np.bincount(p, weights=other, minlength=m) / n
         dy = my[p]
-        np.subtract(y, dy, out=dy)
-        del y
-        sx = np.bincount(p, weights=dx * dx, minlength=m)
+        np.subtract(other, dy, out=dy)
         sy = np.bincount(p, weights=dy * dy, minlength=m)
         dy *= dx
         cov = np.bincount(p, weights=dy, minlength=m)
-        r = cov / np.sqrt(sx * sy)
+        r = cov / np.sqrt(own.squares * sy)
     return np.where(n >= min_shared, r, np.nan)
 
 
@@ -378,8 +402,8 @@ def load_trials(
         frame = _trials_from_arrow(table, path, dimension)
     else:  # another database, or a SQLite study the driver cannot type
         frame = _trials_from_database(text, dimension)
-    # Any dense numbering will do (the stimuli only group trials): a lookup table, not hashing.
-    frame["stimulus"] = dense_codes(frame["stimulus"].to_numpy().astype(np.int64, copy=False))[0]
+    # Any compact numbering will do (the stimuli only group trials): a study's ids as they are.
+    frame["stimulus"] = compact_codes(frame["stimulus"].to_numpy().astype(np.int64, copy=False))
     return frame
 
 

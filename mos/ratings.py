@@ -196,7 +196,8 @@ def _rating_qc_probe(has_checks: bool, has_interaction: bool):
     A study without them (ratings imported from elsewhere, or from before schema 5) would
     otherwise have each of those empty columns decoded for every rating: a tenth of a second per
     million ratings and column, where this probe scans the range once in SQLite and stops at the
-    first rating that holds one."""
+    first rating that holds one. Warm-ups are not told apart (one column fewer to decode per
+    rating): one that holds a value only has its range read whole, which is always right."""
     columns = [Rating.check_kind] if has_checks else []
     if has_interaction:
         columns += [Rating.slider_events, Rating.first_input_at, Rating.shown_at]
@@ -204,7 +205,7 @@ def _rating_qc_probe(has_checks: bool, has_interaction: bool):
         return None
     held = or_(*(column.is_not(None) for column in columns))
     return lambda span: select(
-        exists().where(Rating.id.between(*span), Rating.is_warmup.is_(False), held)
+        exists().where(Rating.id.between(*span), held)
     )
 
 
@@ -310,7 +311,10 @@ class _RangeReader:
         (probe, query): a range where the probe (:func:`_rating_qc_probe`) finds nothing is
         read by the leaner query."""
         parts = read_in_parallel(lambda span: self._read(query, span, with_trials, lean), ranges)
-        ratings = {name: np.concatenate([part[0][name] for part in parts]) for name in parts[0][0]}
+        names = list(parts[0][0])
+        with ThreadPoolExecutor(2) as pool:  # numpy's copies leave the interpreter free
+            joined = pool.map(lambda name: np.concatenate([part[0][name] for part in parts]), names)
+            ratings = dict(zip(names, joined, strict=True))
         trials = None
         if parts[0][1] is not None:
             # A column a range lacks is empty there; one dictionary per column, as in a CSV.
@@ -484,6 +488,15 @@ def _int_column(table: pa.Table, name: str) -> np.ndarray:
 
 def _float_column(table: pa.Table, name: str) -> np.ndarray:
     return pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def compact_codes(ids: np.ndarray) -> np.ndarray:
+    """Codes that group the rows as ``ids`` do, small enough to count by (``np.bincount``, an
+    array as long as the largest code): the ids themselves where they are non-negative and below
+    a quarter of the rows (or a million), as a study's stimulus ids are; else :func:`dense_codes`."""
+    if ids.min(initial=0) >= 0 and int(ids.max(initial=-1)) < (ids.size >> 2) + (1 << 20):
+        return ids
+    return dense_codes(ids)[0]
 
 
 def dense_codes(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from mos.observations import Observations
@@ -23,6 +25,10 @@ def split_half(obs: Observations, rounds: int = 10, seed: int = 0) -> tuple[floa
         sample = np.zeros(obs.n_stimuli, dtype=bool)
         sample[rng.choice(obs.n_stimuli, MAX_STIMULI, replace=False)] = True
         obs = obs.select(sample[obs.stimulus])
+        # the sampled stimuli numbered 0..MAX_STIMULI-1 in their order: each round's per-stimulus
+        # arrays are then a tenth of the size, with the same values in the same order
+        code = np.cumsum(sample) - 1
+        obs = replace(obs, stimulus=code[obs.stimulus], n_stimuli=MAX_STIMULI)
     viewers = np.unique(obs.viewer)
     if viewers.size < 2:
         return float("nan"), float("nan")
