@@ -204,9 +204,7 @@ def _rating_qc_probe(has_checks: bool, has_interaction: bool):
     if not columns:
         return None
     held = or_(*(column.is_not(None) for column in columns))
-    return lambda span: select(
-        exists().where(Rating.id.between(*span), held)
-    )
+    return lambda span: select(exists().where(Rating.id.between(*span), held))
 
 
 def _sessions_query():
