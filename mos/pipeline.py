@@ -59,9 +59,11 @@ class StudyResult:
             for column in ("mos", "z", "std", "ci95", "n"):
                 frame[f"{name}_{column}"] = result.per_stimulus[column].to_numpy()
         if self.table.nsfw is not None:
+            # counted over the flagged ratings only (few), not weighted over all of them
             frame["nsfw_reports"] = np.bincount(
-                self.table.stimulus, weights=self.table.nsfw, minlength=self.table.n_stimuli
-            ).astype(np.int64)
+                self.table.stimulus[self.table.nsfw.astype(bool, copy=False)],
+                minlength=self.table.n_stimuli,
+            ).astype(np.int64, copy=False)
         if self.table.metadata is not None:
             metadata = self.table.metadata
             if not np.array_equal(metadata.index.to_numpy(dtype=object), self.table.stimulus_ids):

@@ -393,38 +393,30 @@ def _from_database_tables(
     """The :class:`RatingTable` of a study's ratings (numpy columns) and its other tables.
 
     Ids are checked and mapped on their distinct values: each rating's session and stimulus id
-    is turned into a dense code once (on two cores), and everything else — whether the id is in
-    the study, a session's viewer — is looked up among the few thousand distinct ids."""
+    is turned into a dense code once, and everything else — whether the id is in the study, a
+    session's viewer — is looked up among the few thousand distinct ids. The stimuli (codes and
+    metadata) are done on a second core while the sittings and viewers are done here."""
     if ratings["session"].size == 0:
         raise InputError(f"{label}: the study has no submitted ratings yet")
-    session_ids, stimulus_ids = ratings.pop("session"), ratings.pop("stimulus")
-    with ThreadPoolExecutor(2) as pool:
-        by_stimulus = pool.submit(dense_codes, stimulus_ids)
+    session_ids = ratings.pop("session")
+    with ThreadPoolExecutor(1) as pool:
+        of_stimuli = pool.submit(_stimulus_codes, ratings.pop("stimulus"), stimuli, label)
         session_codes, session_rows = dense_codes(session_ids)
-        stimulus_codes, stimulus_rows = by_stimulus.result()
-    for what, ids, present, table in (
-        ("sitting", session_ids, session_rows, sessions),
-        ("stimulus", stimulus_ids, stimulus_rows, stimuli),
-    ):
-        if not _member(present, _int_column(table, "id")).all():
-            unknown = ~_member(ids, _int_column(table, "id"))  # once, for the message
-            raise InputError(
-                f"{label}: {int(unknown.sum())} rating(s) name a {what} that is not in the study "
-                f"(first: id {ids[unknown][0]})"
-            )
-    del session_ids, stimulus_ids
-    viewer_of_session = _mapper(_int_column(sessions, "id"), _int_column(sessions, "viewer_id"))
-    viewer_rows, viewer_of_code = np.unique(viewer_of_session(session_rows), return_inverse=True)
+        _check_present("sitting", session_ids, session_rows, sessions, label)
+        del session_ids
+        viewer_of_session = _mapper(_int_column(sessions, "id"), _int_column(sessions, "viewer_id"))
+        viewer_rows, viewer_of_code = np.unique(
+            viewer_of_session(session_rows), return_inverse=True
+        )
+        viewer = viewer_of_code.astype(np.intp, copy=False)[session_codes]
+        stimulus_codes, metadata = of_stimuli.result()
     viewer_code_of_id = dict(
         zip(viewers.column("id").to_pylist(), viewers.column("code").to_pylist(), strict=True)
     )
-    stimulus_frame = stimuli.to_pandas().set_index("id")
-    metadata = stimulus_frame.loc[stimulus_rows].set_index("key")
-    metadata.index.name = "stimulus"
     nsfw = ratings.pop("nsfw")
     scores = ratings  # what is left: the score columns
     return RatingTable(
-        viewer=viewer_of_code.astype(np.intp, copy=False)[session_codes],
+        viewer=viewer,
         stimulus=stimulus_codes,
         session=session_codes,
         scores=scores,
@@ -434,6 +426,31 @@ def _from_database_tables(
         n_sessions=len(session_rows),
         metadata=metadata.dropna(axis=1, how="all"),
     )
+
+
+def _stimulus_codes(
+    stimulus_ids: np.ndarray, stimuli: pa.Table, label: str
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Each rating's stimulus as a dense code, and the metadata of the coded stimuli in the
+    codes' order (indexed by the stimulus key)."""
+    codes, present = dense_codes(stimulus_ids)
+    _check_present("stimulus", stimulus_ids, present, stimuli, label)
+    metadata = stimuli.to_pandas().set_index("id").loc[present].set_index("key")
+    metadata.index.name = "stimulus"
+    return codes, metadata
+
+
+def _check_present(
+    what: str, ids: np.ndarray, present: np.ndarray, table: pa.Table, label: str
+) -> None:
+    """Whether the distinct ``present`` ids (of the ratings' ``ids``) are all rows of ``table``:
+    a rating naming a sitting or stimulus that is not in the study is one line, not a traceback."""
+    if not _member(present, _int_column(table, "id")).all():
+        unknown = ~_member(ids, _int_column(table, "id"))  # once, for the message
+        raise InputError(
+            f"{label}: {int(unknown.sum())} rating(s) name a {what} that is not in the study "
+            f"(first: id {ids[unknown][0]})"
+        )
 
 
 def _check_sittings(sessions: pa.Table, viewers: pa.Table, label: str) -> None:
