@@ -140,3 +140,18 @@ def test_repeated_ratings_are_found_in_any_span(monkeypatch, span_cells, repeate
     assert (pairs is None) == (repeated_by is None)
     if pairs is not None:
         assert pairs.repetitions == 2 and pairs.viewer.size == viewer.size - 1
+
+
+@pytest.mark.parametrize("n_groups", [3, 300, 70_000])  # 70,000: beyond 16-bit codes
+def test_viewer_blocks_order_the_rows_as_a_stable_sort(n_groups):
+    """The rows are sorted by a radix sort of 16-bit codes (on a second core) where the groups
+    fit; the order and layout must be a stable sort's, whatever the group count."""
+    rng = np.random.default_rng(n_groups)
+    groups = rng.integers(0, n_groups, 50_000)
+    blocks = grouped.Blocks(groups, n_groups)
+    order = np.argsort(groups, kind="stable")
+    np.testing.assert_array_equal(blocks.order, order)
+    np.testing.assert_array_equal(blocks.size, np.bincount(groups, minlength=n_groups))
+    if blocks.padded:
+        matrix = blocks.matrix(np.arange(groups.size), fill=-1)
+        np.testing.assert_array_equal(blocks.unmatrix(matrix), np.arange(groups.size))

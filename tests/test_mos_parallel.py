@@ -111,31 +111,47 @@ def test_a_full_disk_is_a_one_line_error(study_csv, tmp_path, monkeypatch, capsy
     assert len(forked) == 1 and _all_reaped(forked)
 
 
-def test_qc_signals_on_two_cores_equal_one_participant_at_a_time():
-    """The agreement (on its own thread) and every other signal, against a plain loop."""
+@pytest.mark.parametrize("checks", [False, True])
+@pytest.mark.parametrize("images", [120, 1_500])  # 1,500: many images rated by fewer than 3
+def test_qc_signals_on_two_cores_equal_one_participant_at_a_time(checks, images):
+    """The agreement (the others' means on a thread, each participant's centred scores shared
+    with the spread) and every other signal, against a plain loop; with check trials, which
+    neither counts, and with images too few others rated, which the agreement leaves out."""
     rng = np.random.default_rng(2)
     n = 3_000
     trials = pd.DataFrame(
         {
             "participant": rng.choice([f"p{i}" for i in range(25)], n),
-            "stimulus": rng.integers(0, 120, n),
+            "stimulus": rng.integers(0, images, n),
             "score": rng.integers(0, 51, n) / 10,
             "seconds": np.where(rng.random(n) < 0.1, np.nan, rng.gamma(4, 2, n)),
         }
     )
+    if checks:
+        trials["check"] = rng.choice(["", "gold", "attention"], n, p=[0.8, 0.1, 0.1])
+        trials["low"], trials["high"] = 3.0, 5.0
     signals = qc_signals(trials)
     assert list(signals["participant"]) == sorted(trials["participant"].unique())
-    total = trials.groupby("stimulus")["score"].agg(["sum", "count"])
+    kind = trials["check"] if checks else pd.Series("", index=trials.index)
+    tests = trials[kind == ""]
+    total = tests.groupby("stimulus")["score"].agg(["sum", "count"])
     for row in signals.itertuples():
-        own = trials[trials["participant"] == row.participant]
+        own = tests[tests["participant"] == row.participant]
         others = total.loc[own["stimulus"]]
         mean_others = (others["sum"].to_numpy() - own["score"]) / (others["count"].to_numpy() - 1)
         use = (others["count"].to_numpy() - 1) >= 2
         expected = np.corrcoef(own["score"][use], mean_others[use])[0, 1]
-        assert row.agreement == pytest.approx(expected, abs=1e-12)
+        if use.sum() < 5:
+            expected = np.nan
+        assert row.agreement == pytest.approx(expected, abs=1e-12, nan_ok=True)
         assert row.trials == len(own)
         assert row.score_std == pytest.approx(own["score"].std(), abs=1e-12)
         assert row.fast_trials == int((own["seconds"] < ExclusionRules.fast_seconds).sum())
+        mine = trials[(trials["participant"] == row.participant) & (kind == "gold")]
+        assert row.gold_trials == len(mine)
+        assert row.gold_failures == int((mine["score"] < 3).sum())
+    if images > 1_000:  # the case it is there for: some trials left out of the agreement
+        assert (total["count"] < 3).any()
 
 
 @pytest.mark.parametrize("lose_one", [False, True])
@@ -204,3 +220,41 @@ def test_infinite_confidence_intervals_do_not_stop_the_report(tmp_path):
     assert main([*args, "--quiet"]) == 0
     assert (out / "ci95.png").exists()
     assert np.isinf(pd.read_csv(out / "mos.csv")["consistency_ci95"]).any()
+
+
+@pytest.mark.parametrize("max_stimuli", [40, 10_000])  # a sample of the stimuli, or all of them
+def test_split_half_reliability_equals_the_rounds_written_out(monkeypatch, max_stimuli):
+    """The split-half reliability, its sampled stimuli renumbered, against each round written out
+    with pandas on the stimuli's own codes (the same draws of the same generator)."""
+    from mos import reliability
+    from mos.observations import Observations
+
+    rng = np.random.default_rng(4)
+    n, n_viewers, n_stimuli = 6_000, 30, 300
+    obs = Observations(
+        viewer=rng.integers(0, n_viewers, n),
+        stimulus=rng.integers(0, n_stimuli, n),
+        score=rng.integers(0, 51, n) / 10,
+        n_viewers=n_viewers,
+        n_stimuli=n_stimuli,
+    )
+    monkeypatch.setattr(reliability, "MAX_STIMULI", max_stimuli)
+    mean, std = reliability.split_half(obs, rounds=5, seed=3)
+
+    draws = np.random.default_rng(3)
+    frame = pd.DataFrame({"viewer": obs.viewer, "stimulus": obs.stimulus, "score": obs.score})
+    if n_stimuli > max_stimuli:
+        sample = draws.choice(n_stimuli, max_stimuli, replace=False)
+        frame = frame[frame["stimulus"].isin(sample)]
+    viewers = np.unique(frame["viewer"])
+    estimates = []
+    for _ in range(5):
+        half = frame["viewer"].isin(draws.permutation(viewers)[: viewers.size // 2])
+        means = pd.concat(
+            [frame[half].groupby("stimulus")["score"].mean(),
+             frame[~half].groupby("stimulus")["score"].mean()], axis=1, join="inner"
+        )  # fmt: skip
+        r = np.corrcoef(means.iloc[:, 0], means.iloc[:, 1])[0, 1]
+        estimates.append(2 * r / (1 + r))
+    assert mean == pytest.approx(np.mean(estimates), abs=1e-12)
+    assert std == pytest.approx(np.std(estimates), abs=1e-12)

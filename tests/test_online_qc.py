@@ -496,6 +496,9 @@ def test_the_trials_read_after_a_failed_fast_read_keep_the_score_range(tmp_path,
       "WHERE session_id = 3; UPDATE trials SET session_id = -3 WHERE session_id = 3", None),
      ("UPDATE stimuli SET id = -5 WHERE id = 5; UPDATE ratings SET stimulus_id = -5 "
       "WHERE stimulus_id = 5; UPDATE trials SET stimulus_id = -5 WHERE stimulus_id = 5", None),
+     ("UPDATE stimuli SET id = 1099511627776 WHERE id = 5; UPDATE ratings SET stimulus_id = "
+      "1099511627776 WHERE stimulus_id = 5; UPDATE trials SET stimulus_id = 1099511627776 "
+      "WHERE stimulus_id = 5", None),
      ("UPDATE ratings SET id = id + 1099511627776 WHERE id > 100", None),
      ("UPDATE sessions SET id = 1099511627776 WHERE id = 1; "
       "UPDATE ratings SET session_id = 1099511627776 WHERE session_id = 1; "
