@@ -50,46 +50,8 @@ def write_report(
     """Write ``report.md`` and its PNG figures into ``out``; return the report's path.
 
     ``meanwhile``: work to run on a thread while the figures are drawn (``mos.compute`` writes
-    its tables then), started after the drawing process is forked; its error is raised here.
-    The figures are decided first and the text is written while they are drawn: its tables
-    (group means of half a million stimuli) then take no time of their own."""
-    figures = _figures(result, mos, viewers)
-    path = out / "report.md"
-
-    def write_text() -> None:
-        if meanwhile is not None:
-            meanwhile()
-        path.write_text(_text(result, mos, viewers, source, figures), encoding="utf-8")
-
-    _draw_all(list(figures.values()), out, write_text)
-    return path
-
-
-def _figures(result: StudyResult, mos: pd.DataFrame, viewers: pd.DataFrame) -> dict[str, Figure]:
-    """The report's figures by file name, in the order the text shows them."""
-    names = list(result.dimensions)
-    figures = [_histograms(result, mos), _screening(result, viewers), _ci_widths(result, mos)]
-    shown = _plotted(mos)
-    for column in _grouping_columns(mos):
-        groups = sorted(mos[column].dropna().unique(), key=str)
-        figures.append(_boxplots(names, shown, column, groups))
-    if _has_strength(mos):
-        figures.append(_strength(names, shown))
-    return {figure.name: figure for figure in figures}
-
-
-def _text(
-    result: StudyResult,
-    mos: pd.DataFrame,
-    viewers: pd.DataFrame,
-    source: str,
-    figures: dict[str, Figure],
-) -> str:
-    """The Markdown of the report, showing ``figures`` (:func:`_figures`)."""
-
-    def image(name: str, caption: str) -> str:
-        return f"![{caption}]({figures[name].name})"
-
+    its tables then), started after the drawing process is forked; its error is raised here."""
+    figures: list[Figure] = []
     lines = [
         "# MOS report",
         "",
@@ -113,14 +75,38 @@ def _text(
             f"{mos[f'{name}_mos'].std():.3f} | {mos[f'{name}_ci95'].median():.3f} | "
             f"{r_mean:.3f} ± {r_std:.3f} |"
         )
-    lines += ["", "## MOS distribution", "", image("mos_histograms.png", "MOS histograms")]
-    lines += ["", "## Viewer screening", "", image("screening.png", "screening")]
+    lines += [
+        "",
+        "## MOS distribution",
+        "",
+        _shown(figures, _histograms(result, mos), "MOS histograms"),
+    ]
+    lines += [
+        "",
+        "## Viewer screening",
+        "",
+        _shown(figures, _screening(result, viewers), "screening"),
+    ]
     lines += _rejected_list(viewers)
     lines += [f"\n**Note.** {line}" for line in loo_note(viewers)]
-    lines += ["", "## Confidence intervals", "", image("ci95.png", "CI95 widths")]
-    lines += _by_metadata(result, mos, image)
+    lines += [
+        "",
+        "## Confidence intervals",
+        "",
+        _shown(figures, _ci_widths(result, mos), "CI95 widths"),
+    ]
+    lines += _by_metadata(result, mos, figures)
     lines += _nsfw(mos)
-    return "\n".join(lines) + "\n"
+    _draw_all(figures, out, meanwhile)
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _shown(figures: list[Figure], figure: Figure, caption: str) -> str:
+    """The Markdown that shows ``figure``, which joins the figures to draw."""
+    figures.append(figure)
+    return f"![{caption}]({figure.name})"
 
 
 def _draw_all(figures: list[Figure], out: Path, meanwhile: Callable[[], object] | None) -> None:
@@ -285,37 +271,31 @@ def _ci_widths(result: StudyResult, mos: pd.DataFrame) -> Figure:
     return Figure("ci95.png", draw)
 
 
-def _by_metadata(
-    result: StudyResult, mos: pd.DataFrame, image: Callable[[str, str], str]
-) -> list[str]:
+def _by_metadata(result: StudyResult, mos: pd.DataFrame, figures: list[Figure]) -> list[str]:
     lines: list[str] = []
     names = list(result.dimensions)
-    if len(mos) > MAX_PLOTTED:
+    shown = mos if len(mos) <= MAX_PLOTTED else mos.sample(MAX_PLOTTED, random_state=0)
+    if len(shown) < len(mos):
         lines += [
             "",
             f"(Figures below draw a random sample of {MAX_PLOTTED:,} stimuli; tables use all.)",
         ]
-    for column in _grouping_columns(mos):
+    for column in GROUPING_COLUMNS:
+        if column not in mos or mos[column].nunique() < 2:
+            continue
         table = mos.groupby(column)[[f"{n}_mos" for n in names]].agg(["mean", "count"])
         lines += ["", f"## MOS by {column.replace('_', ' ')}", "", _markdown_table(table.round(3))]
-        lines += ["", image(f"mos_by_{column}.png", f"MOS by {column}")]
-    if _has_strength(mos):
-        lines += ["", "## MOS by strength", "", image("mos_by_strength.png", "MOS by strength")]
+        groups = sorted(mos[column].dropna().unique(), key=str)
+        figure = _boxplots(names, shown, column, groups)
+        lines += ["", _shown(figures, figure, f"MOS by {column}")]
+    if "strength" in mos and mos["strength"].notna().sum() > 2:
+        lines += [
+            "",
+            "## MOS by strength",
+            "",
+            _shown(figures, _strength(names, shown), "MOS by strength"),
+        ]
     return lines
-
-
-def _grouping_columns(mos: pd.DataFrame) -> list[str]:
-    """The metadata columns the report groups the MOS by: those with two values or more."""
-    return [c for c in GROUPING_COLUMNS if c in mos and mos[c].nunique() >= 2]
-
-
-def _has_strength(mos: pd.DataFrame) -> bool:
-    return "strength" in mos and mos["strength"].notna().sum() > 2
-
-
-def _plotted(mos: pd.DataFrame) -> pd.DataFrame:
-    """The stimuli the figures draw: all, or a random sample of :data:`MAX_PLOTTED`."""
-    return mos if len(mos) <= MAX_PLOTTED else mos.sample(MAX_PLOTTED, random_state=0)
 
 
 def _boxplots(names: list[str], shown: pd.DataFrame, column: str, groups: list) -> Figure:
