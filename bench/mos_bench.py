@@ -10,6 +10,8 @@ rows (N / 20 images, 20 viewers per group of 400, N / 4,000 viewers), stored bot
 SQLite study: for each input, with and without ``--exclude``, the anchor and ``mos.compute`` run
 in turn in fresh processes, ``--repeat`` times (alternating, so a busy machine slows both alike),
 and the table gives each one's median time, largest peak memory, and the anchor/ours time ratio.
+``--before PATH`` (another checkout, e.g. a git worktree of an earlier commit) runs that checkout's
+``mos.compute`` in turn with this one's too: a before/after on a machine whose speed drifts.
 
 For each size it times the whole command in a fresh process (interpreter start, imports, database
 read, computation, CSV and report writing) and reads that process's peak memory (``wait4``); then,
@@ -75,6 +77,12 @@ def main() -> int:
         default=",".join(CASES),
         help="with --ratings: comma-separated, of " + ", ".join(CASES),
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="with --ratings: another checkout (a git worktree of an earlier commit) whose "
+        "mos.compute runs in turn with this one's, for a before/after in the same run",
+    )
     args = parser.parse_args()
     args.out = args.out.resolve()  # the commands run in another folder
     if args.ratings is not None:
@@ -121,49 +129,46 @@ def _against_anchor(args: argparse.Namespace) -> int:
         f"{args.ratings:,} ratings ({stimuli:,} images, {viewers:,} viewers, 20 per image), "
         f"median of {args.repeat}, load average {os.getloadavg()[0]:.1f} at the start"
     )
-    print("| input | anchor (plain pandas) | `mos.compute` with report | anchor / ours |")
-    print("|---|---|---|---|")
+    before = " | before | before / ours" if args.before else ""
+    print(f"| input | anchor (plain pandas) | `mos.compute` with report | anchor / ours{before} |")
+    print("|---|---|---|---|" + ("---|---|" if args.before else ""))
+    roots = {"ours": MOS_ROOT, **({"before": args.before.resolve()} if args.before else {})}
     for case in cases:
         kind, *flags = case.split()
         source = inputs[kind]
-        runs: dict[str, list[tuple[float, int]]] = {"anchor": [], "ours": []}
-        for _ in range(args.repeat):
+        runs: dict[str, list[tuple[float, int]]] = {"anchor": [], **{name: [] for name in roots}}
+        for repeat in range(args.repeat):
             runs["anchor"].append(
                 _run(
                     [sys.executable, str(ANCHOR), str(source), "--out", str(folder / "anchor")]
                     + flags
                 )
             )
-            runs["ours"].append(
-                _run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "mos.compute",
-                        str(source),
-                        "--quiet",
-                        "--out",
-                        str(folder / "mos"),
-                    ]
-                    + flags
-                )
+            # ours and before take turns at running first (right after the anchor's 4 GB)
+            for name, root in list(roots.items())[:: -1 if repeat % 2 else 1]:
+                command = [sys.executable, "-m", "mos.compute", str(source), "--quiet"]
+                runs[name].append(_run([*command, "--out", str(folder / name), *flags], root))
+        median = {name: statistics.median(t for t, _ in r) for name, r in runs.items()}
+        peak = {name: max(p for _, p in r) / 1e9 for name, r in runs.items()}
+        row = (
+            f"| {case} | {median['anchor']:.2f} s, {peak['anchor']:.2f} GB | "
+            f"{median['ours']:.2f} s, {peak['ours']:.2f} GB | "
+            f"{median['anchor'] / median['ours']:.2f}× |"
+        )
+        if args.before:
+            row += (
+                f" {median['before']:.2f} s, {peak['before']:.2f} GB | "
+                f"{median['before'] / median['ours']:.2f}× |"
             )
-        (anchor_s, anchor_peak), (ours_s, ours_peak) = (
-            (statistics.median(t for t, _ in r), max(p for _, p in r)) for r in runs.values()
-        )
-        print(
-            f"| {case} | {anchor_s:.2f} s, {anchor_peak / 1e9:.2f} GB | "
-            f"{ours_s:.2f} s, {ours_peak / 1e9:.2f} GB | {anchor_s / ours_s:.2f}× |",
-            flush=True,
-        )
+        print(row, flush=True)
     return 0
 
 
-def _run(command: list[str]) -> tuple[float, int]:
-    """Wall time and peak RSS (bytes) of one fresh process, importing the same ``mos`` as this
-    script: it runs in a neutral folder, because ``python -m`` puts the working folder first on
-    the path, which would pick the checkout it is started from over ``PYTHONPATH``."""
-    path = [str(MOS_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+def _run(command: list[str], root: Path = MOS_ROOT) -> tuple[float, int]:
+    """Wall time and peak RSS (bytes) of one fresh process, importing ``mos`` from ``root`` (by
+    default the same as this script): it runs in a neutral folder, because ``python -m`` puts the
+    working folder first on the path, which would pick the checkout it is started from."""
+    path = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=tempfile.gettempdir(), env=env)
