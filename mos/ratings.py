@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mos.study_sql import (
     TRIAL_OF_RATING,
+    PackedIds,
     fetch_sqlite_arrow,
     has_check_column,
     has_trials,
@@ -250,7 +251,8 @@ def _read_sqlite(
             for query in (_sessions_query(), _viewers_query())
         )
         _check_sittings(sessions, viewers, str(path))
-        read = _RangeReader(path, engine.dialect, dimensions, sessions, viewers, trials_of)
+        packing = PackedIds.of_study(engine)
+        read = _RangeReader(path, engine.dialect, dimensions, sessions, viewers, trials_of, packing)
         # The stimuli (half a million rows of text in a crowd study) are read beside the ratings.
         with ThreadPoolExecutor(1) as side:
             stimuli = side.submit(fetch_sqlite_arrow, path, _stimuli_query(), engine.dialect)
@@ -281,7 +283,8 @@ def _read_sqlite(
 class _RangeReader:
     """Reads a SQLite study's ratings (and QC's trials) range by range on every core; each range
     is copied into compact columns at once, so that the driver's batches (text times included)
-    go as soon as their range is read."""
+    go as soon as their range is read. ``packing``: each rating's ids read as one value
+    (:class:`mos.study_sql.PackedIds`), where the study allows it."""
 
     def __init__(
         self,
@@ -291,9 +294,10 @@ class _RangeReader:
         sessions: pa.Table,
         viewers: pa.Table,
         trials_of: str | None,
+        packing: PackedIds | None,
     ) -> None:
-        self.path, self.dialect, self.dimensions, self.trials_of = (
-            path, dialect, dimensions, trials_of,
+        self.path, self.dialect, self.dimensions, self.trials_of, self.packing = (
+            path, dialect, dimensions, trials_of, packing,
         )  # fmt: skip
         # A trial's participant: its session's viewer, as a position among the viewers' codes.
         ids = _int_column(viewers, "id")
@@ -321,6 +325,15 @@ class _RangeReader:
             trials = pa.concat_tables(tables, promote_options="default").unify_dictionaries()
         return ratings, trials
 
+    def _fetch(self, query) -> pa.Table:
+        """The rows of ``query``, its ids packed where the study allows it."""
+        if self.packing is not None:
+            raw = fetch_sqlite_arrow(self.path, self.packing.packed(query), self.dialect)
+            raw = self.packing.unpack(raw)
+            if raw is not None:
+                return raw
+        return fetch_sqlite_arrow(self.path, query, self.dialect)
+
     def _read(
         self, query, span: tuple[int, int], with_trials: bool, lean: tuple | None
     ) -> tuple[dict[str, np.ndarray], pa.Table | None]:
@@ -328,7 +341,7 @@ class _RangeReader:
             probe = fetch_sqlite_arrow(self.path, lean[0](span), self.dialect)
             if not probe.column(0)[0].as_py():
                 query = lean[1]
-        raw = fetch_sqlite_arrow(self.path, query.where(Rating.id.between(*span)), self.dialect)
+        raw = self._fetch(query.where(Rating.id.between(*span)))
         trials = None
         if with_trials:
             participant = self.participant_of_session(_int_column(raw, "session"))

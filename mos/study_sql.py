@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import and_, func, inspect, select, true
+from sqlalchemy import and_, case, func, inspect, select, true
 
 from studydb import Rating, Session, Trial, Viewer
 
@@ -192,6 +193,72 @@ def fetch_sqlite_arrow(path: Path, query, dialect, batch_rows: int = READ_CHUNK)
         cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
         cursor.execute(sql)
         return cursor.fetch_arrow_table()
+
+
+PACKED = ("stimulus", "session", "nsfw")
+"""The rating columns :class:`PackedIds` reads as one value."""
+
+
+@dataclass(frozen=True)
+class PackedIds:
+    """A rating's sitting, stimulus and NSFW flag read from a SQLite study as one integer,
+    ``session · 2^(b+1) + stimulus · 2 + flag`` (b: the bits of the largest stimulus id).
+
+    The ADBC driver's cost is per value it decodes (a type check, a mutex and a validity bit
+    each), hardly per byte: three values in one take a fifth off the reading of ten million
+    ratings. Used only where the ratings' own indexes show every id a non-negative integer and
+    the key fits in 63 bits (:meth:`of_study`, no scan). The key is plain arithmetic, so that an
+    id SQLite holds as a REAL or NULL (written by hand: the schema stores integers) makes it a
+    REAL or NULL; :meth:`unpack` then gives None and that range is read unpacked, as without
+    packing."""
+
+    stimulus_bits: int
+
+    @classmethod
+    def of_study(cls, engine) -> PackedIds | None:
+        """The packing of this study's ratings, or None where the ids do not allow one (a
+        negative id, ids too large together, a text id) or an index to bound them is missing."""
+        indexed = {index["column_names"][0] for index in inspect(engine).get_indexes("ratings")}
+        if not {"session_id", "stimulus_id"} <= indexed:
+            return None  # bounding the ids would scan every rating
+        columns = (Rating.session_id, Rating.stimulus_id)
+        with engine.connect() as connection:
+            # One scalar subquery per bound: SQLite answers each from an index without a scan.
+            bounds = connection.execute(
+                select(*(select(bound(c)).scalar_subquery() for c in columns for bound in _BOUNDS))
+            ).one()
+        # min() skips NULLs; a text or blob id sorts after every number, so max() shows it.
+        if not all(type(value) is int for value in bounds) or min(bounds) < 0:
+            return None
+        session_bits, stimulus_bits = (int(bounds[1]).bit_length(), int(bounds[3]).bit_length())
+        return cls(stimulus_bits) if session_bits + stimulus_bits + 1 <= 63 else None
+
+    def packed(self, query):
+        """``query`` (of :data:`PACKED`'s columns among others) reading them as one ``key``."""
+        flag = case((Rating.nsfw != 0, 1), else_=0)  # NULL: not flagged, as when unpacked
+        key = Rating.session_id * (1 << (self.stimulus_bits + 1)) + Rating.stimulus_id * 2 + flag
+        kept = [column for column in query.selected_columns if column.key not in PACKED]
+        return query.with_only_columns(key.label("key"), *kept)
+
+    def unpack(self, raw: pa.Table) -> pa.Table | None:
+        """The rows of :meth:`packed`'s query with :data:`PACKED`'s columns back in place of the
+        key (None where a key is not an integer: read that range unpacked)."""
+        key = raw.column("key")
+        if not pa.types.is_int64(key.type) or key.null_count:
+            return None
+        key = key.to_numpy()
+        columns = {
+            "stimulus": (key >> 1) & ((1 << self.stimulus_bits) - 1),
+            "session": key >> (self.stimulus_bits + 1),
+            "nsfw": (key & 1).astype(bool),
+        }
+        raw = raw.drop_columns(["key"])
+        for name, values in columns.items():
+            raw = raw.append_column(name, pa.array(values))
+        return raw
+
+
+_BOUNDS = (func.min, func.max)
 
 
 def trial_columns(raw: pa.Table, viewer: pa.DictionaryArray, dimension: str) -> pa.Table:

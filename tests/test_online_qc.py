@@ -409,6 +409,76 @@ def test_rating_ids_far_apart_are_read_in_ranges_of_ratings(tmp_path, monkeypatc
     assert trials.num_rows == expected_trials.num_rows == 240
 
 
+@pytest.mark.parametrize(
+    "edit, packed",
+    [("", True),
+     ("UPDATE stimuli SET id = id + 1099511627776; UPDATE ratings SET stimulus_id = stimulus_id "
+      "+ 1099511627776; UPDATE trials SET stimulus_id = stimulus_id + 1099511627776", True),
+     ("UPDATE ratings SET stimulus_id = 7.5 WHERE id = 50", True),  # that range read unpacked
+     ("UPDATE sessions SET id = -id; UPDATE ratings SET session_id = -session_id; "
+      "UPDATE trials SET session_id = -session_id", False),
+     ("UPDATE sessions SET id = id + 4294967296; UPDATE ratings SET session_id = session_id + "
+      "4294967296; UPDATE stimuli SET id = id + 1073741824; UPDATE ratings SET stimulus_id = "
+      "stimulus_id + 1073741824", False),  # 33 + 31 + 1 bits: no room for the key
+     ("DROP INDEX ix_ratings_stimulus_id", False)],
+)  # fmt: skip
+def test_ids_read_as_one_value_equal_the_ids_read_apart(tmp_path, monkeypatch, edit, packed):
+    """A SQLite study's sitting, stimulus and NSFW flag are read as one integer where the ids
+    allow it: the ratings and trials equal those read column by column, with ids near the
+    key's limits, a REAL id stored by hand, and where packing is refused (negative ids, ids too
+    large together, an index missing)."""
+    import sqlite3
+
+    import mos.ratings
+    import mos.study_sql
+    from mos.ratings import load_study
+    from mos.study_sql import PackedIds
+
+    path = tmp_path / "study.db"
+    _study_with_mixed_times(path)
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA foreign_keys = OFF")
+        db.execute("UPDATE ratings SET nsfw = 1 WHERE id % 7 = 0")
+        db.executescript(edit)
+    monkeypatch.setattr(mos.study_sql, "READ_CHUNK", 37)
+    monkeypatch.setattr(pd, "read_sql", _no_slow_path)
+    unpacked = []  # per range read packed: whether its key was all integers
+    unpack = PackedIds.unpack
+
+    def spy(self, raw):
+        result = unpack(self, raw)
+        unpacked.append(result is not None)
+        return result
+
+    monkeypatch.setattr(PackedIds, "unpack", spy)
+    table, trials = load_study(path, trials_of="consistency")
+    assert bool(unpacked) == packed and all(unpacked) == ("7.5" not in edit)
+    monkeypatch.setattr(mos.ratings.PackedIds, "of_study", lambda engine: None)
+    apart, apart_trials = load_study(path, trials_of="consistency")
+    for field in ("viewer", "stimulus", "session", "nsfw", "viewer_ids", "stimulus_ids"):
+        np.testing.assert_array_equal(getattr(table, field), getattr(apart, field))
+    np.testing.assert_array_equal(table.scores["consistency"], apart.scores["consistency"])
+    pd.testing.assert_frame_equal(trials.to_pandas(), apart_trials.to_pandas())
+    assert table.nsfw.sum() == apart.nsfw.sum() > 0
+
+
+def test_text_ids_are_never_packed(tmp_path):
+    """A text id (only a hand edit stores one) sorts after every number: the bounds show it."""
+    import sqlite3
+
+    from mos.study_sql import PackedIds
+    from studydb import make_engine
+
+    path = tmp_path / "study.db"
+    _study_with_mixed_times(path)
+    engine = make_engine(path, read_only=True)
+    assert PackedIds.of_study(engine) == PackedIds(stimulus_bits=6)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE ratings SET stimulus_id = 'img07' WHERE id = 9")
+    assert PackedIds.of_study(engine) is None
+    engine.dispose()
+
+
 def _apps_signals(path) -> pd.DataFrame:
     """QC's signals of a study as the app reads its trials (SQLAlchemy rows, pandas times)."""
     from sqlalchemy import select
