@@ -169,7 +169,7 @@ def _ratings_query(
     """
     columns = []
     for name in dimensions:
-        if name not in Rating.__table__.columns:
+        if name not in DEFAULT_DIMENSIONS:  # a study's score columns (not its ids or flags)
             known = ", ".join(DEFAULT_DIMENSIONS)
             raise InputError(f"unknown score column '{name}' (a study database has: {known})")
         columns.append(Rating.__table__.columns[name])
@@ -371,7 +371,10 @@ def _read_database_sqlalchemy(url: str, dimensions: tuple[str, ...]) -> RatingTa
         raise
     except (SQLAlchemyError, ImportError) as error:
         raise InputError(f"{url}: cannot read the study ({first_line(error)})") from error
-    tables = [pa.Table.from_pandas(frame, preserve_index=False) for frame in frames]
+    try:
+        tables = [pa.Table.from_pandas(frame, preserve_index=False) for frame in frames]
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # e.g. an id stored as text by hand
+        raise InputError(f"{url}: cannot read the study ({first_line(error)})") from error
     _check_sittings(tables[1], tables[3], url)
     return _from_database_tables(_numpy_columns(tables[0]), *tables[1:], label=url)
 

@@ -210,27 +210,33 @@ class PackedIds:
     the key fits in 63 bits (:meth:`of_study`, no scan). The key is plain arithmetic, so that an
     id SQLite holds as a REAL or NULL (written by hand: the schema stores integers) makes it a
     REAL or NULL; :meth:`unpack` then gives None and that range is read unpacked, as without
-    packing."""
+    packing. A flag stored by hand as text or a blob (which the unpacked reading refuses) is
+    seen the same way, by the index: no packing then."""
 
     stimulus_bits: int
 
     @classmethod
     def of_study(cls, engine) -> PackedIds | None:
         """The packing of this study's ratings, or None where the ids do not allow one (a
-        negative id, ids too large together, a text id) or an index to bound them is missing."""
+        negative id, ids too large together, a text id), a flag is text, or an index to bound
+        them is missing."""
         indexed = {index["column_names"][0] for index in inspect(engine).get_indexes("ratings")}
-        if not {"session_id", "stimulus_id"} <= indexed:
-            return None  # bounding the ids would scan every rating
-        columns = (Rating.session_id, Rating.stimulus_id)
+        if not {"session_id", "stimulus_id", "nsfw"} <= indexed:
+            return None  # bounding the values would scan every rating
+        # One scalar subquery per bound: SQLite answers each from an index without a scan.
+        # min() skips NULLs; text and blobs sort after every number, so max() shows them.
+        bounds = [select(bound(column)).scalar_subquery() for bound, column in _BOUNDS]
+        flag = func.typeof(select(func.max(Rating.nsfw)).scalar_subquery())
         with engine.connect() as connection:
-            # One scalar subquery per bound: SQLite answers each from an index without a scan.
-            bounds = connection.execute(
-                select(*(select(bound(c)).scalar_subquery() for c in columns for bound in _BOUNDS))
-            ).one()
-        # min() skips NULLs; a text or blob id sorts after every number, so max() shows it.
-        if not all(type(value) is int for value in bounds) or min(bounds) < 0:
+            *ids, flag_type = connection.execute(select(*bounds, flag)).one()
+        if not all(type(value) is int for value in ids) or min(ids) < 0:
             return None
-        session_bits, stimulus_bits = (int(bounds[1]).bit_length(), int(bounds[3]).bit_length())
+        if flag_type not in ("integer", "real", "null"):
+            return None
+        # A sitting takes one bit at least, so that the multiplier stays below 2^63 (SQLite
+        # would write a larger one as a REAL, and every range would be read twice).
+        session_bits = max(int(ids[1]).bit_length(), 1)
+        stimulus_bits = int(ids[3]).bit_length()
         return cls(stimulus_bits) if session_bits + stimulus_bits + 1 <= 63 else None
 
     def packed(self, query):
@@ -258,7 +264,12 @@ class PackedIds:
         return raw
 
 
-_BOUNDS = (func.min, func.max)
+_BOUNDS = tuple(
+    (bound, column)
+    for column in (Rating.session_id, Rating.stimulus_id)
+    for bound in (func.min, func.max)
+)
+"""The bounds :meth:`PackedIds.of_study` reads: each id's least and largest."""
 
 
 def trial_columns(raw: pa.Table, viewer: pa.DictionaryArray, dimension: str) -> pa.Table:

@@ -462,8 +462,22 @@ def test_ids_read_as_one_value_equal_the_ids_read_apart(tmp_path, monkeypatch, e
     assert table.nsfw.sum() == apart.nsfw.sum() > 0
 
 
-def test_text_ids_are_never_packed(tmp_path):
-    """A text id (only a hand edit stores one) sorts after every number: the bounds show it."""
+@pytest.mark.parametrize(
+    "edit, packing",
+    [("", 6),
+     ("UPDATE ratings SET stimulus_id = 'img07' WHERE id = 9", None),  # text: sorts last
+     ("UPDATE ratings SET nsfw = 'yes' WHERE id = 9", None),  # the unpacked reading refuses it
+     ("UPDATE ratings SET nsfw = '' WHERE id = 9", None),
+     ("UPDATE ratings SET nsfw = x'00' WHERE id = 9", None),
+     ("UPDATE ratings SET nsfw = 0.5 WHERE id = 9", 6),
+     ("DROP INDEX ix_ratings_nsfw", None),
+     # one sitting numbered 0: it still takes a bit, so the multiplier stays an integer
+     ("UPDATE ratings SET session_id = 0, position = id, stimulus_id = stimulus_id + (1 << 60)", 61),
+     ("UPDATE ratings SET session_id = 0, position = id, stimulus_id = stimulus_id + (1 << 61)", None)],
+)  # fmt: skip
+def test_packing_is_refused_where_a_value_could_not_come_back(tmp_path, edit, packing):
+    """The ids and flags a hand edit may leave (text, a blob) are seen through the indexes'
+    bounds, and the key never needs more than 63 bits, its multiplier included."""
     import sqlite3
 
     from mos.study_sql import PackedIds
@@ -471,12 +485,26 @@ def test_text_ids_are_never_packed(tmp_path):
 
     path = tmp_path / "study.db"
     _study_with_mixed_times(path)
-    engine = make_engine(path, read_only=True)
-    assert PackedIds.of_study(engine) == PackedIds(stimulus_bits=6)
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE ratings SET stimulus_id = 'img07' WHERE id = 9")
-    assert PackedIds.of_study(engine) is None
+        db.execute("PRAGMA foreign_keys = OFF")
+        db.executescript(edit)
+    engine = make_engine(path, read_only=True)
+    expected = None if packing is None else PackedIds(stimulus_bits=packing)
+    assert PackedIds.of_study(engine) == expected
     engine.dispose()
+
+
+def test_a_database_score_is_a_score_column(tmp_path, capsys):
+    """Review: --dimensions nsfw (any ratings column) was taken as a score by one reading and
+    refused with Arrow's message by the other; only the study's score columns are scores."""
+    path = tmp_path / "study.db"
+    _study_with_mixed_times(path)
+    for source in (str(path), f"sqlite:///{path}"):
+        for dimensions in ("nsfw", "consistency,session_id"):
+            args = [source, "--dimensions", dimensions, "--out", str(tmp_path / "o"), "--quiet"]
+            assert main(args) == 2
+            error = capsys.readouterr().err.strip()
+            assert "unknown score column" in error and len(error.splitlines()) == 1, error
 
 
 def _apps_signals(path) -> pd.DataFrame:
@@ -558,6 +586,8 @@ def test_the_trials_read_after_a_failed_fast_read_keep_the_score_range(tmp_path,
     [("UPDATE ratings SET session_id = 99 WHERE id = 7", "1 rating(s) name a sitting"),
      ("UPDATE ratings SET stimulus_id = 999 WHERE id = 7", "1 rating(s) name a stimulus"),
      ("UPDATE ratings SET stimulus_id = -3 WHERE id IN (7, 8)", "2 rating(s) name a stimulus"),
+     ("UPDATE ratings SET stimulus_id = 'img07' WHERE id = 7", "cannot read the study"),
+     ("UPDATE ratings SET session_id = 'first' WHERE id = 7", "cannot read the study"),
      ("UPDATE ratings SET session_id = -1 WHERE id = 9", "1 rating(s) name a sitting"),
      ("UPDATE sessions SET viewer_id = 77 WHERE id = 2", "sitting(s) name a viewer"),
      ("UPDATE viewers SET id = 1099511627776 WHERE id = 1; "
