@@ -233,10 +233,11 @@ class PackedIds:
             return None
         if flag_type not in ("integer", "real", "null"):
             return None
+        _, last_session, _, last_stimulus = ids
         # A sitting takes one bit at least, so that the multiplier stays below 2^63 (SQLite
         # would write a larger one as a REAL, and every range would be read twice).
-        session_bits = max(int(ids[1]).bit_length(), 1)
-        stimulus_bits = int(ids[3]).bit_length()
+        session_bits = max(last_session.bit_length(), 1)
+        stimulus_bits = last_stimulus.bit_length()
         return cls(stimulus_bits) if session_bits + stimulus_bits + 1 <= 63 else None
 
     def packed(self, query):
@@ -269,7 +270,8 @@ _BOUNDS = tuple(
     for column in (Rating.session_id, Rating.stimulus_id)
     for bound in (func.min, func.max)
 )
-"""The bounds :meth:`PackedIds.of_study` reads: each id's least and largest."""
+"""The bounds :meth:`PackedIds.of_study` reads, in this order: the sittings' least and largest
+id, the stimuli's least and largest."""
 
 
 def trial_columns(raw: pa.Table, viewer: pa.DictionaryArray, dimension: str) -> pa.Table:
