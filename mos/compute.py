@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import gc
+
+if __name__ == "__main__":
+    # A command-line run makes few reference cycles (see main()): without the cyclic collector
+    # from here on, the imports below take ~0.15 s less, on the one core a run starts on.
+    gc.disable()
+
 import argparse
 import ctypes
 import ctypes.util
-import gc
 import importlib
 import sys
 import threading

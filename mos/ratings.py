@@ -586,44 +586,65 @@ def _ratings_from_csv(table: pa.Table, path: Path, dimensions: tuple[str, ...]) 
         raise InputError(
             f"{path}: 'warmup' or 'check' column unreadable ({first_line(error)})"
         ) from error
-    viewer, viewer_ids, viewer_codes = _factorize(table.column("viewer"), rows)
-    stimulus, stimulus_ids, _ = _factorize(table.column("stimulus"), rows)
-    for name, ids, codes in (("viewer", viewer_ids, viewer), ("stimulus", stimulus_ids, stimulus)):
-        empty = np.flatnonzero(ids == "")  # the reader keeps an empty text cell as ""
-        if empty.size:
-            count = int(np.count_nonzero(codes == empty[0]))
-            raise InputError(f"{path}: {count} rating(s) have an empty {name}")
-    if "session" in columns:  # a session is a (viewer, session) pair
-        _, _, session_codes = _factorize(table.column("session"), rows)
-        pair = (
-            viewer_codes.astype(np.int64) * (int(session_codes.max(initial=0)) + 1) + session_codes
+    # The steps are numpy, pandas and Arrow passes that mostly leave the interpreter free: each
+    # runs on one of two cores, and their results (and errors) are taken in this order.
+    with ThreadPoolExecutor(2) as pool:
+        factorized = {
+            name: pool.submit(_factorize, table.column(name), rows)
+            for name in ("viewer", "stimulus", "session")
+            if name in columns
+        }
+        values = {name: pool.submit(_score_column, table, name, rows) for name in dimensions}
+        viewer, viewer_ids, viewer_codes = factorized["viewer"].result()
+        stimulus, stimulus_ids, _ = factorized["stimulus"].result()
+        metadata_columns = [c for c in columns if c not in _RESERVED_CSV_COLUMNS | set(dimensions)]
+        metadata = pool.submit(
+            _per_stimulus_metadata, table, metadata_columns, rows, stimulus, stimulus_ids
         )
-        session, session_ids = pd.factorize(pair)
-        session = session.astype(np.intp, copy=False)
-    else:  # one session per viewer
-        session, session_ids = viewer, viewer_ids
-    scores = {}
-    for name in dimensions:
-        try:
-            values = pc.cast(_plain(table.column(name)), pa.float64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-            raise InputError(f"{path}: column '{name}' is not numeric") from error
-        scores[name] = take_rows(values.to_numpy(zero_copy_only=False), rows)
-    nsfw = None
-    if "nsfw" in columns:
-        nsfw = take_rows(_flag_column(_plain(table.column("nsfw"))), rows)
-    metadata_columns = [c for c in columns if c not in _RESERVED_CSV_COLUMNS | set(dimensions)]
-    return RatingTable(
-        viewer=viewer,
-        stimulus=stimulus,
-        session=session,
-        scores=scores,
-        nsfw=nsfw,
-        viewer_ids=viewer_ids,
-        stimulus_ids=stimulus_ids,
-        n_sessions=len(session_ids),
-        metadata=_per_stimulus_metadata(table, metadata_columns, rows, stimulus, stimulus_ids),
-    )
+        for name, ids, codes in (
+            ("viewer", viewer_ids, viewer),
+            ("stimulus", stimulus_ids, stimulus),
+        ):
+            empty = np.flatnonzero(ids == "")  # the reader keeps an empty text cell as ""
+            if empty.size:
+                count = int(np.count_nonzero(codes == empty[0]))
+                raise InputError(f"{path}: {count} rating(s) have an empty {name}")
+        if "session" in factorized:  # a session is a (viewer, session) pair
+            _, _, session_codes = factorized["session"].result()
+            pair = viewer_codes.astype(np.int64)  # in place: one array of ratings, not three
+            pair *= int(session_codes.max(initial=0)) + 1
+            pair += session_codes
+            session, session_ids = pd.factorize(pair)
+            del pair
+            session = session.astype(np.intp, copy=False)
+        else:  # one session per viewer
+            session, session_ids = viewer, viewer_ids
+        scores = {}
+        for name, job in values.items():
+            try:
+                scores[name] = job.result()
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+                raise InputError(f"{path}: column '{name}' is not numeric") from error
+        nsfw = None
+        if "nsfw" in columns:
+            nsfw = take_rows(_flag_column(_plain(table.column("nsfw"))), rows)
+        return RatingTable(
+            viewer=viewer,
+            stimulus=stimulus,
+            session=session,
+            scores=scores,
+            nsfw=nsfw,
+            viewer_ids=viewer_ids,
+            stimulus_ids=stimulus_ids,
+            n_sessions=len(session_ids),
+            metadata=metadata.result(),
+        )
+
+
+def _score_column(table: pa.Table, name: str, rows: np.ndarray | None) -> np.ndarray:
+    """A score column as floats over ``rows`` (Arrow raises for text that is no number)."""
+    values = pc.cast(_plain(table.column(name)), pa.float64())
+    return take_rows(values.to_numpy(zero_copy_only=False), rows)
 
 
 TEXT = pa.dictionary(pa.int32(), pa.string())
@@ -713,8 +734,11 @@ def _factorize(
 
 def dictionary_codes(column: pa.ChunkedArray) -> np.ndarray:
     """The dictionary codes of every cell of a (unified) dictionary-encoded column; -1 if empty."""
-    parts = [
-        pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False) for chunk in column.chunks
+    parts = [  # a view of each chunk's codes where it has no empty cell: one copy, not two
+        (pc.fill_null(chunk.indices, -1) if chunk.null_count else chunk.indices).to_numpy(
+            zero_copy_only=False
+        )
+        for chunk in column.chunks
     ]
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)
 
@@ -729,7 +753,7 @@ def _per_stimulus_metadata(
     """Extra CSV columns that hold one value per stimulus (e.g. sureal's ``content``).
 
     A column is kept when every rating of a stimulus has the value of its first rating (missing
-    values counting as one value); it is compared on integer codes, one pass per column.
+    values counting as one value); it is compared on integer codes (:func:`_one_per_stimulus`).
     """
     if not columns:
         return None
@@ -740,12 +764,30 @@ def _per_stimulus_metadata(
     kept = {}
     for name in columns:
         column = table.column(name)
-        codes = take_rows(_value_codes(column), rows)
-        if np.array_equal(codes, codes[first][stimulus]):
+        if _one_per_stimulus(_value_codes(column), rows, first_rows, stimulus):
             kept[name] = _plain(column).take(pa.array(first_rows)).to_pandas()
     if not kept:
         return None
     return pd.DataFrame(kept).set_axis(pd.Index(stimulus_ids, name="stimulus"))
+
+
+def _one_per_stimulus(
+    codes: np.ndarray,
+    rows: np.ndarray | None,
+    first_rows: np.ndarray,
+    stimulus: np.ndarray,
+    step: int = 1 << 20,
+) -> bool:
+    """Whether the code of each of ``rows`` (all when None) is that of its stimulus's first row,
+    compared a slice of ratings at a time: a column that changes from one rating to the next (a
+    trial's position) is told at the first slice, and no temporary spans the whole study."""
+    first = codes[first_rows]
+    for start in range(0, stimulus.size, step):
+        part = slice(start, start + step)
+        own = codes[part] if rows is None else codes[rows[part]]
+        if not np.array_equal(own, first[stimulus[part]]):
+            return False
+    return True
 
 
 def _value_codes(column: pa.ChunkedArray) -> np.ndarray:

@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -83,6 +84,42 @@ def test_nan_score(tmp_path, capsys):
     csv = tmp_path / "r.csv"
     csv.write_text("viewer,stimulus,consistency,perception\na,x,3,\na,y,2,2\n")
     assert "NaN" in run_error([csv], capsys)
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_a_score_column_that_is_no_number_is_named(tmp_path, capsys, warmup):
+    """The columns are read on two threads: the error names the first bad column in
+    ``--dimensions`` order, with or without warm-up rows to leave out."""
+    rows = ["viewer,stimulus,warmup,consistency,perception", "a,w,True,1,x"] if warmup else []
+    rows = rows or ["viewer,stimulus,warmup,consistency,perception"]
+    csv = tmp_path / "r.csv"
+    csv.write_text("\n".join([*rows, "a,x,False,3,bad", "a,y,False,two,2"]) + "\n")
+    assert "column 'consistency' is not numeric" in run_error([csv], capsys)
+    err = run_error([csv, "--dimensions", "perception,consistency"], capsys)
+    assert "column 'perception' is not numeric" in err
+
+
+def test_metadata_is_one_value_per_stimulus_over_every_slice(monkeypatch):
+    """A column is per-stimulus metadata when every rating of an image has its first rating's
+    value; the check runs a slice of ratings at a time, so a difference in a later slice, or in
+    the ratings left after the warm-ups, must still be seen."""
+    from mos import ratings
+
+    stimulus = np.array([0, 1, 0, 2, 1, 2, 0])
+    first_rows = np.array([0, 1, 3])
+    same = np.array([5, 7, 5, 9, 7, 9, 5])
+    for step in (1, 2, 3, 100):
+        assert ratings._one_per_stimulus(same, None, first_rows, stimulus, step)
+        late = same.copy()
+        late[6] = 6  # the last rating of image 0 differs
+        assert not ratings._one_per_stimulus(late, None, first_rows, stimulus, step)
+        # rows taken out of a longer column (a warm-up at row 6 left out): 99 differs if kept
+        column = np.concatenate([same[:6], [1], same[6:], [99]])
+        rows = np.array([0, 1, 2, 3, 4, 5, 7])
+        assert ratings._one_per_stimulus(column, rows, first_rows, stimulus, step)
+        assert not ratings._one_per_stimulus(
+            column, np.r_[rows[:-1], 8], first_rows, stimulus, step
+        )
 
 
 def test_unknown_column(tmp_path, study_db, capsys):
