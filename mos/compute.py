@@ -16,6 +16,7 @@ import importlib
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -363,8 +364,31 @@ def _apply_exclusion(args: argparse.Namespace, table, trials, out: Path):
 
 
 def _write_csv(frame, path: Path) -> None:
-    """Arrow's CSV writer: 10× faster than pandas on half a million rows, full float precision."""
-    pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path)
+    """Arrow's CSV writer: 10× faster than pandas on half a million rows, full float precision.
+
+    The writer formats on one core and leaves the interpreter free: a large table's second half
+    is formatted on another core while the first is written, then appended (the same bytes)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    half = table.num_rows // 2
+    if half < SPLIT_ROWS:
+        pacsv.write_csv(table, path)
+        return
+    with ThreadPoolExecutor(1) as pool:
+        tail = pool.submit(_csv_bytes, table.slice(half))
+        with pa.OSFile(str(path), "wb") as sink:
+            pacsv.write_csv(table.slice(0, half), sink)
+            sink.write(tail.result())
+
+
+SPLIT_ROWS = 50_000
+"""Rows in each half of a table :func:`_write_csv` formats on two cores (~0.1 s of work)."""
+
+
+def _csv_bytes(table: pa.Table) -> pa.Buffer:
+    """``table`` as CSV rows without the header line."""
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False))
+    return sink.getvalue()
 
 
 if __name__ == "__main__":

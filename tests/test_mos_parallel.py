@@ -111,6 +111,30 @@ def test_a_full_disk_is_a_one_line_error(study_csv, tmp_path, monkeypatch, capsy
     assert len(forked) == 1 and _all_reaped(forked)
 
 
+@pytest.mark.parametrize("rows", [1_001, 1_000])
+def test_a_table_formatted_in_two_halves_is_the_same_file(tmp_path, monkeypatch, rows):
+    """mos.csv's second half is formatted on another core and appended: the same bytes as in
+    one piece (one header, quoted text, empty cells), and a full disk is still an OSError."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "stimulus": [f"s{i}" for i in range(rows)],
+            "mos": rng.random(rows) * 5,
+            "n": np.arange(rows),
+            "model": pd.array([None if i % 11 == 0 else f'm, "{i % 3}"' for i in range(rows)]),
+        }
+    )
+    mos.compute._write_csv(frame, tmp_path / "whole.csv")  # below SPLIT_ROWS: one piece
+    monkeypatch.setattr(mos.compute, "SPLIT_ROWS", 10)
+    mos.compute._write_csv(frame, tmp_path / "halves.csv")
+    whole = (tmp_path / "whole.csv").read_bytes()
+    assert (tmp_path / "halves.csv").read_bytes() == whole
+    assert whole.count(b'"stimulus"') == 1 and len(pd.read_csv(tmp_path / "halves.csv")) == rows
+    if os.path.exists("/dev/full"):
+        with pytest.raises(OSError):
+            mos.compute._write_csv(frame, "/dev/full")
+
+
 @pytest.mark.parametrize("checks", [False, True])
 @pytest.mark.parametrize("images", [120, 1_500])  # 1,500: many images rated by fewer than 3
 def test_qc_signals_on_two_cores_equal_one_participant_at_a_time(checks, images):
