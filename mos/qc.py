@@ -47,7 +47,7 @@ from mos.ratings import (
     take_rows,
     warmup_flags,
 )
-from mos.study_sql import OPTIONAL_COLUMNS, has_check_column, trials_query
+from mos.study_sql import OPTIONAL_COLUMNS, has_check_column, trials_query, whole_ids
 from studydb import make_engine
 
 CHECK_KINDS = ("gold", "attention")
@@ -403,7 +403,11 @@ def load_trials(
     else:  # another database, or a SQLite study the driver cannot type
         frame = _trials_from_database(text, dimension)
     # Any compact numbering will do (the stimuli only group trials): a study's ids as they are.
-    frame["stimulus"] = compact_codes(frame["stimulus"].to_numpy().astype(np.int64, copy=False))
+    try:
+        stimulus = whole_ids(frame["stimulus"].to_numpy(), "stimulus")
+    except ValueError as error:
+        raise InputError(f"{text}: cannot read the study's trials ({error})") from None
+    frame["stimulus"] = compact_codes(stimulus)
     return frame
 
 

@@ -32,6 +32,7 @@ from mos.study_sql import (
     rating_id_ranges,
     read_in_parallel,
     trial_columns,
+    whole_ids,
 )
 from studydb import Rating, Session, Stimulus, Trial, Viewer, make_engine, missing_tables
 from studydb.csvcells import RESTORE_PATTERN
@@ -373,10 +374,12 @@ def _read_database_sqlalchemy(url: str, dimensions: tuple[str, ...]) -> RatingTa
         raise InputError(f"{url}: cannot read the study ({first_line(error)})") from error
     try:
         tables = [pa.Table.from_pandas(frame, preserve_index=False) for frame in frames]
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # e.g. an id stored as text by hand
+        _check_sittings(tables[1], tables[3], url)
+        ratings = _numpy_columns(tables[0])
+    # e.g. an id stored as text or as a fraction by hand
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as error:
         raise InputError(f"{url}: cannot read the study ({first_line(error)})") from error
-    _check_sittings(tables[1], tables[3], url)
-    return _from_database_tables(_numpy_columns(tables[0]), *tables[1:], label=url)
+    return _from_database_tables(ratings, *tables[1:], label=url)
 
 
 def _numpy_columns(ratings: pa.Table) -> dict[str, np.ndarray]:
@@ -514,7 +517,7 @@ def _compact(top: int, count: int) -> bool:
 
 
 def _int_column(table: pa.Table, name: str) -> np.ndarray:
-    return table.column(name).to_numpy().astype(np.int64, copy=False)
+    return whole_ids(table.column(name).to_numpy(), name)
 
 
 def _float_column(table: pa.Table, name: str) -> np.ndarray:

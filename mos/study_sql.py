@@ -281,7 +281,7 @@ def trial_columns(raw: pa.Table, viewer: pa.DictionaryArray, dimension: str) -> 
     (:func:`owned`), so the driver's batch can go."""
     columns = {
         "viewer": viewer,
-        "stimulus": owned(raw.column("stimulus"), np.int64),
+        "stimulus": np.array(whole_ids(raw.column("stimulus").to_numpy(), "stimulus")),
         dimension: owned(raw.column(dimension), np.float64),
     }
     for name in OPTIONAL_COLUMNS:
@@ -304,6 +304,21 @@ def owned(column: pa.ChunkedArray, dtype) -> np.ndarray:
     """A copy of a column the driver returned, as numpy ``dtype`` (NULL: NaN). A view would keep
     the driver's whole batch alive (its buffers are released together): ~100 MB per range."""
     return np.array(column.to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def whole_ids(values: np.ndarray, name: str) -> np.ndarray:
+    """A column of ids (``name``) as int64. An id stored by hand as a fraction (3.5), or left
+    empty, names no row of the study: a ValueError naming it, where a cast would have made it
+    the id 3, or an id of −2⁶³."""
+    if values.dtype.kind == "f":
+        whole = np.isfinite(values) & (np.trunc(values) == values)
+        if not whole.all():
+            bad = values[~whole]
+            first = "empty" if np.isnan(bad[0]) else repr(float(bad[0]))
+            raise ValueError(
+                f"{name}: {bad.size} stored id(s) are empty or not whole numbers (first: {first})"
+            )
+    return values.astype(np.int64, copy=False)
 
 
 # --------------------------------------------------------------------------- stored times

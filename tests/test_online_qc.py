@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from mos.compute import main
+from mos.ratings import InputError
 from studydb import Rating, Session, Stimulus, Trial, Viewer, create_study
 from studydb.csvcells import neutralise
 
@@ -414,7 +415,6 @@ def test_rating_ids_far_apart_are_read_in_ranges_of_ratings(tmp_path, monkeypatc
     [("", True),
      ("UPDATE stimuli SET id = id + 1099511627776; UPDATE ratings SET stimulus_id = stimulus_id "
       "+ 1099511627776; UPDATE trials SET stimulus_id = stimulus_id + 1099511627776", True),
-     ("UPDATE ratings SET stimulus_id = 7.5 WHERE id = 50", True),  # that range read unpacked
      ("UPDATE sessions SET id = -id; UPDATE ratings SET session_id = -session_id; "
       "UPDATE trials SET session_id = -session_id", False),
      ("UPDATE sessions SET id = id + 4294967296; UPDATE ratings SET session_id = session_id + "
@@ -425,8 +425,8 @@ def test_rating_ids_far_apart_are_read_in_ranges_of_ratings(tmp_path, monkeypatc
 def test_ids_read_as_one_value_equal_the_ids_read_apart(tmp_path, monkeypatch, edit, packed):
     """A SQLite study's sitting, stimulus and NSFW flag are read as one integer where the ids
     allow it: the ratings and trials equal those read column by column, with ids near the
-    key's limits, a REAL id stored by hand, and where packing is refused (negative ids, ids too
-    large together, an index missing)."""
+    key's limits, and where packing is refused (negative ids, ids too large together, an index
+    missing)."""
     import sqlite3
 
     import mos.ratings
@@ -452,7 +452,7 @@ def test_ids_read_as_one_value_equal_the_ids_read_apart(tmp_path, monkeypatch, e
 
     monkeypatch.setattr(PackedIds, "unpack", spy)
     table, trials = load_study(path, trials_of="consistency")
-    assert bool(unpacked) == packed and all(unpacked) == ("7.5" not in edit)
+    assert bool(unpacked) == packed and all(unpacked)
     monkeypatch.setattr(mos.ratings.PackedIds, "of_study", lambda engine: None)
     apart, apart_trials = load_study(path, trials_of="consistency")
     for field in ("viewer", "stimulus", "session", "nsfw", "viewer_ids", "stimulus_ids"):
@@ -460,6 +460,35 @@ def test_ids_read_as_one_value_equal_the_ids_read_apart(tmp_path, monkeypatch, e
     np.testing.assert_array_equal(table.scores["consistency"], apart.scores["consistency"])
     pd.testing.assert_frame_equal(trials.to_pandas(), apart_trials.to_pandas())
     assert table.nsfw.sum() == apart.nsfw.sum() > 0
+
+
+def test_a_fractional_id_is_refused_read_packed_or_not(tmp_path, monkeypatch):
+    """An id stored by hand as a fraction makes its range's key a REAL: that range is read again
+    column by column, where the id is refused — the same one-line error as without packing
+    (a cast made 7.5 the stimulus 7)."""
+    import sqlite3
+
+    import mos.ratings
+    from mos.study_sql import PackedIds
+
+    path = tmp_path / "study.db"
+    _study_with_mixed_times(path)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE ratings SET stimulus_id = 7.5 WHERE id = 50")
+    unpacked = []
+    unpack = PackedIds.unpack
+    monkeypatch.setattr(
+        PackedIds, "unpack", lambda self, raw: unpacked.append(1) or unpack(self, raw)
+    )
+    errors = []
+    for packing in (True, False):
+        if not packing:
+            monkeypatch.setattr(mos.ratings.PackedIds, "of_study", lambda engine: None)
+        with pytest.raises(InputError) as error:
+            mos.ratings.load_study(path, trials_of="consistency")
+        errors.append(str(error.value))
+    assert unpacked and errors[0] == errors[1]
+    assert "stimulus: 1 stored id(s) are empty or not whole numbers (first: 7.5)" in errors[0]
 
 
 @pytest.mark.parametrize(
@@ -590,6 +619,12 @@ def test_the_trials_read_after_a_failed_fast_read_keep_the_score_range(tmp_path,
      ("UPDATE ratings SET session_id = 'first' WHERE id = 7", "cannot read the study"),
      ("UPDATE ratings SET session_id = -1 WHERE id = 9", "1 rating(s) name a sitting"),
      ("UPDATE sessions SET viewer_id = 77 WHERE id = 2", "sitting(s) name a viewer"),
+     # an id stored by hand as a fraction names no row (a cast made 3.5 the sitting 3)
+     ("UPDATE ratings SET session_id = 3.5 WHERE id = 9", "not whole numbers (first: 3.5)"),
+     ("UPDATE ratings SET stimulus_id = stimulus_id + 0.5 WHERE id IN (9, 10)", "2 stored id"),
+     ("UPDATE sessions SET viewer_id = 2.5 WHERE id = 2", "not whole numbers (first: 2.5)"),
+     ("UPDATE ratings SET stimulus_id = stimulus_id + 0.25 WHERE id = "
+      "(SELECT min(id) FROM ratings WHERE check_kind IS NOT NULL)", "(first: "),  # QC's only
      ("UPDATE viewers SET id = 1099511627776 WHERE id = 1; "
       "UPDATE sessions SET viewer_id = 1099511627776 WHERE viewer_id = 1", None),
      ("UPDATE sessions SET id = -3 WHERE id = 3; UPDATE ratings SET session_id = -3 "
