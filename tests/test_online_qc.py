@@ -491,6 +491,21 @@ def test_a_fractional_id_is_refused_read_packed_or_not(tmp_path, monkeypatch):
     assert "stimulus: 1 stored id(s) are empty or not whole numbers (first: 7.5)" in errors[0]
 
 
+def test_ids_are_whole_numbers():
+    """Integers pass as they are, whole floats (a column with an empty cell comes as floats)
+    become integers, and an empty or fractional id is named."""
+    from mos.study_sql import whole_ids
+
+    ints = np.array([3, 1 << 40])
+    assert whole_ids(ints, "id") is ints
+    np.testing.assert_array_equal(whole_ids(np.array([2.0, 5.0]), "id"), [2, 5])
+    for values, first in (([1.0, np.nan], "empty"), ([1.0, 3.5, 0.5], "3.5"), ([np.inf], "inf")):
+        with pytest.raises(ValueError, match=rf"session: {len(values) - 1 or 1} stored id"):
+            whole_ids(np.array(values), "session")
+        with pytest.raises(ValueError, match=rf"\(first: {first}\)"):
+            whole_ids(np.array(values), "session")
+
+
 @pytest.mark.parametrize(
     "edit, packing",
     [("", 6),
