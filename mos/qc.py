@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from mos.ratings import (
@@ -48,7 +48,7 @@ from mos.ratings import (
     warmup_flags,
 )
 from mos.study_sql import OPTIONAL_COLUMNS, has_check_column, trials_query, whole_ids
-from studydb import make_engine
+from studydb import Rating, make_engine
 
 CHECK_KINDS = ("gold", "attention")
 """Values of a trial's ``check`` column; anything else (empty) is a test trial."""
@@ -500,6 +500,14 @@ def _trials_from_database(location: str, dimension: str) -> pd.DataFrame:
         rows = query.subquery()
         with engine.connect() as connection:
             raw = pd.read_sql(select(*(c for c in rows.c if c.name in needed)), connection)
+            rated = connection.execute(
+                select(func.count()).select_from(Rating).where(Rating.is_warmup.is_(False))
+            ).scalar_one()
+        if len(raw) < rated:  # the query's joins leave out a rating whose sitting is not there
+            raise InputError(
+                f"{location}: {rated - len(raw)} rating(s) name a sitting (or a sitting a viewer) "
+                "that is not in the study"
+            )
         return trials_frame(raw, dimension)
     except (SQLAlchemyError, ImportError, pd.errors.DatabaseError) as error:
         raise InputError(

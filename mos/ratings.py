@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mos.study_sql import (
     TRIAL_OF_RATING,
+    IdError,
     PackedIds,
     fetch_sqlite_arrow,
     has_check_column,
@@ -264,9 +265,9 @@ def _read_sqlite(
                 if probe is not None:
                     lean = (probe, _ratings_query(dimensions, has_checks, qc, rating_qc=False))
                 ratings, trials = read.all(ranges, query, with_trials=qc is not None, lean=lean)
-            except Exception:
-                if qc is None:
-                    raise
+            except Exception as error:
+                if qc is None or isinstance(error, InputError | IdError):
+                    raise  # a damaged study: no other reading mends it
                 # ADBC's own errors (e.g. a time column typed differently in old rows): the
                 # ratings alone here, and QC reads the trials through SQLAlchemy (mos.qc).
                 query = _ratings_query(dimensions, has_checks)
@@ -304,7 +305,8 @@ class _RangeReader:
         ids = _int_column(viewers, "id")
         position = _mapper(ids, np.arange(ids.size, dtype=np.int32))
         participant = position(_int_column(sessions, "viewer_id"))
-        self.participant_of_session = _mapper(_int_column(sessions, "id"), participant)
+        self.session_ids = _int_column(sessions, "id")
+        self.participant_of_session = _mapper(self.session_ids, participant)
         self.codes = viewers.column("code").combine_chunks()
 
     def all(
@@ -326,6 +328,17 @@ class _RangeReader:
             trials = pa.concat_tables(tables, promote_options="default").unify_dictionaries()
         return ratings, trials
 
+    def _refuse_unknown_sittings(self, sessions: np.ndarray) -> None:
+        """Check trials name sittings of the study (they are in no MOS, so
+        :func:`_check_present` does not see them): else one line, not a trial given to
+        whichever participant the look-up table held there."""
+        unknown = ~_member(sessions, self.session_ids)
+        if unknown.any():
+            raise InputError(
+                f"{self.path}: {int(unknown.sum())} rating(s) name a sitting that is not in the "
+                f"study (first: id {sessions[unknown][0]})"
+            )
+
     def _fetch(self, query) -> pa.Table:
         """The rows of ``query``, its ids packed where the study allows it."""
         if self.packing is not None:
@@ -345,11 +358,16 @@ class _RangeReader:
         raw = self._fetch(query.where(Rating.id.between(*span)))
         trials = None
         if with_trials:
-            participant = self.participant_of_session(_int_column(raw, "session"))
-            viewer = pa.DictionaryArray.from_arrays(participant, self.codes)
-            trials = trial_columns(raw, viewer, self.trials_of)
+            sessions = _int_column(raw, "session")
+            check = None
             if "is_check" in raw.column_names:
                 check = pc.fill_null(pc.not_equal(raw.column("is_check"), 0), False)
+                # the other ratings' sittings are checked with the MOS's (_check_present)
+                self._refuse_unknown_sittings(sessions[check.to_numpy(zero_copy_only=False)])
+            participant = self.participant_of_session(sessions)
+            viewer = pa.DictionaryArray.from_arrays(participant, self.codes)
+            trials = trial_columns(raw, viewer, self.trials_of)
+            if check is not None:
                 raw = raw.filter(pc.invert(check))
         ratings = _numpy_columns(raw.select(["stimulus", "session", "nsfw", *self.dimensions]))
         # copies: a view would keep the driver's whole batch (and its text) alive
@@ -396,8 +414,11 @@ def _numpy_columns(ratings: pa.Table) -> dict[str, np.ndarray]:
 
 
 def _flag_column(column: pa.ChunkedArray) -> np.ndarray:
-    """A boolean flag as SQLite (0/1 integers) or PostgreSQL (booleans) stores it; NULL = False."""
-    if not pa.types.is_boolean(column.type):
+    """A boolean flag as SQLite (0/1 integers) or PostgreSQL (booleans) stores it, or as a CSV
+    holds it (true/false, 1/0: other text raises ArrowInvalid); NULL = False."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        column = pc.cast(column, pa.bool_())
+    elif not pa.types.is_boolean(column.type):
         column = pc.not_equal(column, 0)
     return pc.fill_null(column, False).to_numpy(zero_copy_only=False)
 
@@ -562,6 +583,9 @@ def read_csv_table(path: Path) -> pa.Table:
         )
         table = pacsv.read_csv(path, convert_options=options).unify_dictionaries()
         pa.default_memory_pool().release_unused()  # the reader's parse buffers
+        twice = sorted({name for name in table.column_names if header.count(name) > 1})
+        if twice:
+            raise InputError(f"{path}: column(s) named twice in the header: {', '.join(twice)}")
         return _restore_text_cells(table)
     except (pa.ArrowInvalid, UnicodeDecodeError) as error:
         raise InputError(f"{path}: not a readable CSV of ratings ({first_line(error)})") from error
@@ -589,6 +613,8 @@ def _ratings_from_csv(table: pa.Table, path: Path, dimensions: tuple[str, ...]) 
         raise InputError(
             f"{path}: 'warmup' or 'check' column unreadable ({first_line(error)})"
         ) from error
+    if rows is not None and rows.size == 0:
+        raise InputError(f"{path}: no test ratings (every rating is a warm-up or a check trial)")
     # The steps are numpy, pandas and Arrow passes that mostly leave the interpreter free: each
     # runs on one of two cores, and their results (and errors) are taken in this order.
     with ThreadPoolExecutor(2) as pool:
@@ -630,7 +656,12 @@ def _ratings_from_csv(table: pa.Table, path: Path, dimensions: tuple[str, ...]) 
                 raise InputError(f"{path}: column '{name}' is not numeric") from error
         nsfw = None
         if "nsfw" in columns:
-            nsfw = take_rows(_flag_column(_plain(table.column("nsfw"))), rows)
+            try:
+                nsfw = take_rows(_flag_column(_plain(table.column("nsfw"))), rows)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+                raise InputError(
+                    f"{path}: column 'nsfw' holds a value that is no flag ({first_line(error)})"
+                ) from error
         return RatingTable(
             viewer=viewer,
             stimulus=stimulus,

@@ -307,18 +307,23 @@ def owned(column: pa.ChunkedArray, dtype) -> np.ndarray:
 
 
 def whole_ids(values: np.ndarray, name: str) -> np.ndarray:
-    """A column of ids (``name``) as int64. An id stored by hand as a fraction (3.5), or left
-    empty, names no row of the study: a ValueError naming it, where a cast would have made it
-    the id 3, or an id of −2⁶³."""
+    """A column of ids (``name``) as int64. An id stored by hand as a fraction (3.5), left
+    empty, or beyond 64 bits names no row of the study: an :class:`IdError` naming it, where a
+    cast would have made it the id 3, or an id of −2⁶³."""
     if values.dtype.kind == "f":
-        whole = np.isfinite(values) & (np.trunc(values) == values)
+        whole = (np.abs(values) < 2.0**63) & (np.trunc(values) == values)  # NaN: False
         if not whole.all():
             bad = values[~whole]
             first = "empty" if np.isnan(bad[0]) else repr(float(bad[0]))
-            raise ValueError(
+            raise IdError(
                 f"{name}: {bad.size} stored id(s) are empty or not whole numbers (first: {first})"
             )
     return values.astype(np.int64, copy=False)
+
+
+class IdError(ValueError):
+    """A stored id that names no row (:func:`whole_ids`): the study is damaged, which no other
+    way of reading it mends."""
 
 
 # --------------------------------------------------------------------------- stored times

@@ -99,6 +99,39 @@ def test_a_score_column_that_is_no_number_is_named(tmp_path, capsys, warmup):
     assert "column 'perception' is not numeric" in err
 
 
+@pytest.mark.parametrize(
+    "rows, message",
+    [(["viewer,stimulus,session,session,consistency,perception", "a,x,1,1,3,3", ",y,1,1,2,2"],
+      "column(s) named twice in the header: session"),
+     (["viewer,stimulus,consistency,perception,model,model", "a,x,3,3,m,m"], "named twice"),
+     (["viewer,stimulus,consistency,perception,nsfw", "a,x,3,3,maybe", "a,y,2,2,false"],
+      "column 'nsfw' holds a value that is no flag"),
+     (["viewer,stimulus,warmup,consistency,perception,model", "a,x,true,3,3,m", "b,y,true,2,2,n"],
+      "no test ratings (every rating is a warm-up or a check trial)"),
+     (["viewer,stimulus,check,consistency,perception", "a,x,gold,3,3", "b,y,attention,2,2"],
+      "no test ratings")],
+)  # fmt: skip
+def test_a_csv_without_a_reading_is_one_line(tmp_path, capsys, rows, message):
+    """From a black-box review: a header naming a column twice, a flag that is no flag, and a
+    CSV of warm-ups and checks only were tracebacks (or a later, unclear error)."""
+    csv = tmp_path / "r.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    assert message in run_error([csv], capsys)
+
+
+def test_a_flag_in_text_is_read(tmp_path):
+    """NSFW flags a CSV holds as text (True/false/1/0 among empty cells) are flags."""
+    csv = tmp_path / "r.csv"
+    lines = ["viewer,stimulus,consistency,perception,nsfw"]
+    lines += [f"v{v},s{s},{(v + s) % 5},{(v * s) % 5},{['True', 'false', '1', '0', ''][s % 5]}"
+              for v in range(4) for s in range(6)]  # fmt: skip
+    csv.write_text("\n".join(lines) + "\n")
+    assert main([str(csv), "--out", str(tmp_path / "o"), "--no-report", "--quiet",
+                 "--screening", "none", "--no-zscore"]) == 0  # fmt: skip
+    reports = pd.read_csv(tmp_path / "o" / "mos.csv").set_index("stimulus")["nsfw_reports"]
+    assert reports.to_dict() == {"s0": 4, "s1": 0, "s2": 4, "s3": 0, "s4": 0, "s5": 4}
+
+
 def test_metadata_is_one_value_per_stimulus_over_every_slice(monkeypatch):
     """A column is per-stimulus metadata when every rating of an image has its first rating's
     value; the check runs a slice of ratings at a time, so a difference in a later slice, or in
