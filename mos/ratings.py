@@ -305,8 +305,8 @@ class _RangeReader:
         ids = _int_column(viewers, "id")
         position = _mapper(ids, np.arange(ids.size, dtype=np.int32))
         participant = position(_int_column(sessions, "viewer_id"))
-        self.session_ids = _int_column(sessions, "id")
-        self.participant_of_session = _mapper(self.session_ids, participant)
+        self.sessions = sessions
+        self.participant_of_session = _mapper(_int_column(sessions, "id"), participant)
         self.codes = viewers.column("code").combine_chunks()
 
     def all(
@@ -327,17 +327,6 @@ class _RangeReader:
             del parts
             trials = pa.concat_tables(tables, promote_options="default").unify_dictionaries()
         return ratings, trials
-
-    def _refuse_unknown_sittings(self, sessions: np.ndarray) -> None:
-        """Check trials name sittings of the study (they are in no MOS, so
-        :func:`_check_present` does not see them): else one line, not a trial given to
-        whichever participant the look-up table held there."""
-        unknown = ~_member(sessions, self.session_ids)
-        if unknown.any():
-            raise InputError(
-                f"{self.path}: {int(unknown.sum())} rating(s) name a sitting that is not in the "
-                f"study (first: id {sessions[unknown][0]})"
-            )
 
     def _fetch(self, query) -> pa.Table:
         """The rows of ``query``, its ids packed where the study allows it."""
@@ -362,8 +351,10 @@ class _RangeReader:
             check = None
             if "is_check" in raw.column_names:
                 check = pc.fill_null(pc.not_equal(raw.column("is_check"), 0), False)
-                # the other ratings' sittings are checked with the MOS's (_check_present)
-                self._refuse_unknown_sittings(sessions[check.to_numpy(zero_copy_only=False)])
+                # Check trials are in no MOS, whose sittings are checked after the reading: theirs
+                # here, before the look-up table gives them whichever participant it holds there.
+                checks = sessions[check.to_numpy(zero_copy_only=False)]
+                _check_present("sitting", checks, np.unique(checks), self.sessions, str(self.path))
             participant = self.participant_of_session(sessions)
             viewer = pa.DictionaryArray.from_arrays(participant, self.codes)
             trials = trial_columns(raw, viewer, self.trials_of)
