@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -198,6 +199,30 @@ def test_help_runs_as_a_module():
         [sys.executable, "-m", "mos.compute", "--help"], capture_output=True, text=True, check=True
     )
     assert "--screening" in done.stdout and "SRoCC" in done.stdout
+
+
+def test_the_module_leaves_with_its_output_flushed_and_its_status(study_db, tmp_path):
+    """``python -m mos.compute`` ends without the interpreter's teardown (``_leave``): what it
+    printed into a pipe still arrives, the files are whole, and a bad input still exits 2."""
+    out = tmp_path / "out"
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as in a shell
+    done = subprocess.run(
+        [sys.executable, "-m", "mos.compute", str(study_db), "--out", str(out), "--exclude"],
+        capture_output=True,
+        text=True,
+        env=buffered,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "quality control: excluded" in done.stdout and done.stdout.endswith("report.md\n")
+    assert len(pd.read_csv(out / "mos.csv")) == 120
+    assert (out / "report.md").read_text().endswith("\n")
+    bad = subprocess.run(
+        [sys.executable, "-m", "mos.compute", str(tmp_path / "none.csv"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=buffered,
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("mos.compute: error: ")
 
 
 def test_mos_stage_never_imports_flask(study_db, tmp_path):
