@@ -10,7 +10,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import matplotlib
 
@@ -51,42 +50,8 @@ def write_report(
     """Write ``report.md`` and its PNG figures into ``out``; return the report's path.
 
     ``meanwhile``: work to run on a thread while the figures are drawn (``mos.compute`` writes
-    its tables then), started after the drawing process is forked; its error is raised here.
-    The figures are chosen first, so that the copy drawing half of them is forked at once: the
-    text (its tables grouped over every stimulus) is written while they are drawn."""
-    grouped_by = _grouping_columns(mos)
-    figures = _figures(result, mos, viewers, grouped_by)
-    lines = _draw_all(
-        figures, out, meanwhile, text=lambda: _lines(result, mos, viewers, source, grouped_by)
-    )
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def _figures(
-    result: StudyResult, mos: pd.DataFrame, viewers: pd.DataFrame, grouped_by: list[str]
-) -> list[Figure]:
-    """Every figure of the report, in its order: what to draw, not yet drawn."""
-    names = list(result.dimensions)
-    shown = _plotted(mos)
-    figures = [_histograms(result, mos), _screening(result, viewers), _ci_widths(result, mos)]
-    for column in grouped_by:
-        groups = sorted(mos[column].dropna().unique(), key=str)
-        figures.append(_boxplots(names, shown, column, groups))
-    if _has_strength(mos):
-        figures.append(_strength(names, shown))
-    return figures
-
-
-def _lines(
-    result: StudyResult,
-    mos: pd.DataFrame,
-    viewers: pd.DataFrame,
-    source: str,
-    grouped_by: list[str],
-) -> list[str]:
-    """The report's Markdown, a line each, showing the figures of :func:`_figures` by name."""
+    its tables then), started after the drawing process is forked; its error is raised here."""
+    figures: list[Figure] = []
     lines = [
         "# MOS report",
         "",
@@ -110,43 +75,43 @@ def _lines(
             f"{mos[f'{name}_mos'].std():.3f} | {mos[f'{name}_ci95'].median():.3f} | "
             f"{r_mean:.3f} ± {r_std:.3f} |"
         )
-    lines += ["", "## MOS distribution", "", _image("MOS histograms", HISTOGRAMS)]
-    lines += ["", "## Viewer screening", "", _image("screening", SCREENING)]
+    lines += [
+        "",
+        "## MOS distribution",
+        "",
+        _shown(figures, _histograms(result, mos), "MOS histograms"),
+    ]
+    lines += [
+        "",
+        "## Viewer screening",
+        "",
+        _shown(figures, _screening(result, viewers), "screening"),
+    ]
     lines += _rejected_list(viewers)
     lines += [f"\n**Note.** {line}" for line in loo_note(viewers)]
-    lines += ["", "## Confidence intervals", "", _image("CI95 widths", CI_WIDTHS)]
-    lines += _by_metadata(result, mos, grouped_by)
+    lines += [
+        "",
+        "## Confidence intervals",
+        "",
+        _shown(figures, _ci_widths(result, mos), "CI95 widths"),
+    ]
+    lines += _by_metadata(result, mos, figures)
     lines += _nsfw(mos)
-    return lines
+    _draw_all(figures, out, meanwhile)
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
-HISTOGRAMS, SCREENING, CI_WIDTHS, STRENGTH = (
-    "mos_histograms.png", "screening.png", "ci95.png", "mos_by_strength.png",
-)  # fmt: skip
-"""The file names of the figures every report has (the first three) and of the MOS by strength."""
+def _shown(figures: list[Figure], figure: Figure, caption: str) -> str:
+    """The Markdown that shows ``figure``, which joins the figures to draw."""
+    figures.append(figure)
+    return f"![{caption}]({figure.name})"
 
 
-def _by_column(column: str) -> str:
-    """The file name of the box plots of the MOS by a grouping column."""
-    return f"mos_by_{column}.png"
-
-
-def _image(caption: str, name: str) -> str:
-    """The Markdown that shows the figure saved as ``name``."""
-    return f"![{caption}]({name})"
-
-
-T = TypeVar("T")
-
-
-def _draw_all(
-    figures: list[Figure],
-    out: Path,
-    meanwhile: Callable[[], object] | None,
-    text: Callable[[], T] = lambda: None,
-) -> T:
+def _draw_all(figures: list[Figure], out: Path, meanwhile: Callable[[], object] | None) -> None:
     """Draw and save ``figures``, every other one in a forked copy of this process where the
-    system can fork (Linux, macOS); return what ``text()`` returns, run here while the copy draws.
+    system can fork (Linux, macOS).
 
     matplotlib draws in Python under the GIL, ~0.3 s a figure, so a thread cannot use a second
     core but a second process can: the seven figures of a large study with metadata take half the
@@ -160,7 +125,6 @@ def _draw_all(
     try:
         with ThreadPoolExecutor(1) as pool:
             job = pool.submit(meanwhile) if meanwhile is not None else None
-            written = text()
             for figure in mine:
                 _save(figure, out)
             drawn = child is None or _succeeded(child)
@@ -173,7 +137,6 @@ def _draw_all(
     finally:
         if child is not None:  # stopped before the copy was waited for (an error, Ctrl-C)
             _stop(child)
-    return written
 
 
 def _fork_drawing(figures: list[Figure], out: Path) -> int | None:
@@ -239,11 +202,11 @@ def _histograms(result: StudyResult, mos: pd.DataFrame) -> Figure:
             ax.set(title=f"{name.capitalize()} MOS", xlabel="MOS (0–5)", ylabel="stimuli")
         return fig
 
-    return Figure(HISTOGRAMS, draw)
+    return Figure("mos_histograms.png", draw)
 
 
 def _screening(result: StudyResult, viewers: pd.DataFrame) -> Figure:
-    return Figure(SCREENING, lambda: _draw_screening(result, viewers))
+    return Figure("screening.png", lambda: _draw_screening(result, viewers))
 
 
 def _draw_screening(result: StudyResult, viewers: pd.DataFrame):
@@ -305,38 +268,33 @@ def _ci_widths(result: StudyResult, mos: pd.DataFrame) -> Figure:
         ax.legend()
         return fig
 
-    return Figure(CI_WIDTHS, draw)
+    return Figure("ci95.png", draw)
 
 
-def _grouping_columns(mos: pd.DataFrame) -> list[str]:
-    """The metadata columns the MOS is grouped by (a table and box plots each): those with two
-    values or more."""
-    return [c for c in GROUPING_COLUMNS if c in mos and mos[c].nunique() >= 2]
-
-
-def _plotted(mos: pd.DataFrame) -> pd.DataFrame:
-    """The stimuli the figures by metadata draw: all, or a random sample of a large study."""
-    return mos if len(mos) <= MAX_PLOTTED else mos.sample(MAX_PLOTTED, random_state=0)
-
-
-def _has_strength(mos: pd.DataFrame) -> bool:
-    return "strength" in mos and mos["strength"].notna().sum() > 2
-
-
-def _by_metadata(result: StudyResult, mos: pd.DataFrame, grouped_by: list[str]) -> list[str]:
+def _by_metadata(result: StudyResult, mos: pd.DataFrame, figures: list[Figure]) -> list[str]:
     lines: list[str] = []
     names = list(result.dimensions)
-    if len(mos) > MAX_PLOTTED:
+    shown = mos if len(mos) <= MAX_PLOTTED else mos.sample(MAX_PLOTTED, random_state=0)
+    if len(shown) < len(mos):
         lines += [
             "",
             f"(Figures below draw a random sample of {MAX_PLOTTED:,} stimuli; tables use all.)",
         ]
-    for column in grouped_by:
+    for column in GROUPING_COLUMNS:
+        if column not in mos or mos[column].nunique() < 2:
+            continue
         table = mos.groupby(column)[[f"{n}_mos" for n in names]].agg(["mean", "count"])
         lines += ["", f"## MOS by {column.replace('_', ' ')}", "", _markdown_table(table.round(3))]
-        lines += ["", _image(f"MOS by {column}", _by_column(column))]
-    if _has_strength(mos):
-        lines += ["", "## MOS by strength", "", _image("MOS by strength", STRENGTH)]
+        groups = sorted(mos[column].dropna().unique(), key=str)
+        figure = _boxplots(names, shown, column, groups)
+        lines += ["", _shown(figures, figure, f"MOS by {column}")]
+    if "strength" in mos and mos["strength"].notna().sum() > 2:
+        lines += [
+            "",
+            "## MOS by strength",
+            "",
+            _shown(figures, _strength(names, shown), "MOS by strength"),
+        ]
     return lines
 
 
@@ -350,7 +308,7 @@ def _boxplots(names: list[str], shown: pd.DataFrame, column: str, groups: list) 
             ax.tick_params(axis="x", rotation=45)
         return fig
 
-    return Figure(_by_column(column), draw)
+    return Figure(f"mos_by_{column}.png", draw)
 
 
 def _strength(names: list[str], shown: pd.DataFrame) -> Figure:
@@ -361,7 +319,7 @@ def _strength(names: list[str], shown: pd.DataFrame) -> Figure:
             ax.set(title=f"{name} MOS by img2img strength", xlabel="strength", ylim=(0, 5))
         return fig
 
-    return Figure(STRENGTH, draw)
+    return Figure("mos_by_strength.png", draw)
 
 
 def _nsfw(mos: pd.DataFrame) -> list[str]:
