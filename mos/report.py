@@ -144,8 +144,9 @@ def _fork_drawing(figures: list[Figure], out: Path) -> int | None:
     the fork failed: the caller draws them itself)."""
     if not hasattr(os, "fork"):
         return None
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # what is buffered is printed once, not twice
+        if stream is not None:  # None: the stream was closed before the run began
+            stream.flush()
     parent = os.getpid()
     try:
         pid = os.fork()

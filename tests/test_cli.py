@@ -225,6 +225,46 @@ def test_the_module_leaves_with_its_output_flushed_and_its_status(study_db, tmp_
     assert bad.returncode == 2 and bad.stderr.startswith("mos.compute: error: ")
 
 
+@pytest.mark.parametrize("closed", [1, 2])
+@pytest.mark.parametrize("report", [True, False])
+def test_a_closed_standard_stream_changes_no_status(study_db, tmp_path, closed, report):
+    """Started with stdout or stderr closed (a daemon, ``>&-``): the outputs are written, the
+    status is 0 — or 2 for a bad input — and no traceback is printed on the other stream."""
+    out = tmp_path / "out"
+    flags = [] if report else ["--no-report"]
+
+    def run(source):
+        return subprocess.run(
+            [sys.executable, "-m", "mos.compute", str(source), "--out", str(out), *flags],
+            capture_output=True,
+            text=True,
+            preexec_fn=lambda: os.close(closed),
+        )
+
+    done = run(study_db)
+    assert done.returncode == 0 and "Traceback" not in done.stdout + done.stderr
+    assert (out / "mos.csv").exists() and (out / "report.md").exists() == report
+    bad = run(tmp_path / "none.csv")
+    assert bad.returncode == 2 and "Traceback" not in bad.stdout + bad.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_output_that_cannot_be_flushed_is_reported_as_python_does(study_db, tmp_path):
+    """A full disk behind stdout: the files are written, and the exit is Python's own (120, the
+    reason on stderr), not a silent one."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "mos.compute", str(study_db), "--out", str(tmp_path / "o"),
+             "--no-report"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+        )  # fmt: skip
+    assert done.returncode == 120 and "No space left on device" in done.stderr
+    assert len(pd.read_csv(tmp_path / "o" / "mos.csv")) == 120
+
+
 def test_mos_stage_never_imports_flask(study_db, tmp_path):
     code = (
         "import sys, mos.compute as c; "
