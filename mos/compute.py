@@ -55,7 +55,7 @@ would be the source package ``mos/`` itself; ``out/`` is where every stage's exa
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the process exit code (0, or 2 for bad input)."""
     args = build_parser().parse_args(argv)
-    _map_large_blocks()
+    _tune_malloc()
     # One short run that makes few reference cycles: the cyclic collector would only walk the
     # objects of the imports and of the figures, again and again (~0.3 s at 10 M ratings).
     gc.disable()
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _map_large_blocks(threshold: int = 4 << 20, kept: int = 8 << 20) -> None:
+def _tune_malloc(threshold: int = 4 << 20, kept: int = 8 << 20) -> None:
     """Give every block of ``threshold`` bytes or more its own mapping, and keep up to ``kept``
     bytes freed at the top of a heap for the next blocks (glibc; elsewhere nothing).
 

@@ -29,11 +29,11 @@ from mos.study_sql import (
     fetch_sqlite_arrow,
     has_check_column,
     has_trials,
+    id_column,
     qc_columns,
     rating_id_ranges,
     read_in_parallel,
     trial_columns,
-    whole_ids,
 )
 from studydb import Rating, Session, Stimulus, Trial, Viewer, make_engine, missing_tables
 from studydb.csvcells import RESTORE_PATTERN
@@ -302,11 +302,11 @@ class _RangeReader:
             path, dialect, dimensions, trials_of, packing,
         )  # fmt: skip
         # A trial's participant: its session's viewer, as a position among the viewers' codes.
-        ids = _int_column(viewers, "id")
+        ids = id_column(viewers, "id")
         position = _mapper(ids, np.arange(ids.size, dtype=np.int32))
-        participant = position(_int_column(sessions, "viewer_id"))
+        participant = position(id_column(sessions, "viewer_id"))
         self.sessions = sessions
-        self.participant_of_session = _mapper(_int_column(sessions, "id"), participant)
+        self.participant_of_session = _mapper(id_column(sessions, "id"), participant)
         self.codes = viewers.column("code").combine_chunks()
 
     def all(
@@ -347,7 +347,7 @@ class _RangeReader:
         raw = self._fetch(query.where(Rating.id.between(*span)))
         trials = None
         if with_trials:
-            sessions = _int_column(raw, "session")
+            sessions = id_column(raw, "session")
             check = None
             if "is_check" in raw.column_names:
                 check = pc.fill_null(pc.not_equal(raw.column("is_check"), 0), False)
@@ -394,8 +394,8 @@ def _read_database_sqlalchemy(url: str, dimensions: tuple[str, ...]) -> RatingTa
 def _numpy_columns(ratings: pa.Table) -> dict[str, np.ndarray]:
     """One batch of ratings as numpy: int64 ids, a boolean NSFW flag, float64 scores."""
     columns = {
-        "stimulus": _int_column(ratings, "stimulus"),
-        "session": _int_column(ratings, "session"),
+        "stimulus": id_column(ratings, "stimulus"),
+        "session": id_column(ratings, "session"),
         "nsfw": _flag_column(ratings.column("nsfw")),
     }
     for name in ratings.column_names:
@@ -435,7 +435,7 @@ def _from_database_tables(
         session_codes, session_rows = dense_codes(session_ids)
         _check_present("sitting", session_ids, session_rows, sessions, label)
         del session_ids
-        viewer_of_session = _mapper(_int_column(sessions, "id"), _int_column(sessions, "viewer_id"))
+        viewer_of_session = _mapper(id_column(sessions, "id"), id_column(sessions, "viewer_id"))
         viewer_rows, viewer_of_code = np.unique(
             viewer_of_session(session_rows), return_inverse=True
         )
@@ -476,8 +476,8 @@ def _check_present(
 ) -> None:
     """Whether the distinct ``present`` ids (of the ratings' ``ids``) are all rows of ``table``:
     a rating naming a sitting or stimulus that is not in the study is one line, not a traceback."""
-    if not _member(present, _int_column(table, "id")).all():
-        unknown = ~_member(ids, _int_column(table, "id"))  # once, for the message
+    if not _member(present, id_column(table, "id")).all():
+        unknown = ~_member(ids, id_column(table, "id"))  # once, for the message
         raise InputError(
             f"{label}: {int(unknown.sum())} rating(s) name a {what} that is not in the study "
             f"(first: id {ids[unknown][0]})"
@@ -489,7 +489,7 @@ def _check_sittings(sessions: pa.Table, viewers: pa.Table, label: str) -> None:
     enforces no foreign key on what was written without it) is one line, not a traceback.
     Checked by each reader as soon as it has the two tables, before it maps a rating's sitting
     to its viewer."""
-    unknown = ~_member(_int_column(sessions, "viewer_id"), _int_column(viewers, "id"))
+    unknown = ~_member(id_column(sessions, "viewer_id"), id_column(viewers, "id"))
     if unknown.any():
         raise InputError(
             f"{label}: {int(unknown.sum())} sitting(s) name a viewer that is not in the study"
@@ -526,10 +526,6 @@ def _mapper(keys: np.ndarray, values: np.ndarray):
 def _compact(top: int, count: int) -> bool:
     """Whether ids up to ``top`` for ``count`` items are dense enough for a lookup table."""
     return top < 4 * count + (1 << 20)
-
-
-def _int_column(table: pa.Table, name: str) -> np.ndarray:
-    return whole_ids(table.column(name).to_numpy(), name)
 
 
 def _float_column(table: pa.Table, name: str) -> np.ndarray:

@@ -29,7 +29,8 @@ def split_half(obs: Observations, rounds: int = 10, seed: int = 0) -> tuple[floa
         # arrays are then a tenth of the size, with the same values in the same order
         code = np.cumsum(sample) - 1
         obs = replace(obs, stimulus=code[obs.stimulus], n_stimuli=MAX_STIMULI)
-    viewers = np.flatnonzero(np.bincount(obs.viewer, minlength=obs.n_viewers))  # np.unique's
+    # the viewers present, in order (what np.unique gives), counted rather than sorted
+    viewers = np.flatnonzero(np.bincount(obs.viewer, minlength=obs.n_viewers))
     if viewers.size < 2:
         return float("nan"), float("nan")
     total = np.bincount(obs.stimulus, weights=obs.score, minlength=obs.n_stimuli)

@@ -281,7 +281,7 @@ def trial_columns(raw: pa.Table, viewer: pa.DictionaryArray, dimension: str) -> 
     (:func:`owned`), so the driver's batch can go."""
     columns = {
         "viewer": viewer,
-        "stimulus": np.array(whole_ids(raw.column("stimulus").to_numpy(), "stimulus")),
+        "stimulus": np.array(id_column(raw, "stimulus")),
         dimension: owned(raw.column(dimension), np.float64),
     }
     for name in OPTIONAL_COLUMNS:
@@ -304,6 +304,11 @@ def owned(column: pa.ChunkedArray, dtype) -> np.ndarray:
     """A copy of a column the driver returned, as numpy ``dtype`` (NULL: NaN). A view would keep
     the driver's whole batch alive (its buffers are released together): ~100 MB per range."""
     return np.array(column.to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def id_column(table: pa.Table, name: str) -> np.ndarray:
+    """A table's column of ids as int64 (:func:`whole_ids`); a view where it already is one."""
+    return whole_ids(table.column(name).to_numpy(), name)
 
 
 def whole_ids(values: np.ndarray, name: str) -> np.ndarray:
