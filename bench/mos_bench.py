@@ -12,6 +12,9 @@ in turn in fresh processes, ``--repeat`` times (alternating, so a busy machine s
 and the table gives each one's median time, largest peak memory, and the anchor/ours time ratio.
 ``--before PATH`` (another checkout, e.g. a git worktree of an earlier commit) runs that checkout's
 ``mos.compute`` in turn with this one's too: a before/after on a machine whose speed drifts.
+The ``app`` input is the same SQLite study as the app itself would have recorded it (made from
+it once, :func:`_as_recorded_by_the_app`): every rating with its trial, its serving, showing,
+first-input and submission times and its slider moves, which ``--exclude`` then reads too.
 
 For each size it times the whole command in a fresh process (interpreter start, imports, database
 read, computation, CSV and report writing) and reads that process's peak memory (``wait4``); then,
@@ -49,7 +52,7 @@ from mos.screening import Bt500Screening, NoScreening
 ANCHOR = Path(__file__).resolve().with_name("mos_anchor.py")
 MOS_ROOT = Path(pipeline.__file__).resolve().parents[1]
 """The checkout whose ``mos`` is measured (``PYTHONPATH=/path/to/main`` measures main's)."""
-CASES = ("csv", "csv --exclude", "sqlite", "sqlite --exclude")
+CASES = ("csv", "csv --exclude", "sqlite", "sqlite --exclude", "app --exclude")
 
 SIZES = {
     # name: (stimuli, viewers, viewers per group or None = all); every rating row holds 2 scores
@@ -119,11 +122,20 @@ def _against_anchor(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"unknown case(s): {', '.join(sorted(unknown))}")
     folder = args.out / f"ratings_{args.ratings}"
-    inputs = {"csv": folder / "ratings.csv", "sqlite": folder / "study.db"}
+    inputs = {
+        "csv": folder / "ratings.csv",
+        "sqlite": folder / "study.db",
+        "app": folder / "study_app.db",
+    }
     stimuli = max(400, args.ratings // 20)
     viewers = max(40, args.ratings // 4_000)
-    for kind in {c.split()[0] for c in cases}:
-        if not inputs[kind].exists():
+    kinds = {c.split()[0] for c in cases}
+    for kind in sorted(kinds | ({"sqlite"} if "app" in kinds else set())):
+        if inputs[kind].exists():
+            continue
+        if kind == "app":
+            _as_recorded_by_the_app(inputs["sqlite"], inputs["app"])
+        else:
             _simulate(inputs[kind], stimuli, viewers, 20)
     print(
         f"{args.ratings:,} ratings ({stimuli:,} images, {viewers:,} viewers, 20 per image), "
@@ -198,6 +210,44 @@ def _simulate(db: Path, stimuli: int, viewers: int, per_group: int | None) -> No
     if per_group:
         command += ["--viewers-per-group", str(per_group)]
     subprocess.run(command, check=True)
+
+
+def _as_recorded_by_the_app(study: Path, target: Path) -> None:
+    """``study`` (simulated: ratings only, as if imported) copied to ``target`` with what the
+    app records beside each rating: its trial (served 2-8 s before the rating is submitted),
+    the times it was shown and first moved (0.3-1.5 s later), its slider moves (1-6), a
+    sitting's ratings 10 s apart, and a gold check trial at every hundredth place (accepting
+    any score: these simulated viewers were never shown one). Times in the app's own form
+    (SQLAlchemy's for SQLite, microseconds)."""
+    import shutil
+    import sqlite3
+
+    partial = target.with_suffix(".partial")
+    shutil.copyfile(study, partial)
+    time = "strftime('%Y-%m-%d %H:%M:%f', {}, ({}) || ' seconds') || '000'"
+    submitted = time.format("'2026-01-05 09:00:00'", "session_id * 5000 + position * 10")
+    shown = time.format("submitted_at", "-2 - (abs(random()) % 6000) / 1000.0")
+    moved = time.format("shown_at", "0.3 + (abs(random()) % 1200) / 1000.0")
+    gold = "position % 100 = 50"
+    statements = (
+        "PRAGMA journal_mode = OFF",
+        f"UPDATE ratings SET submitted_at = {submitted}, slider_events = 1 + abs(random()) % 6",
+        f"UPDATE ratings SET shown_at = {shown}",
+        f"UPDATE ratings SET first_input_at = {moved}",
+        f"UPDATE ratings SET check_kind = 'gold' WHERE {gold}",
+        "INSERT INTO trials (session_id, position, stimulus_id, is_warmup, is_repeat, shown_at, "
+        "served_at) SELECT session_id, position, stimulus_id, is_warmup, is_repeat, shown_at, "
+        "shown_at FROM ratings",
+        f"UPDATE trials SET check_kind = 'gold', accept_low = 0, accept_high = 5 WHERE {gold}",
+    )
+    connection = sqlite3.connect(partial)
+    try:
+        for statement in statements:
+            connection.execute(statement)
+        connection.commit()
+    finally:
+        connection.close()
+    partial.rename(target)
 
 
 def _time_command(db: Path, extra: list[str], repeat: int) -> tuple[float, int]:

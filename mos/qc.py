@@ -190,9 +190,11 @@ def qc_signals(
     every_test = bool(test.all())  # a study without checks: no copies
     stimulus = trials["stimulus"].to_numpy().astype(np.int64, copy=False)
     tested_score = score if every_test else score[test]
-    # Half of the work is the agreement, in numpy passes that leave the interpreter free: the
-    # others' mean of each image is computed on a second core while the participants are
-    # numbered and each one's scores centred here (a step the agreement and the spread share).
+    # The others' mean of each image is computed on a second core (numpy's passes leave the
+    # interpreter free) while the participants are numbered and each one's scores centred here
+    # (a step the agreement and the spread share). The rest runs a step at a time: each step
+    # holds several arrays of one value per trial (80 MB each at 10 M trials), and two steps
+    # side by side set the run's peak memory.
     with ThreadPoolExecutor(1) as pool:
         others = pool.submit(
             _others_mean, stimulus if every_test else stimulus[test], tested_score,
@@ -203,12 +205,14 @@ def qc_signals(
         m = codes.size
         tested = participant if every_test else participant[test]
         own = _Centred.of(tested, tested_score, m)
-        other, use = others.result()
-        agreement = pool.submit(_agreement, own, other, use, m)
-        frame = _other_signals(
-            codes, participant, test, own, (gold, attention, failed), column, fast_seconds
-        )
-        frame["agreement"] = agreement.result()
+        agreement = _agreement(own, *others.result(), m)
+        del others
+    frame = _other_signals(
+        codes, participant, test, own, (gold, attention, failed), column, fast_seconds
+    )
+    frame["agreement"] = agreement
+    del own, tested, tested_score
+    frame["first_input_median"] = _first_input_median(participant, test, column, m)
     return frame[list(SIGNAL_COLUMNS)]
 
 
@@ -259,16 +263,22 @@ def _other_signals(
     seconds = column("seconds")
     timed = test & np.isfinite(seconds)
     n_timed = count(timed)
+    # One array of one value per trial (80 MB at 10 M trials), worked in place rather than
+    # selections of the timed trials: those not timed weigh 0, which leaves every participant's
+    # sums as they are.
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_time = np.bincount(participant[timed], weights=seconds[timed], minlength=m) / n_timed
-        time_var = np.bincount(
-            participant[timed],
-            weights=(seconds[timed] - mean_time[participant[timed]]) ** 2,
-            minlength=m,
-        ) / np.maximum(n_timed - 1, 0)
-    events, first_input = column("slider_events"), column("first_input")
-    known = test & np.isfinite(events)
-    no_input = known & ((events <= 0) | ~np.isfinite(first_input))
+        deviation = np.where(timed, seconds, 0.0)
+        mean_time = np.bincount(participant, weights=deviation, minlength=m) / n_timed
+        deviation -= mean_time[participant]
+        deviation *= deviation
+        deviation[~timed] = 0.0
+        time_var = np.bincount(participant, weights=deviation, minlength=m) / np.maximum(
+            n_timed - 1, 0
+        )
+    del deviation
+    events = column("slider_events")
+    known = _input_known(test, events)
+    no_input = known & ((events <= 0) | ~np.isfinite(column("first_input")))
     return pd.DataFrame(
         {
             "participant": codes,
@@ -281,12 +291,21 @@ def _other_signals(
             "score_std": np.sqrt(var),
             "time_spread": np.where(n_timed >= MIN_TIMED, np.sqrt(time_var), np.nan),
             "no_input_trials": count(no_input),
-            "slider_events": _per_participant(participant[known], events[known], m, "mean"),
-            "first_input_median": _per_participant(
-                participant[known], first_input[known], m, "median"
-            ),
+            "slider_events": _mean_per_participant(participant[known], events[known], m),
         }
     )
+
+
+def _input_known(test: np.ndarray, events: np.ndarray) -> np.ndarray:
+    """The test trials whose page counted its slider moves (schema ≥ 5)."""
+    return test & np.isfinite(events)
+
+
+def _first_input_median(participant: np.ndarray, test: np.ndarray, column, m: int) -> np.ndarray:
+    """Each participant's median time to the first slider move, over the test trials whose
+    page counted its moves (a move never made: unknown, skipped); NaN where none."""
+    known = _input_known(test, column("slider_events"))
+    return _median_per_participant(participant[known], column("first_input")[known], m)
 
 
 def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -320,10 +339,18 @@ MIN_TIMED = 5
 """Test trials with a known response time needed before their spread is judged."""
 
 
-def _per_participant(participant: np.ndarray, values: np.ndarray, m: int, how: str) -> np.ndarray:
-    """``how`` ("mean", "median") of each participant's known ``values``; NaN where none."""
+def _mean_per_participant(participant: np.ndarray, values: np.ndarray, m: int) -> np.ndarray:
+    """The mean of each participant's ``values`` (all known); NaN where none."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.bincount(participant, weights=values, minlength=m) / np.bincount(
+            participant, minlength=m
+        )
+
+
+def _median_per_participant(participant: np.ndarray, values: np.ndarray, m: int) -> np.ndarray:
+    """The median of each participant's known ``values``; NaN where none."""
     out = np.full(m, np.nan)
-    summary = pd.Series(values).groupby(participant).agg(how)  # NaN values are skipped
+    summary = pd.Series(values).groupby(participant).median()  # NaN values are skipped
     out[summary.index.to_numpy(dtype=np.int64)] = summary.to_numpy(dtype=float)
     return out
 
@@ -552,8 +579,22 @@ def _trials_from_arrow(table: pa.Table, path: Path, dimension: str) -> pd.DataFr
         columns["check"] = _check_column(table.column("check"), rows)
     for name, source in CSV_NUMBERS.items():
         if source in known:
-            columns[name] = _numbers(table.column(source), rows)
+            columns[name] = _sparse_if_rare(_numbers(table.column(source), rows))
     return pd.DataFrame(columns, copy=False)  # the arrays as they are: no second copy
+
+
+def _sparse_if_rare(values: np.ndarray) -> np.ndarray | pd.arrays.SparseArray:
+    """``values``, only its known ones stored where few are known — a check's accepted range,
+    known for the few check trials: 80 MB per column at 10 M trials otherwise, held while QC
+    runs (:func:`qc_signals` reads it whole, once, at its start)."""
+    known = np.count_nonzero(~np.isnan(values))
+    if known > values.size // SPARSE_SHARE:
+        return values
+    return pd.arrays.SparseArray(values, fill_value=np.nan)
+
+
+SPARSE_SHARE = 8
+"""A column of trials with at most one known value in this many is held sparse."""
 
 
 CSV_NUMBERS = {

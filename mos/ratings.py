@@ -322,10 +322,9 @@ class _RangeReader:
             ratings = dict(zip(names, joined, strict=True))
         trials = None
         if parts[0][1] is not None:
-            # A column a range lacks is empty there; one dictionary per column, as in a CSV.
             tables = [part[1] for part in parts]
             del parts
-            trials = pa.concat_tables(tables, promote_options="default").unify_dictionaries()
+            trials = _joined(tables)
         return ratings, trials
 
     def _fetch(self, query) -> pa.Table:
@@ -363,6 +362,18 @@ class _RangeReader:
         ratings = _numpy_columns(raw.select(["stimulus", "session", "nsfw", *self.dimensions]))
         # copies: a view would keep the driver's whole batch (and its text) alive
         return {name: np.array(values) for name, values in ratings.items()}, trials
+
+
+def _joined(tables: list[pa.Table]) -> pa.Table:
+    """The ranges' ``tables`` (emptied: this holds the only reference) as one, each column in
+    one piece. A column a range lacks is empty there; one dictionary per column, as in a CSV.
+    Each column is made whole and its pieces go at once: QC then reads the columns as they
+    are, where columns in pieces would be copied whole beside them (~0.5 GB at 10 M trials)."""
+    table = pa.concat_tables(tables, promote_options="default").unify_dictionaries()
+    tables.clear()
+    for i in range(table.num_columns):
+        table = table.set_column(i, table.field(i), table.column(i).combine_chunks())
+    return table
 
 
 def _read_database_sqlalchemy(url: str, dimensions: tuple[str, ...]) -> RatingTable:

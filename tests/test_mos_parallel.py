@@ -14,7 +14,7 @@ import pytest
 import mos.compute
 import mos.report
 from mos.compute import main
-from mos.qc import ExclusionRules, _recoded, qc_signals
+from mos.qc import MIN_TIMED, ExclusionRules, _recoded, qc_signals
 from mos.simulate import SimulationConfig, simulate
 from mos.study_sql import even_ranges
 
@@ -135,12 +135,13 @@ def test_a_table_formatted_in_two_halves_is_the_same_file(tmp_path, monkeypatch,
             mos.compute._write_csv(frame, "/dev/full")
 
 
-@pytest.mark.parametrize("checks", [False, True])
+@pytest.mark.parametrize("checks", [False, True, "sparse"])
 @pytest.mark.parametrize("images", [120, 1_500])  # 1,500: many images rated by fewer than 3
-def test_qc_signals_on_two_cores_equal_one_participant_at_a_time(checks, images):
+def test_qc_signals_equal_one_participant_at_a_time(checks, images):
     """The agreement (the others' means on a thread, each participant's centred scores shared
     with the spread) and every other signal, against a plain loop; with check trials, which
-    neither counts, and with images too few others rated, which the agreement leaves out."""
+    neither counts (their accepted ranges also held sparse, as a study's rare ones are), and
+    with images too few others rated, which the agreement leaves out."""
     rng = np.random.default_rng(2)
     n = 3_000
     trials = pd.DataFrame(
@@ -149,11 +150,17 @@ def test_qc_signals_on_two_cores_equal_one_participant_at_a_time(checks, images)
             "stimulus": rng.integers(0, images, n),
             "score": rng.integers(0, 51, n) / 10,
             "seconds": np.where(rng.random(n) < 0.1, np.nan, rng.gamma(4, 2, n)),
+            "slider_events": np.where(rng.random(n) < 0.3, np.nan, rng.integers(0, 5, n)),
+            "first_input": np.where(rng.random(n) < 0.2, np.nan, rng.gamma(2, 0.5, n)),
         }
     )
     if checks:
         trials["check"] = rng.choice(["", "gold", "attention"], n, p=[0.8, 0.1, 0.1])
-        trials["low"], trials["high"] = 3.0, 5.0
+        trials["low"] = np.where(trials["check"] != "", 3.0, np.nan)
+        trials["high"] = np.where(trials["check"] != "", 5.0, np.nan)
+        if checks == "sparse":
+            for name in ("low", "high"):
+                trials[name] = pd.arrays.SparseArray(trials[name], fill_value=np.nan)
     signals = qc_signals(trials)
     assert list(signals["participant"]) == sorted(trials["participant"].unique())
     kind = trials["check"] if checks else pd.Series("", index=trials.index)
@@ -174,6 +181,14 @@ def test_qc_signals_on_two_cores_equal_one_participant_at_a_time(checks, images)
         mine = trials[(trials["participant"] == row.participant) & (kind == "gold")]
         assert row.gold_trials == len(mine)
         assert row.gold_failures == int((mine["score"] < 3).sum())
+        timed = own["seconds"].dropna()
+        spread = timed.std() if len(timed) >= MIN_TIMED else np.nan
+        assert row.time_spread == pytest.approx(spread, abs=1e-12, nan_ok=True)
+        counted = own[own["slider_events"].notna()]
+        assert row.slider_events == pytest.approx(counted["slider_events"].mean(), nan_ok=True)
+        assert row.first_input_median == pytest.approx(counted["first_input"].median(), nan_ok=True)
+        no_input = (counted["slider_events"] <= 0) | counted["first_input"].isna()
+        assert row.no_input_trials == int(no_input.sum())
     if images > 1_000:  # the case it is there for: some trials left out of the agreement
         assert (total["count"] < 3).any()
 

@@ -319,6 +319,11 @@ def test_one_reading_gives_the_ratings_and_the_trials(tmp_path, monkeypatch, tri
     pd.testing.assert_frame_equal(signals, reference, check_dtype=False)
     known = {"seconds", "check", "accept_low", "accept_high"} & set(trials.column_names)
     assert known == (known if trial_rows else set()) and (len(known) == 4) == trial_rows
+    # Read in several ranges, given in one piece: QC reads the columns as they are, no copy.
+    assert {trials.column(name).num_chunks for name in trials.column_names} == {1}
+    frame = load_trials(path, "consistency", trials)
+    for name in ("low", "high") if trial_rows else ():  # known for 2 trials in 40: only those held
+        assert isinstance(frame[name].dtype, pd.SparseDtype)
 
 
 def test_ranges_without_rating_checks_or_input_read_lean_and_equal(tmp_path, monkeypatch):
