@@ -212,7 +212,9 @@ def qc_signals(
     )
     frame["agreement"] = agreement
     del own, tested, tested_score
-    frame["first_input_median"] = _first_input_median(participant, test, column, m)
+    frame["slider_events"], frame["first_input_median"] = _input_signals(
+        participant, test, column, m
+    )
     return frame[list(SIGNAL_COLUMNS)]
 
 
@@ -291,7 +293,6 @@ def _other_signals(
             "score_std": np.sqrt(var),
             "time_spread": np.where(n_timed >= MIN_TIMED, np.sqrt(time_var), np.nan),
             "no_input_trials": count(no_input),
-            "slider_events": _mean_per_participant(participant[known], events[known], m),
         }
     )
 
@@ -301,11 +302,17 @@ def _input_known(test: np.ndarray, events: np.ndarray) -> np.ndarray:
     return test & np.isfinite(events)
 
 
-def _first_input_median(participant: np.ndarray, test: np.ndarray, column, m: int) -> np.ndarray:
-    """Each participant's median time to the first slider move, over the test trials whose
-    page counted its moves (a move never made: unknown, skipped); NaN where none."""
+def _input_signals(
+    participant: np.ndarray, test: np.ndarray, column, m: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each participant's mean slider moves and median time to the first move, over the test
+    trials whose page counted its moves (a move never made: unknown, skipped); NaN where none."""
     known = _input_known(test, column("slider_events"))
-    return _median_per_participant(participant[known], column("first_input")[known], m)
+    by = participant[known]
+    return (
+        _per_participant(by, column("slider_events")[known], m, "mean"),
+        _per_participant(by, column("first_input")[known], m, "median"),
+    )
 
 
 def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -339,18 +346,10 @@ MIN_TIMED = 5
 """Test trials with a known response time needed before their spread is judged."""
 
 
-def _mean_per_participant(participant: np.ndarray, values: np.ndarray, m: int) -> np.ndarray:
-    """The mean of each participant's ``values`` (all known); NaN where none."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.bincount(participant, weights=values, minlength=m) / np.bincount(
-            participant, minlength=m
-        )
-
-
-def _median_per_participant(participant: np.ndarray, values: np.ndarray, m: int) -> np.ndarray:
-    """The median of each participant's known ``values``; NaN where none."""
+def _per_participant(participant: np.ndarray, values: np.ndarray, m: int, how: str) -> np.ndarray:
+    """``how`` ("mean", "median") of each participant's known ``values``; NaN where none."""
     out = np.full(m, np.nan)
-    summary = pd.Series(values).groupby(participant).median()  # NaN values are skipped
+    summary = pd.Series(values).groupby(participant).agg(how)  # NaN values are skipped
     out[summary.index.to_numpy(dtype=np.int64)] = summary.to_numpy(dtype=float)
     return out
 

@@ -150,7 +150,7 @@ def test_qc_signals_equal_one_participant_at_a_time(checks, images):
             "stimulus": rng.integers(0, images, n),
             "score": rng.integers(0, 51, n) / 10,
             "seconds": np.where(rng.random(n) < 0.1, np.nan, rng.gamma(4, 2, n)),
-            "slider_events": np.where(rng.random(n) < 0.3, np.nan, rng.integers(0, 5, n)),
+            "slider_events": np.where(rng.random(n) < 0.3, np.nan, rng.gamma(2, 1.5, n)),
             "first_input": np.where(rng.random(n) < 0.2, np.nan, rng.gamma(2, 0.5, n)),
         }
     )
@@ -189,6 +189,11 @@ def test_qc_signals_equal_one_participant_at_a_time(checks, images):
         assert row.first_input_median == pytest.approx(counted["first_input"].median(), nan_ok=True)
         no_input = (counted["slider_events"] <= 0) | counted["first_input"].isna()
         assert row.no_input_trials == int(no_input.sum())
+    # The mean slider moves to the last bit as pandas' grouped mean (compensated sums) gives it.
+    counted = tests[tests["slider_events"].notna()]
+    expected = counted.groupby("participant")["slider_events"].mean()
+    got = signals.set_index("participant")["slider_events"].loc[expected.index]
+    np.testing.assert_array_equal(got.to_numpy(), expected.to_numpy())
     if images > 1_000:  # the case it is there for: some trials left out of the agreement
         assert (total["count"] < 3).any()
 
