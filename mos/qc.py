@@ -252,8 +252,9 @@ def _other_signals(
     column,
     fast_seconds: float,
 ) -> pd.DataFrame:
-    """Every signal of :func:`qc_signals` but the agreement, in its columns' order. ``own``: the
-    test trials' centred scores; ``checks``: per trial, gold, attention, failed."""
+    """Every signal of :func:`qc_signals` but the agreement and the slider input's
+    (:func:`_input_signals`). ``own``: the test trials' centred scores; ``checks``: per trial,
+    gold, attention, failed."""
     m = codes.size
     gold, attention, failed = checks
 
