@@ -623,7 +623,10 @@ def _numbers(column: pa.ChunkedArray, rows: np.ndarray | None) -> np.ndarray:
             pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float), np.nan
         )
         return parsed[take_rows(dictionary_codes(column), rows)]  # code -1 (empty): the NaN
-    return take_rows(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), rows)
+    # Unsafe: a whole number beyond 2^53 (a count or a time nobody could mean) is rounded to
+    # the nearest float, as every other reader of it would, rather than refused by Arrow.
+    floats = pc.cast(column, pa.float64(), safe=False)
+    return take_rows(floats.to_numpy(zero_copy_only=False), rows)
 
 
 def _check_column(column: pa.ChunkedArray, rows: np.ndarray | None) -> pd.Categorical:

@@ -100,6 +100,21 @@ def test_rules_are_configurable_and_off_disables_one(tmp_path):
         main(args + ["--min-agreement", "high"])
 
 
+def test_a_whole_number_beyond_floats_in_a_qc_column_is_read_not_a_traceback(tmp_path):
+    """Arrow refuses to turn 2^53 + 1 into a float by default; QC's numbers are floats, and a
+    response time that large is simply very slow (found by a black-box review)."""
+    rows = pd.DataFrame(_rows(np.random.default_rng(1)))
+    rows["seconds"] = rows["seconds"].round().astype(np.int64)
+    rows.loc[rows.index[rows["viewer"] == "p3"][0], "seconds"] = 2**53 + 1
+    path = tmp_path / "ratings.csv"
+    rows.to_csv(path, index=False)
+    out = tmp_path / "mos"
+    assert main([str(path), "--dimensions", "consistency", "--exclude", "--out", str(out)]) == 0
+    qc = pd.read_csv(out / "participants_qc.csv").set_index("participant")
+    assert qc.loc["p3", "fast_trials"] == 0 and not qc.loc["p3", "excluded"]
+    assert qc.loc["p0", "excluded"]  # the careless one still is
+
+
 def test_excluding_everyone_is_a_clear_input_error(tmp_path, capsys):
     path = tmp_path / "ratings.csv"
     pd.DataFrame(_rows(np.random.default_rng(2))).to_csv(path, index=False)
