@@ -212,9 +212,8 @@ def qc_signals(
     )
     frame["agreement"] = agreement
     del own, tested, tested_score
-    frame["slider_events"], frame["first_input_median"] = _input_signals(
-        participant, test, column, m
-    )
+    for name, values in _input_signals(participant, test, column, m).items():
+        frame[name] = values
     return frame[list(SIGNAL_COLUMNS)]
 
 
@@ -252,7 +251,7 @@ def _other_signals(
     column,
     fast_seconds: float,
 ) -> pd.DataFrame:
-    """Every signal of :func:`qc_signals` but the agreement and the slider input's
+    """Every signal of :func:`qc_signals` but the agreement and the page's input
     (:func:`_input_signals`). ``own``: the test trials' centred scores; ``checks``: per trial,
     gold, attention, failed."""
     m = codes.size
@@ -279,9 +278,6 @@ def _other_signals(
             n_timed - 1, 0
         )
     del deviation
-    events = column("slider_events")
-    known = _input_known(test, events)
-    no_input = known & ((events <= 0) | ~np.isfinite(column("first_input")))
     return pd.DataFrame(
         {
             "participant": codes,
@@ -293,27 +289,25 @@ def _other_signals(
             "fast_trials": count(test & (seconds < fast_seconds)),
             "score_std": np.sqrt(var),
             "time_spread": np.where(n_timed >= MIN_TIMED, np.sqrt(time_var), np.nan),
-            "no_input_trials": count(no_input),
         }
     )
 
 
-def _input_known(test: np.ndarray, events: np.ndarray) -> np.ndarray:
-    """The test trials whose page counted its slider moves (schema ≥ 5)."""
-    return test & np.isfinite(events)
-
-
 def _input_signals(
     participant: np.ndarray, test: np.ndarray, column, m: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each participant's mean slider moves and median time to the first move, over the test
-    trials whose page counted its moves (a move never made: unknown, skipped); NaN where none."""
-    known = _input_known(test, column("slider_events"))
-    by = participant[known]
-    return (
-        _per_participant(by, column("slider_events")[known], m, "mean"),
-        _per_participant(by, column("first_input")[known], m, "median"),
-    )
+) -> dict[str, np.ndarray]:
+    """Each participant's test trials without input (no slider move, or no first-move time),
+    mean slider moves and median time to the first move, over the test trials whose page
+    counted its moves (schema ≥ 5); NaN where none."""
+    events, first_input = column("slider_events"), column("first_input")
+    known = test & np.isfinite(events)
+    by, events, first_input = participant[known], events[known], first_input[known]
+    no_input = (events <= 0) | ~np.isfinite(first_input)
+    return {
+        "no_input_trials": np.bincount(by[no_input], minlength=m),
+        "slider_events": _per_participant(by, events, m, "mean"),
+        "first_input_median": _per_participant(by, first_input, m, "median"),
+    }
 
 
 def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
