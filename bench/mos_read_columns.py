@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import time
+from functools import partial
 from pathlib import Path
 
 import adbc_driver_sqlite.dbapi as adbc
@@ -76,13 +77,9 @@ def main() -> int:
     with adbc.connect(f"file:{args.study}?mode=ro") as connection, connection.cursor() as cursor:
         cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(args.rows)})
         for label, query in queries(args.rows).items():
-            best = float("inf")
-            for _ in range(args.repeat):
-                started = time.thread_time()
-                cursor.execute(query)
-                table = cursor.fetch_arrow_table()
-                best = min(best, time.thread_time() - started)
-            floor = _best_cpu(alone, _decoded_in_sqlite(query, table.column_names), args.repeat)
+            best, table = _best_cpu(partial(_through_driver, cursor, query), args.repeat)
+            decoded = _decoded_in_sqlite(query, table.column_names)
+            floor, _ = _best_cpu(partial(_in_sqlite, alone, decoded), args.repeat)
             print(
                 f"| {label} | {best:.2f} | {floor:.2f} | {table.num_rows:,} "
                 f"| {table.nbytes / 1e6:.0f} |"
@@ -98,13 +95,23 @@ def _decoded_in_sqlite(query: str, names: list[str]) -> str:
     return f"SELECT count(*), {largest} FROM ({query})"
 
 
-def _best_cpu(connection: sqlite3.Connection, query: str, repeat: int) -> float:
-    best = float("inf")
+def _through_driver(cursor, query: str):
+    cursor.execute(query)
+    return cursor.fetch_arrow_table()
+
+
+def _in_sqlite(connection: sqlite3.Connection, query: str) -> list:
+    return connection.execute(query).fetchall()
+
+
+def _best_cpu(run, repeat: int) -> tuple[float, object]:
+    """The least thread CPU seconds of ``repeat`` calls of ``run``, and its last result."""
+    best, result = float("inf"), None
     for _ in range(repeat):
         started = time.thread_time()
-        connection.execute(query).fetchall()
+        result = run()
         best = min(best, time.thread_time() - started)
-    return best
+    return best, result
 
 
 if __name__ == "__main__":

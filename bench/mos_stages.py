@@ -18,7 +18,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from unittest import mock
 
 import mos.compute as compute
 from mos.pipeline import MosPipeline
@@ -48,14 +49,11 @@ def main(argv: list[str]) -> int:
 def _stages_timed(rows: list):
     """``mos.compute``'s stages timed into ``rows`` while inside, as they were after."""
     owners = [(compute, name) for name in STAGES] + [(MosPipeline, "fit")]
-    originals = [getattr(owner, name) for owner, name in owners]
-    for (owner, name), function in zip(owners, originals, strict=True):
-        setattr(owner, name, _timed(name, function, rows))
-    try:
+    with ExitStack() as patches:
+        for owner, name in owners:
+            timed = _timed(name, getattr(owner, name), rows)
+            patches.enter_context(mock.patch.object(owner, name, timed))
         yield
-    finally:
-        for (owner, name), function in zip(owners, originals, strict=True):
-            setattr(owner, name, function)
 
 
 def _timed(name: str, function: Callable, rows: list) -> Callable:
